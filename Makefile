@@ -1,0 +1,42 @@
+# The two commands a fresh machine needs (see README):
+#   make run    install into .venv, then run the embedded default experiment
+#   make test   install into .venv (with test tools), then lint and run the whole test suite
+#
+# TORCH_SPEC picks the torch build. On these machines `torch==2.13.0` resolves to the CPU wheel
+# that lies on disk; elsewhere, for a CPU-only build, use e.g.
+#   make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu" test
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN        := $(VENV)/bin
+export FEDLOOM_DATA ?= $(abspath ../shared/data)
+
+.PHONY: run test lint bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/fedloom run
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m benchmarks.run_workloads
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

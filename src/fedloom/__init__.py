@@ -1,0 +1,50 @@
+"""fedloom: Federated Averaging and its family, fast in simulation and real in deployment.
+
+The public surface is small and curated; everything else lives in subpackages
+(``fedloom.data``, ``fedloom.client``, ``fedloom.aggregate``, ``fedloom.engine``...).
+"""
+
+__version__ = "0.1.0"
+
+from fedloom import data, models  # noqa: E402
+from fedloom.algorithms import Algorithm, fedavg, fedsgd  # noqa: E402
+from fedloom.client import LocalTraining  # noqa: E402
+from fedloom.config import RunConfig, load_config  # noqa: E402
+from fedloom.data import (  # noqa: E402
+    FederatedDataset,
+    federate,
+    load_digits,
+    load_mnist,
+    load_synthetic,
+    partition,
+)
+from fedloom.engine import Callback, History  # noqa: E402
+from fedloom.errors import ConfigError, DataError, FedloomError, UpdateRejected  # noqa: E402
+from fedloom.experiment import run_experiment  # noqa: E402
+from fedloom.simulation import simulate  # noqa: E402
+
+__all__ = [
+    "Algorithm",
+    "Callback",
+    "ConfigError",
+    "DataError",
+    "FederatedDataset",
+    "FedloomError",
+    "History",
+    "LocalTraining",
+    "RunConfig",
+    "UpdateRejected",
+    "__version__",
+    "data",
+    "federate",
+    "fedavg",
+    "fedsgd",
+    "load_config",
+    "load_digits",
+    "load_mnist",
+    "load_synthetic",
+    "models",
+    "partition",
+    "run_experiment",
+    "simulate",
+]

@@ -1,0 +1,182 @@
+"""Local training as three pure functions: ``local_init``, ``local_step``, ``local_final``.
+
+The round loop never sees an optimizer object: client state is an explicit
+:class:`LocalState` value, and one step maps a state and a batch to a new state. Written this
+way, the same step runs for one client (sequential engine) or a stacked cohort (``vmap``), and
+local objectives compose (see :mod:`fedloom.client.objectives`).
+
+The optimizer is SGD with optional momentum and weight decay, with exactly the semantics of
+``torch.optim.SGD`` (dampening 0, no Nesterov): ``g = grad + wd * w``, ``v = mu * v + g``,
+``w = w - lr * v``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import grad_and_value
+
+from fedloom.client.objectives import LocalContext, Objective
+from fedloom.types import ClientResult
+
+__all__ = [
+    "LocalState",
+    "LocalTraining",
+    "batch_schedule",
+    "local_final",
+    "local_init",
+    "local_step",
+    "train_client",
+]
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """Hyperparameters of a client's local work.
+
+    Attributes:
+        epochs: passes over the local data (E). Ignored when ``steps`` is set.
+        steps: a fixed number of local steps instead of epochs.
+        batch_size: local minibatch size (B); ``None`` means full batch.
+        lr: client learning rate.
+        momentum: SGD momentum (0 is plain SGD).
+        weight_decay: L2 coefficient added to the gradient.
+    """
+
+    epochs: int = 1
+    steps: int | None = None
+    batch_size: int | None = 10
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None (full batch), got {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """One client's training state between steps."""
+
+    params: torch.Tensor
+    buffers: torch.Tensor
+    velocity: torch.Tensor | None
+    num_steps: int
+    loss_sum: torch.Tensor
+    num_example_passes: int
+
+
+def batch_schedule(
+    num_examples: int, settings: LocalTraining, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """The local minibatches, as index arrays into the client's training split.
+
+    Each epoch is a fresh permutation cut into ``ceil(n / B)`` batches (the last may be
+    smaller), so ``E`` epochs take ``E * ceil(n / B)`` steps. With ``steps`` set, epochs are
+    drawn until that many batches exist. Full batch (``B = None``) uses all examples in order.
+    """
+    batch_size = min(settings.batch_size or num_examples, num_examples)
+    per_epoch = math.ceil(num_examples / batch_size)
+    epochs = settings.epochs if settings.steps is None else math.ceil(settings.steps / per_epoch)
+    batches: list[np.ndarray] = []
+    for _ in range(epochs):
+        if settings.batch_size is None:
+            order = np.arange(num_examples)
+        else:
+            order = rng.permutation(num_examples)
+        batches.extend(order[i : i + batch_size] for i in range(0, num_examples, batch_size))
+    return batches if settings.steps is None else batches[: settings.steps]
+
+
+def local_init(
+    global_params: torch.Tensor, buffers: torch.Tensor, settings: LocalTraining
+) -> LocalState:
+    """The state a client starts from: the broadcast model and fresh optimizer state."""
+    return LocalState(
+        params=global_params.clone(),
+        buffers=buffers.clone(),
+        velocity=torch.zeros_like(global_params) if settings.momentum else None,
+        num_steps=0,
+        loss_sum=torch.zeros((), dtype=torch.float64),
+        num_example_passes=0,
+    )
+
+
+def local_step(
+    state: LocalState,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    *,
+    objective: Objective,
+    settings: LocalTraining,
+    context: LocalContext,
+) -> LocalState:
+    """One SGD step on one batch; returns a new state and leaves ``state`` untouched."""
+    x, y = batch
+    buffers = state.buffers.clone()  # batch norm writes running statistics into it
+    grad, loss = grad_and_value(objective)(state.params, buffers, x, y, context)
+    if settings.weight_decay:
+        grad = grad.add(state.params, alpha=settings.weight_decay)
+    velocity = state.velocity
+    if velocity is not None:
+        velocity = velocity.mul(settings.momentum).add_(grad)
+        grad = velocity
+    return LocalState(
+        params=state.params.add(grad, alpha=-settings.lr),
+        buffers=buffers,
+        velocity=velocity,
+        num_steps=state.num_steps + 1,
+        loss_sum=state.loss_sum + loss.detach().double() * len(y),
+        num_example_passes=state.num_example_passes + len(y),
+    )
+
+
+def local_final(
+    state: LocalState, global_params: torch.Tensor, *, client_id: int, num_examples: int
+) -> ClientResult:
+    """The client's result: its update ``w_k' - w_t`` and what the server weighs it by."""
+    passes = max(state.num_example_passes, 1)
+    return ClientResult(
+        client_id=client_id,
+        update=state.params - global_params,
+        buffers=state.buffers,
+        num_examples=num_examples,
+        num_steps=state.num_steps,
+        num_example_passes=state.num_example_passes,
+        train_loss=float(state.loss_sum) / passes,
+    )
+
+
+def train_client(
+    client_id: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    global_params: torch.Tensor,
+    buffers: torch.Tensor,
+    *,
+    objective: Objective,
+    settings: LocalTraining,
+    context: LocalContext,
+    rng: np.random.Generator,
+) -> ClientResult:
+    """Run one client's whole local training: init, one step per scheduled batch, final."""
+    state = local_init(global_params, buffers, settings)
+    for index in batch_schedule(len(y), settings, rng):
+        batch_index = torch.from_numpy(index)
+        state = local_step(
+            state,
+            (x[batch_index], y[batch_index]),
+            objective=objective,
+            settings=settings,
+            context=context,
+        )
+    return local_final(state, global_params, client_id=client_id, num_examples=len(y))

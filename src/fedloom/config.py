@@ -1,0 +1,365 @@
+"""The run configuration: pydantic models, YAML in, resolved YAML out.
+
+This is the only place where strings become choices: dataset, partitioner, model and
+algorithm names are validated here and turned into objects by the ``build_*`` functions.
+Every invalid value produces one line naming the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
+
+from fedloom.algorithms import Algorithm, fedavg, fedsgd
+from fedloom.client import LocalTraining
+from fedloom.data import (
+    Dataset,
+    FederatedDataset,
+    federate,
+    load_digits,
+    load_mnist,
+    load_synthetic,
+)
+from fedloom.data import partition as partitioners
+from fedloom.errors import ConfigError
+from fedloom.models import MODELS, logistic_regression
+
+__all__ = [
+    "RunConfig",
+    "apply_overrides",
+    "build_algorithm",
+    "build_dataset",
+    "build_federated",
+    "build_local_training",
+    "build_model",
+    "load_config",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IIDPartition(_Section):
+    """Shuffle and split evenly."""
+
+    kind: Literal["iid"] = "iid"
+
+
+class ShardsPartition(_Section):
+    """McMahan et al.'s pathological non-IID: label-sorted shards, S per client."""
+
+    kind: Literal["shards"] = "shards"
+    shards_per_client: Annotated[int, Field(ge=1)] = 2
+
+
+class DirichletPartition(_Section):
+    """Label skew: each client's label mix ~ Dir(alpha * p)."""
+
+    kind: Literal["dirichlet"] = "dirichlet"
+    alpha: Annotated[float, Field(gt=0)] = 0.5
+
+
+class QuantityPartition(_Section):
+    """Log-normal client sizes with a minimum, IID labels."""
+
+    kind: Literal["quantity"] = "quantity"
+    sigma: Annotated[float, Field(ge=0)] = 1.0
+    min_size: Annotated[int, Field(ge=1)] = 10
+
+
+class NaturalPartition(_Section):
+    """One client per natural owner (e.g. a Synthetic device)."""
+
+    kind: Literal["natural"] = "natural"
+
+
+Partition = Annotated[
+    IIDPartition | ShardsPartition | DirichletPartition | QuantityPartition | NaturalPartition,
+    Field(discriminator="kind"),
+]
+
+
+class SyntheticConfig(_Section):
+    alpha: Annotated[float, Field(ge=0)] = 1.0
+    beta: Annotated[float, Field(ge=0)] = 1.0
+    num_devices: Annotated[int, Field(ge=1)] = 30
+    iid: bool = False
+
+
+class DataConfig(_Section):
+    dataset: Literal["digits", "mnist", "synthetic"] = "digits"
+    root: str | None = Field(
+        None, description="data root; default $FEDLOOM_DATA or ~/.cache/fedloom"
+    )
+    num_clients: Annotated[int, Field(ge=1)] | None = Field(
+        20, description="K; leave empty with the natural partition"
+    )
+    partition: Partition = DirichletPartition()
+    holdout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("partition", mode="before")
+    @classmethod
+    def _partition_shorthand(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+
+class ModelConfig(_Section):
+    name: Literal[
+        "auto", "mnist_2nn", "mnist_cnn", "logistic_regression", "digits_mlp", "digits_cnn"
+    ] = "auto"
+    buffers: Literal["average", "local"] = "average"
+
+
+class ClientConfig(_Section):
+    epochs: Annotated[int, Field(ge=1)] = 3
+    steps: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Annotated[int, Field(ge=1)] | Literal["full"] = 10
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+
+
+class ServerConfig(_Section):
+    fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    lr: Annotated[float, Field(gt=0)] = 1.0
+    weighting: Literal["examples", "uniform"] = "examples"
+
+
+class AlgorithmConfig(_Section):
+    name: Literal["fedavg", "fedsgd"] = "fedavg"
+
+
+class EvalConfig(_Section):
+    every: Annotated[int, Field(ge=1)] = 1
+    clients: bool = True
+
+
+class OutputConfig(_Section):
+    runs_dir: str = "runs"
+    plots: bool = True
+    save_model: bool = True
+
+
+class RunConfig(_Section):
+    """A whole experiment. Every field has a default: ``RunConfig()`` is ``fedloom run``."""
+
+    name: str | None = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    rounds: Annotated[int, Field(ge=1)] = 40
+    engine: Literal["sequential"] = "sequential"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    client: ClientConfig = ClientConfig()
+    server: ServerConfig = ServerConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _algorithm_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Validate a plain dict; raises :class:`ConfigError` with one line per problem."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError([_describe(error) for error in exc.errors()]) from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _section_at(path: Iterable[Any]) -> type[BaseModel] | None:
+    """The config section class at a validation error's location, if there is one."""
+    model: type[BaseModel] | None = RunConfig
+    for part in path:
+        if model is None or not isinstance(part, str):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            # a tagged-union branch: the tag names the variant
+            variants = {
+                "iid": IIDPartition,
+                "shards": ShardsPartition,
+                "dirichlet": DirichletPartition,
+                "quantity": QuantityPartition,
+                "natural": NaturalPartition,
+            }
+            model = variants.get(part)
+            continue
+        annotation = field.annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return model
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = error["loc"]
+    where = ".".join(str(p) for p in loc) or "config"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        section = _section_at(loc[:-1])
+        allowed = ", ".join(section.model_fields) if section else "see `fedloom run --help`"
+        return f"{where}: unknown key; allowed keys here: {allowed}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return f"{where}: {error['msg']}"
+    return f"{where}: {error['msg']} (got {error.get('input')!r})"
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``key.path=value`` overrides applied (values are YAML)."""
+    result = _deep_copy(raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set rounds=10")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {override!r}: value is not valid YAML ({exc})") from None
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str) and part in ("partition", "algorithm"):
+                child = {"kind" if part == "partition" else "name": child}
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Read a YAML config (or start from the defaults), apply ``--set`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        raw = loaded or {}
+    return RunConfig.from_dict(apply_overrides(raw, overrides))
+
+
+# ---- strings become objects -------------------------------------------------------------
+
+
+def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
+    """Load the configured dataset."""
+    if config.dataset == "digits":
+        return load_digits()
+    if config.dataset == "mnist":
+        return load_mnist(config.root)
+    synthetic = config.synthetic
+    return load_synthetic(
+        synthetic.alpha,
+        synthetic.beta,
+        num_devices=synthetic.num_devices,
+        iid=synthetic.iid,
+        seed=seed,
+    )
+
+
+def _partition_function(
+    config: DataConfig,
+) -> Callable[[Dataset, np.random.Generator], list[np.ndarray]]:
+    spec = config.partition
+    num_clients = config.num_clients
+    if isinstance(spec, NaturalPartition):
+        return lambda ds, rng: _natural(ds, num_clients)
+    if num_clients is None:
+        raise ConfigError(f"data.num_clients: required for the {spec.kind!r} partition")
+    if isinstance(spec, IIDPartition):
+        return lambda ds, rng: partitioners.iid(ds.num_train, num_clients, rng=rng)
+    if isinstance(spec, ShardsPartition):
+        return lambda ds, rng: partitioners.shards(
+            ds.train_y.numpy(), num_clients, shards_per_client=spec.shards_per_client, rng=rng
+        )
+    if isinstance(spec, DirichletPartition):
+        return lambda ds, rng: partitioners.dirichlet(
+            ds.train_y.numpy(), num_clients, alpha=spec.alpha, rng=rng
+        )
+    return lambda ds, rng: partitioners.quantity_skew(
+        ds.num_train, num_clients, sigma=spec.sigma, min_size=spec.min_size, rng=rng
+    )
+
+
+def _natural(dataset: Dataset, num_clients: int | None) -> list[np.ndarray]:
+    if dataset.train_owner is None:
+        raise ConfigError(
+            f"data.partition: 'natural' needs a dataset with natural owners (synthetic); "
+            f"{dataset.name} has none. Use iid, shards, dirichlet or quantity."
+        )
+    parts = partitioners.natural(dataset.train_owner)
+    if num_clients is not None and num_clients != len(parts):
+        raise ConfigError(
+            f"data.num_clients: {dataset.name} has {len(parts)} natural clients, got "
+            f"{num_clients}; leave num_clients empty (null) with the natural partition"
+        )
+    return parts
+
+
+def build_federated(config: RunConfig, dataset: Dataset | None = None) -> FederatedDataset:
+    """Load (unless given) and partition the configured dataset."""
+    dataset = dataset if dataset is not None else build_dataset(config.data, seed=config.seed)
+    return federate(
+        dataset,
+        _partition_function(config.data),
+        holdout_fraction=config.data.holdout_fraction,
+        seed=config.seed,
+    )
+
+
+def build_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
+    """The model factory; ``auto`` picks the reference model of the dataset."""
+    name = config.model.name
+    if name == "auto":
+        name = {"digits": "digits_mlp", "mnist": "mnist_2nn"}.get(
+            config.data.dataset, "logistic_regression"
+        )
+    if name == "logistic_regression":
+        num_features = int(np.prod(dataset.input_shape))
+        return lambda: logistic_regression(num_features, dataset.num_classes)
+    factory = MODELS[name]
+    return lambda: factory(dataset.num_classes)
+
+
+def build_local_training(config: ClientConfig) -> LocalTraining:
+    return LocalTraining(
+        epochs=config.epochs,
+        steps=config.steps,
+        batch_size=None if config.batch_size == "full" else config.batch_size,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+
+
+def build_algorithm(config: RunConfig) -> Algorithm:
+    factory = {"fedavg": fedavg, "fedsgd": fedsgd}[config.algorithm.name]
+    return factory(server_lr=config.server.lr, weighting=config.server.weighting)

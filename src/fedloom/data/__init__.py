@@ -1,0 +1,22 @@
+"""Datasets, partitioners and the federated view of a dataset."""
+
+from fedloom.data import partition
+from fedloom.data.dataset import Dataset
+from fedloom.data.digits import load_digits
+from fedloom.data.federated import FederatedDataset, federate
+from fedloom.data.mnist import default_data_root, load_mnist
+from fedloom.data.sampling import cohort_size, sample_cohort
+from fedloom.data.synthetic import load_synthetic
+
+__all__ = [
+    "Dataset",
+    "FederatedDataset",
+    "cohort_size",
+    "default_data_root",
+    "federate",
+    "load_digits",
+    "load_mnist",
+    "load_synthetic",
+    "partition",
+    "sample_cohort",
+]

@@ -1,0 +1,124 @@
+"""The one round loop of fedloom.
+
+Sample a cohort, ask the executor for results, judge failures, aggregate, evaluate, report.
+Simulation and deployment differ only in the executor passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from fedloom.algorithms import Algorithm, ServerState, server_init, server_update
+from fedloom.client import LocalContext
+from fedloom.data import sample_cohort
+from fedloom.engine.callbacks import Callback, History, notify_round
+from fedloom.engine.executor import Executor
+from fedloom.rng import derive_seed
+from fedloom.types import ClientFailure, ClientPlan, ClientResult, RoundReport
+
+__all__ = ["Evaluate", "run_rounds"]
+
+log = logging.getLogger("fedloom")
+
+Evaluate = Callable[[ServerState, dict[int, torch.Tensor]], dict[str, float]]
+"""``evaluate(state, client_buffers) -> metrics``."""
+
+BYTES_PER_VALUE = 4  # float32 on the wire
+
+
+def plans_for_round(
+    num_clients: int, fraction: float, *, seed: int, round: int
+) -> list[ClientPlan]:
+    """The round's cohort as plans, each with its own derived seed."""
+    cohort = sample_cohort(num_clients, fraction, seed=seed, round=round)
+    return [
+        ClientPlan(client_id=int(c), round=round, seed=derive_seed(seed, "client", round, int(c)))
+        for c in cohort
+    ]
+
+
+def _train_metrics(results: Sequence[ClientResult]) -> dict[str, float]:
+    passes = sum(r.num_example_passes for r in results)
+    loss = sum(r.train_loss * r.num_example_passes for r in results) / max(passes, 1)
+    return {
+        "train_loss": float(loss),
+        "examples_processed": float(passes),
+        "num_local_steps": float(sum(r.num_steps for r in results)),
+    }
+
+
+def run_rounds(
+    algorithm: Algorithm,
+    executor: Executor,
+    *,
+    num_clients: int,
+    params: torch.Tensor,
+    buffers: torch.Tensor,
+    rounds: int,
+    fraction: float,
+    seed: int = 0,
+    local_buffers: bool = False,
+    evaluate: Evaluate | None = None,
+    eval_every: int = 1,
+    callbacks: Sequence[Callback] = (),
+) -> History:
+    """Run ``rounds`` rounds of ``algorithm`` and return the history.
+
+    Args:
+        algorithm: the algorithm value (local objective terms, weighting, server transform).
+        executor: trains each round's cohort.
+        num_clients: K, the size of the population.
+        params, buffers: the initial global model as flat vectors.
+        rounds: number of rounds.
+        fraction: C, the fraction of clients sampled per round.
+        seed: the run seed; every random stream is derived from it.
+        local_buffers: keep float buffers (batch-norm statistics) on the clients instead of
+            averaging them.
+        evaluate: called after a round (every ``eval_every`` rounds and after the last).
+        callbacks: observers of the run.
+    """
+    state = server_init(algorithm, params, buffers)
+    client_buffers: dict[int, torch.Tensor] = {}
+    for callback in callbacks:
+        callback.on_start(rounds, state)
+    reports: list[RoundReport] = []
+    values_per_model = state.params.numel() + state.buffers.numel()
+    for t in range(rounds):
+        started = time.perf_counter()
+        plans = plans_for_round(num_clients, fraction, seed=seed, round=t)
+        start_buffers = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
+        context = LocalContext(global_params=state.params)
+        outcomes = executor.fit(plans, state.params, start_buffers, context)
+        results = [o for o in outcomes if isinstance(o, ClientResult)]
+        failures = [o for o in outcomes if isinstance(o, ClientFailure)]
+        for failure in failures:
+            log.warning("round %d: client %d failed: %s", t + 1, failure.client_id, failure.reason)
+        metrics: dict[str, float] = {
+            "num_clients": float(len(plans)),
+            "num_results": float(len(results)),
+            "num_failures": float(len(failures)),
+            "bytes_down": float(len(plans) * values_per_model * BYTES_PER_VALUE),
+            "bytes_up": float(len(results) * values_per_model * BYTES_PER_VALUE),
+        }
+        if results:
+            state = server_update(algorithm, state, results, average_buffers=not local_buffers)
+            metrics.update(_train_metrics(results))
+            if local_buffers:
+                client_buffers.update({r.client_id: r.buffers for r in results})
+        else:
+            log.warning("round %d: no client returned a result; the model is unchanged", t + 1)
+            state = ServerState(state.params, state.buffers, state.transform_state, state.round + 1)
+        if evaluate is not None and ((t + 1) % eval_every == 0 or t + 1 == rounds):
+            metrics.update(evaluate(state, client_buffers))
+        metrics["wall_s"] = time.perf_counter() - started
+        report = RoundReport(round=t + 1, metrics=metrics)
+        reports.append(report)
+        notify_round(callbacks, report, state)
+    history = History(tuple(reports), state)
+    for callback in callbacks:
+        callback.on_end(history)
+    return history

@@ -1,0 +1,30 @@
+"""The one exception hierarchy of fedloom.
+
+Every error fedloom raises on purpose is a :class:`FedloomError`, so callers can catch the
+project's failures without catching programming mistakes. Messages say what failed, the value
+seen and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "DataError", "FedloomError", "UpdateRejected"]
+
+
+class FedloomError(Exception):
+    """Root of every error fedloom raises deliberately."""
+
+
+class ConfigError(FedloomError, ValueError):
+    """A run configuration is invalid. One line per problem, each naming the field."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DataError(FedloomError):
+    """A dataset is missing, malformed, or cannot be partitioned as asked."""
+
+
+class UpdateRejected(FedloomError):
+    """A client update failed validation and must not touch the global model."""

@@ -1,0 +1,90 @@
+"""Run a whole experiment from a :class:`~fedloom.config.RunConfig`: what ``fedloom run`` does.
+
+Builds data, model and algorithm from the config, simulates, and writes the run directory:
+``config.yaml`` (resolved), ``metrics.jsonl`` / ``metrics.csv``, ``model.safetensors``,
+``summary.json`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from fedloom.config import (
+    RunConfig,
+    build_algorithm,
+    build_federated,
+    build_local_training,
+    build_model,
+)
+from fedloom.engine import Callback, History
+from fedloom.report import (
+    MetricsFiles,
+    ProgressBar,
+    create_run_dir,
+    plot_run,
+    save_model,
+    summary_table,
+)
+from fedloom.simulation import initial_module, simulate
+
+__all__ = ["ExperimentOutcome", "run_experiment"]
+
+
+@dataclass(frozen=True)
+class ExperimentOutcome:
+    run_dir: Path
+    history: History
+    elapsed_s: float
+
+
+def run_experiment(
+    config: RunConfig, *, console: Console | None = None, show_progress: bool = True
+) -> ExperimentOutcome:
+    """Run ``config`` end to end and write its run directory."""
+    console = console or Console(stderr=True, quiet=not show_progress)
+    started = time.perf_counter()
+    data = build_federated(config)
+    algorithm = build_algorithm(config)
+    module = initial_module(build_model(config, data.dataset), seed=config.seed)
+    run_dir = create_run_dir(
+        config.output.runs_dir,
+        config.name,
+        default_stem=f"{config.data.dataset}-{algorithm.name}",
+    )
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    console.print(
+        f"[bold]fedloom[/] {algorithm.name} on {data.dataset.name}: {data.num_clients} clients "
+        f"({config.data.partition.kind}), {config.rounds} rounds, C = {config.server.fraction}, "
+        f"E = {config.client.epochs}, B = {config.client.batch_size}"
+    )
+    callbacks: list[Callback] = [MetricsFiles(run_dir)]
+    if show_progress:
+        callbacks.append(ProgressBar(console))
+    history = simulate(
+        algorithm,
+        data,
+        module,
+        rounds=config.rounds,
+        fraction=config.server.fraction,
+        local=build_local_training(config.client),
+        seed=config.seed,
+        buffers=config.model.buffers,
+        eval_every=config.eval.every,
+        eval_clients=config.eval.clients,
+        callbacks=callbacks,
+    )
+    elapsed = time.perf_counter() - started
+    final = history.final_state
+    if config.output.save_model:
+        save_model(run_dir / "model.safetensors", module, final.params, final.buffers)
+    if config.output.plots:
+        plot_run(history.records(), run_dir, title=f"{algorithm.name} on {data.dataset.name}")
+    summary = {**history.records()[-1], "elapsed_s": elapsed, "num_params": final.params.numel()}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(summary_table(history, title="run summary", run_dir=run_dir, elapsed_s=elapsed))
+    return ExperimentOutcome(run_dir, history, elapsed)

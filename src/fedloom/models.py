@@ -1,0 +1,80 @@
+"""Reference models. Any ``torch.nn.Module`` factory works; these are the papers' models.
+
+Parameter counts are pinned by tests: McMahan et al. 2017's 2NN has 199,210 and its CNN
+1,663,370.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+__all__ = [
+    "MODELS",
+    "digits_cnn",
+    "digits_mlp",
+    "logistic_regression",
+    "mnist_2nn",
+    "mnist_cnn",
+]
+
+
+def mnist_2nn(num_classes: int = 10) -> nn.Module:
+    """McMahan et al. 2017 "2NN": 784-200-200-10 with ReLU (199,210 parameters)."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 200),
+        nn.ReLU(),
+        nn.Linear(200, 200),
+        nn.ReLU(),
+        nn.Linear(200, num_classes),
+    )
+
+
+def mnist_cnn(num_classes: int = 10) -> nn.Module:
+    """McMahan et al. 2017 CNN: two 5x5 conv layers (32, 64), 512 dense (1,663,370 parameters)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3136, 512),
+        nn.ReLU(),
+        nn.Linear(512, num_classes),
+    )
+
+
+def logistic_regression(num_features: int = 60, num_classes: int = 10) -> nn.Module:
+    """Multinomial logistic regression, the FedProx paper's model for Synthetic data."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(num_features, num_classes))
+
+
+def digits_mlp(num_classes: int = 10) -> nn.Module:
+    """A small MLP for 8x8 digits: 64-64-10 (4,810 parameters)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, num_classes))
+
+
+def digits_cnn(num_classes: int = 10) -> nn.Module:
+    """A small CNN for 8x8 digits: conv 16 -> pool -> dense 64 (17,258 parameters)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mnist_2nn": mnist_2nn,
+    "mnist_cnn": mnist_cnn,
+    "logistic_regression": logistic_regression,
+    "digits_mlp": digits_mlp,
+    "digits_cnn": digits_cnn,
+}

@@ -1,0 +1,88 @@
+"""What a person sees in the terminal: a progress bar while rounds run, a summary table after."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedloom.algorithms import ServerState
+from fedloom.engine import Callback, History
+from fedloom.types import RoundReport
+
+__all__ = ["ProgressBar", "summary_table"]
+
+
+class ProgressBar(Callback):
+    """A rich progress bar: round, test accuracy, clients/s and examples/s."""
+
+    def __init__(self, console: Console, description: str = "rounds"):
+        self.console = console
+        self.description = description
+        self.progress: Progress | None = None
+        self.task = None
+
+    def on_start(self, num_rounds: int, state: ServerState) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self.description, total=num_rounds, status="")
+
+    def on_round(self, report: RoundReport, state: ServerState) -> None:
+        m = report.metrics
+        wall = max(m.get("wall_s", 0.0), 1e-9)
+        parts = []
+        if "test_accuracy" in m:
+            parts.append(f"acc {m['test_accuracy']:.3f}")
+        parts.append(f"{m.get('num_results', 0) / wall:,.0f} clients/s")
+        parts.append(f"{m.get('examples_processed', 0) / wall:,.0f} ex/s")
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, status="  ".join(parts))
+
+    def on_end(self, history: History) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _last(records: Sequence[dict], key: str) -> float | None:
+    for record in reversed(records):
+        if record.get(key) is not None:
+            return record[key]
+    return None
+
+
+def summary_table(history: History, *, title: str, run_dir: Path | None, elapsed_s: float) -> Table:
+    """The end-of-run table: final and best accuracy, client spread, time and traffic."""
+    records = history.records()
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+
+    def row(label: str, value: float | None, fmt: str) -> None:
+        table.add_row(label, "-" if value is None else format(value, fmt))
+
+    accuracies = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
+    row("rounds", len(records), "d")
+    row("final test accuracy", _last(records, "test_accuracy"), ".4f")
+    row("best test accuracy", max(accuracies) if accuracies else None, ".4f")
+    row("final test loss", _last(records, "test_loss"), ".4f")
+    row("client accuracy mean", _last(records, "client_accuracy_mean"), ".4f")
+    row("client accuracy std", _last(records, "client_accuracy_std"), ".4f")
+    row("client accuracy worst 10%", _last(records, "client_accuracy_worst10"), ".4f")
+    row("client accuracy best 10%", _last(records, "client_accuracy_best10"), ".4f")
+    row("examples processed", sum(r.get("examples_processed", 0) for r in records), ",.0f")
+    row("MB down + up", sum(r["bytes_down"] + r["bytes_up"] for r in records) / 1e6, ",.1f")
+    row("wall seconds", elapsed_s, ".1f")
+    if run_dir is not None:
+        table.add_row("run directory", str(run_dir))
+    return table

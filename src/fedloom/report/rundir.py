@@ -1,0 +1,45 @@
+"""The run directory: ``runs/<name>/`` with the resolved config, metrics, model and plots."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from fedloom.params import buffer_spec, param_spec
+
+__all__ = ["create_run_dir", "save_model"]
+
+
+def create_run_dir(runs_dir: str | Path, name: str | None, *, default_stem: str) -> Path:
+    """A new, empty run directory. ``name`` defaults to ``<default_stem>-<timestamp>``;
+    an existing name gets a ``-2``, ``-3``... suffix rather than being overwritten."""
+    stem = name or f"{default_stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)
+    root = Path(runs_dir)
+    candidate, suffix = root / stem, 1
+    while candidate.exists():
+        suffix += 1
+        candidate = root / f"{stem}-{suffix}"
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+def save_model(path: Path, module: nn.Module, params: torch.Tensor, buffers: torch.Tensor) -> Path:
+    """Write the model as safetensors: one named tensor per parameter and float buffer.
+
+    safetensors holds only tensors, so loading a model file can never run code.
+    """
+    tensors = {
+        name: view.clone().contiguous() for name, view in param_spec(module).views(params).items()
+    }
+    if buffers.numel():
+        tensors.update(
+            {n: v.clone().contiguous() for n, v in buffer_spec(module).views(buffers).items()}
+        )
+    save_file(tensors, str(path), metadata={"format": "fedloom-model-v1"})
+    return path

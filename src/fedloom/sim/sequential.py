@@ -1,0 +1,65 @@
+"""The reference executor: trains the cohort's clients one after another in this process.
+
+Every other engine is tested against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedloom.client import LocalContext, LocalTraining, ObjectiveTerm, make_objective, train_client
+from fedloom.data import FederatedDataset
+from fedloom.params import buffer_spec, param_spec
+from fedloom.types import ClientFailure, ClientPlan, ClientResult
+
+__all__ = ["SequentialExecutor"]
+
+
+class SequentialExecutor:
+    """Train clients one by one with the pure local step; no serialization, one module."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        data: FederatedDataset,
+        settings: LocalTraining,
+        *,
+        objective_terms: tuple[ObjectiveTerm, ...] = (),
+    ):
+        self.module = module
+        self.settings = settings
+        self.objective = make_objective(
+            module, param_spec(module), buffer_spec(module), terms=objective_terms
+        )
+        # Each client's training tensors, gathered once rather than every round.
+        self._client_data = [data.client_data(k) for k in range(data.num_clients)]
+
+    def fit(
+        self,
+        plans: Sequence[ClientPlan],
+        params: torch.Tensor,
+        buffers: Mapping[int, torch.Tensor],
+        context: LocalContext,
+    ) -> list[ClientResult | ClientFailure]:
+        self.module.train()
+        results: list[ClientResult | ClientFailure] = []
+        for plan in plans:
+            x, y = self._client_data[plan.client_id]
+            results.append(
+                train_client(
+                    plan.client_id,
+                    x,
+                    y,
+                    params,
+                    buffers[plan.client_id],
+                    objective=self.objective,
+                    settings=self.settings,
+                    context=context,
+                    rng=np.random.default_rng(plan.seed),
+                )
+            )
+        return results

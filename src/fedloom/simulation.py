@@ -1,0 +1,99 @@
+"""``simulate``: run an algorithm on a federated dataset in this process, from Python.
+
+>>> import fedloom as fl
+>>> data = fl.federate(fl.load_digits(), lambda ds, rng: fl.partition.iid(ds.num_train, 10, rng=rng))
+>>> history = fl.simulate(fl.fedavg(), data, fl.models.digits_mlp, rounds=2, fraction=0.5)
+>>> len(history.reports)
+2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from fedloom.algorithms import Algorithm, ServerState
+from fedloom.client import LocalTraining
+from fedloom.data import FederatedDataset
+from fedloom.engine import Callback, Evaluator, History, run_rounds
+from fedloom.params import flatten_buffers, flatten_params
+from fedloom.rng import derive_seed
+from fedloom.sim import SequentialExecutor
+
+__all__ = ["initial_module", "simulate"]
+
+ModelSource = nn.Module | Callable[[], nn.Module]
+
+
+def initial_module(model: ModelSource, *, seed: int) -> nn.Module:
+    """The model whose weights start the run.
+
+    A factory is called under a seeded, forked RNG so that the initial weights depend only
+    on the run seed and the global torch RNG is left as it was. A module is used as given.
+    """
+    if isinstance(model, nn.Module):
+        return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        return model()
+
+
+def simulate(
+    algorithm: Algorithm,
+    data: FederatedDataset,
+    model: ModelSource,
+    *,
+    rounds: int,
+    fraction: float = 0.1,
+    local: LocalTraining | None = None,
+    seed: int = 0,
+    buffers: Literal["average", "local"] = "average",
+    eval_every: int = 1,
+    eval_clients: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> History:
+    """Simulate ``rounds`` rounds of ``algorithm`` with the sequential engine.
+
+    Args:
+        algorithm: e.g. :func:`fedloom.fedavg`.
+        data: the clients' data (:func:`fedloom.federate`).
+        model: a ``torch.nn.Module`` factory (or a module whose weights start the run).
+        rounds: number of rounds.
+        fraction: C, the share of clients sampled each round.
+        local: local training settings (epochs, batch size, learning rate...).
+        seed: derives every random stream: initial weights, sampling, batches.
+        buffers: ``"average"`` float buffers like parameters, or keep them ``"local"``.
+        eval_every: evaluate every this many rounds (and after the last).
+        eval_clients: also evaluate on every client's held-out split.
+        callbacks: observers (metrics files, progress bars).
+    """
+    if buffers not in ("average", "local"):
+        raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
+    module = initial_module(model, seed=seed)
+    settings = algorithm.local_training(local or LocalTraining())
+    executor = SequentialExecutor(module, data, settings, objective_terms=algorithm.objective_terms)
+    evaluator = Evaluator(module, data)
+
+    def evaluate(state: ServerState, client_buffers: dict[int, torch.Tensor]) -> dict[str, float]:
+        metrics = evaluator.global_metrics(state.params, state.buffers)
+        if eval_clients:
+            metrics.update(evaluator.client_metrics(state.params, state.buffers, client_buffers))
+        return metrics
+
+    return run_rounds(
+        algorithm,
+        executor,
+        num_clients=data.num_clients,
+        params=flatten_params(module),
+        buffers=flatten_buffers(module),
+        rounds=rounds,
+        fraction=fraction,
+        seed=seed,
+        local_buffers=buffers == "local",
+        evaluate=evaluate,
+        eval_every=eval_every,
+        callbacks=callbacks,
+    )

@@ -1,0 +1,70 @@
+"""Plain values that cross module boundaries: what a client is asked to do and what it returns.
+
+They are frozen dataclasses so that they can be passed between the round loop, executors and
+callbacks without anyone mutating another's copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["ClientFailure", "ClientPlan", "ClientResult", "RoundReport"]
+
+
+@dataclass(frozen=True)
+class ClientPlan:
+    """The work one sampled client does in one round.
+
+    ``seed`` is derived from (run seed, round, client id) by :mod:`fedloom.rng`, so that any
+    executor, in any process, trains the client identically.
+    """
+
+    client_id: int
+    round: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """What a client sends back after local training.
+
+    Attributes:
+        client_id: the client.
+        update: ``w_k' - w_t`` as a flat float32 vector of length P.
+        buffers: the client's float buffers after training (length Q, possibly 0).
+        num_examples: ``n_k``, the size of the client's training split (the FedAvg weight).
+        num_steps: local optimizer steps taken (``tau_k``).
+        num_example_passes: examples seen in local training, summed over steps.
+        train_loss: mean training loss over the local steps, weighted by batch size.
+    """
+
+    client_id: int
+    update: torch.Tensor
+    buffers: torch.Tensor
+    num_examples: int
+    num_steps: int
+    num_example_passes: int
+    train_loss: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientFailure:
+    """A client that did not produce a usable result this round, and why."""
+
+    client_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """Everything measured in one round; one line of ``metrics.jsonl``."""
+
+    round: int
+    metrics: dict[str, float]
+
+    def as_record(self) -> dict[str, float]:
+        return {"round": self.round, **self.metrics}
