@@ -53,8 +53,10 @@ def make_objective(
 
     The module is used as a stateless template: its own tensors are never read or written.
     Buffers that the module updates in training mode (batch-norm statistics) are written
-    into the ``buffers`` vector passed in, so callers pass a copy they own.
+    into the ``buffers`` vector passed in, so callers pass a copy they own. Integer buffers
+    (batch norm's step counter) are bookkeeping: each call gets a throwaway copy.
     """
+    integer_buffers = {name: b for name, b in module.named_buffers() if not b.is_floating_point()}
 
     def objective(
         params: torch.Tensor,
@@ -63,7 +65,11 @@ def make_objective(
         y: torch.Tensor,
         context: LocalContext,
     ) -> torch.Tensor:
-        tensors = {**spec.views(params), **buffer_spec.views(buffers)}
+        tensors = {
+            **spec.views(params),
+            **buffer_spec.views(buffers),
+            **{name: b.clone() for name, b in integer_buffers.items()},
+        }
         logits = functional_call(module, tensors, (x,))
         loss = F.cross_entropy(logits, y)
         for term in terms:

@@ -103,9 +103,8 @@ def dirichlet(
 
     Clients get equal sizes (within one example). Client k draws its label mix
     ``q_k ~ Dir(alpha * C * p)``, ``p`` the global label distribution over ``C`` labels, and
-    fills its examples
-    by sampling labels from ``q_k`` without replacement; when a label runs out, ``q_k`` is
-    renormalized over the labels left. ``alpha -> inf`` approaches IID, ``alpha -> 0`` gives
+    takes ``n_k * q_k`` examples of each label (rounded by largest remainder), without
+    replacement; when a label runs out, ``q_k`` is renormalized over the labels left. ``alpha -> inf`` approaches IID, ``alpha -> 0`` gives
     each client (nearly) a single label. With balanced labels the concentration is the usual
     ``Dir(alpha, ..., alpha)``; scaling by ``p`` keeps the expected mix equal to the global one
     when labels are imbalanced.
@@ -133,7 +132,7 @@ def dirichlet(
             weights = mix * (available > 0)
             if weights.sum() <= 0:
                 weights = available.astype(float)
-            draw = np.minimum(rng.multinomial(need, weights / weights.sum()), available)
+            draw = np.minimum(_largest_remainder(need, weights), available)
             take += draw
             need -= int(draw.sum())
         chosen = [pools[c][used[c] : used[c] + take[c]] for c in range(len(classes))]

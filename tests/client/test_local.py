@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedloom.client import (
+    LocalContext,
+    LocalTraining,
+    batch_schedule,
+    local_init,
+    local_step,
+    make_objective,
+    train_client,
+)
+from fedloom.params import buffer_spec, flatten_params, param_spec
+
+
+def test_batch_schedule_epochs_steps_and_full_batch():
+    rng = np.random.default_rng(0)
+    batches = batch_schedule(25, LocalTraining(epochs=2, batch_size=10), rng)
+    assert [len(b) for b in batches] == [10, 10, 5, 10, 10, 5]
+    assert sorted(np.concatenate(batches[:3]).tolist()) == list(range(25))
+    steps = batch_schedule(25, LocalTraining(steps=4, batch_size=10), rng)
+    assert [len(b) for b in steps] == [10, 10, 5, 10]
+    full = batch_schedule(25, LocalTraining(epochs=3, batch_size=None), rng)
+    assert len(full) == 3 and all(np.array_equal(b, np.arange(25)) for b in full)
+    small = batch_schedule(4, LocalTraining(epochs=1, batch_size=10), rng)
+    assert [len(b) for b in small] == [4]
+
+
+def test_local_training_rejects_bad_settings():
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        LocalTraining(epochs=0)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        LocalTraining(lr=0.0)
+
+
+def _setup(module):
+    torch.manual_seed(0)
+    objective = make_objective(module, param_spec(module), buffer_spec(module))
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    return objective, x, y
+
+
+@pytest.mark.parametrize(("momentum", "weight_decay"), [(0.0, 0.0), (0.9, 0.0), (0.5, 1e-2)])
+def test_local_steps_match_torch_optim_sgd(momentum, weight_decay):
+    torch.manual_seed(1)
+    module = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    objective, x, y = _setup(module)
+    settings = LocalTraining(lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    w0 = flatten_params(module)
+    context = LocalContext(global_params=w0)
+    state = local_init(w0, torch.zeros(0), settings)
+    reference = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    reference.load_state_dict(module.state_dict())
+    optimizer = torch.optim.SGD(
+        reference.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay
+    )
+    for step in range(5):
+        batch = (x[step * 6 : step * 6 + 6], y[step * 6 : step * 6 + 6])
+        state = local_step(state, batch, objective=objective, settings=settings, context=context)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(reference(batch[0]), batch[1]).backward()
+        optimizer.step()
+    assert state.num_steps == 5 and state.num_example_passes == 30
+    assert torch.allclose(state.params, flatten_params(reference), atol=1e-6, rtol=0)
+
+
+def test_local_step_does_not_mutate_its_input_state():
+    module = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    objective, x, y = _setup(module)
+    w0 = flatten_params(module)
+    buffers = torch.cat([torch.zeros(4), torch.ones(4)])
+    state = local_init(w0, buffers, LocalTraining())
+    params_before, buffers_before = state.params.clone(), state.buffers.clone()
+    new = local_step(
+        state, (x, y), objective=objective, settings=LocalTraining(), context=LocalContext(w0)
+    )
+    assert torch.equal(state.params, params_before)
+    assert torch.equal(state.buffers, buffers_before)
+    # batch norm in training mode moved the running mean towards the batch mean
+    assert not torch.equal(new.buffers, buffers_before)
+
+
+def test_train_client_returns_update_and_counts():
+    module = nn.Sequential(nn.Linear(6, 3))
+    objective, x, y = _setup(module)
+    w0 = flatten_params(module)
+    result = train_client(
+        7,
+        x,
+        y,
+        w0,
+        torch.zeros(0),
+        objective=objective,
+        settings=LocalTraining(epochs=2, batch_size=8),
+        context=LocalContext(w0),
+        rng=np.random.default_rng(0),
+    )
+    assert result.client_id == 7 and result.num_examples == 32
+    assert result.num_steps == 8 and result.num_example_passes == 64
+    assert result.update.shape == w0.shape and result.update.abs().sum() > 0
+    assert result.train_loss > 0

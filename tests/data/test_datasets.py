@@ -1,0 +1,93 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from fedloom.data import federate, load_mnist, load_synthetic, partition
+from fedloom.data.mnist import read_idx
+from fedloom.errors import DataError
+
+
+def test_digits_split_is_fixed_and_stratified(digits):
+    assert digits.train_x.shape[1:] == (1, 8, 8)
+    assert len(digits.train_y) + len(digits.test_y) == 1797
+    assert float(digits.train_x.max()) == 1.0
+    test_hist = np.bincount(digits.test_y.numpy(), minlength=10)
+    assert test_hist.min() >= 35  # ~20% of every digit
+
+
+def test_mnist_has_the_canonical_sizes(mnist):
+    assert mnist.train_x.shape == (60_000, 1, 28, 28)
+    assert mnist.test_x.shape == (10_000, 1, 28, 28)
+    assert np.bincount(mnist.train_y.numpy()).tolist()[:3] == [5923, 6742, 5958]
+    # standardized with the training-set mean/std
+    assert abs(float(mnist.train_x.mean())) < 0.01
+    assert abs(float(mnist.train_x.std()) - 1.0) < 0.01
+
+
+def test_missing_mnist_offline_names_files_and_place(tmp_path):
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\(\.gz\) not found in .*mnist"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_read_idx_checks_header_and_length(tmp_path):
+    good = tmp_path / "x-idx1-ubyte.gz"
+    with gzip.open(good, "wb") as f:
+        f.write(bytes([0, 0, 0x08, 1]) + (3).to_bytes(4, "big") + bytes([7, 8, 9]))
+    assert read_idx(good).tolist() == [7, 8, 9]
+    truncated = tmp_path / "t-idx1-ubyte"
+    truncated.write_bytes(bytes([0, 0, 0x08, 1]) + (5).to_bytes(4, "big") + bytes([1]))
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(truncated)
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x80\x04pickle")
+    with pytest.raises(DataError, match="not an IDX file"):
+        read_idx(junk)
+
+
+def test_synthetic_follows_the_generator():
+    data = load_synthetic(1.0, 1.0, num_devices=30, seed=3)
+    assert data.train_x.shape[1] == 60 and data.num_classes == 10
+    parts = partition.natural(data.train_owner)
+    assert len(parts) == 30
+    sizes = np.array([len(p) for p in parts])
+    assert sizes.min() >= 40  # 80% of at least 50
+    assert sizes.max() > 5 * np.median(sizes)  # power law
+    # Input covariance is diag(j^-1.2) around the device mean: late features vary less.
+    device0 = data.train_x[torch.from_numpy(parts[int(np.argmax(sizes))])]
+    variances = device0.var(0)
+    assert float(variances[:5].mean()) > 3 * float(variances[-5:].mean())
+    # Same seed, same data.
+    again = load_synthetic(1.0, 1.0, num_devices=30, seed=3)
+    assert torch.equal(again.train_x, data.train_x)
+
+
+def test_synthetic_iid_shares_one_model():
+    data = load_synthetic(num_devices=10, iid=True, seed=0)
+    assert data.name == "synthetic_iid"
+    assert len(np.unique(data.train_owner)) == 10
+
+
+def test_federate_holdout_is_disjoint_and_complete(digits):
+    fed = federate(
+        digits,
+        lambda ds, rng: partition.dirichlet(ds.train_y.numpy(), 20, alpha=0.5, rng=rng),
+        holdout_fraction=0.1,
+        seed=1,
+    )
+    assert fed.num_clients == 20
+    for train, holdout in zip(fed.client_train, fed.client_holdout, strict=True):
+        assert len(np.intersect1d(train, holdout)) == 0
+        assert len(holdout) == round(0.1 * (len(train) + len(holdout)))
+    everything = np.concatenate([*fed.client_train, *fed.client_holdout])
+    assert np.array_equal(np.sort(everything), np.arange(digits.num_train))
+    hist = fed.label_histograms()
+    assert hist.sum(1).tolist() == fed.client_sizes.tolist()
+    row = fed.describe()[0]
+    assert set(row) == {"client", "train", "holdout", "labels", "histogram"}
+
+
+def test_federate_refuses_empty_clients(digits):
+    with pytest.raises(DataError, match="received no examples"):
+        federate(digits, [np.arange(digits.num_train), np.array([], dtype=np.int64)])
