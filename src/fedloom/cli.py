@@ -125,11 +125,15 @@ def _cmd_data_describe(args: argparse.Namespace, console: Console) -> int:
     data = build_federated(config)
     rows = data.describe()
     sizes = data.client_sizes
+    holdout = sum(len(ix) for ix in data.client_holdout)
     table = Table(
         title=f"{data.dataset.name}: {data.num_clients} clients, "
-        f"{config.data.partition.kind} partition",
-        caption=f"train sizes: min {sizes.min()}, median {int(sorted(sizes)[len(sizes) // 2])}, "
-        f"max {sizes.max()}, total {sizes.sum()}; test set {len(data.dataset.test_y)}",
+        f"{config.data.partition.kind} partition"
+    )
+    caption = (
+        f"train sizes: min {sizes.min()}, median {int(sorted(sizes)[len(sizes) // 2])}, "
+        f"max {sizes.max()}, total {sizes.sum()}; holdout {holdout}; "
+        f"global test set {len(data.dataset.test_y)}"
     )
     for column in ("client", "train", "holdout", "labels"):
         table.add_column(column, justify="right")
@@ -140,6 +144,7 @@ def _cmd_data_describe(args: argparse.Namespace, console: Console) -> int:
             " ".join(str(v) for v in row["histogram"]),
         )
     console.print(table)
+    console.print(caption)
     if len(rows) > args.limit:
         console.print(f"... {len(rows) - args.limit} more clients (use --limit)")
     return 0

@@ -80,6 +80,13 @@ class NaturalPartition(_Section):
     kind: Literal["natural"] = "natural"
 
 
+_PARTITIONS = (
+    IIDPartition,
+    ShardsPartition,
+    DirichletPartition,
+    QuantityPartition,
+    NaturalPartition,
+)
 Partition = Annotated[
     IIDPartition | ShardsPartition | DirichletPartition | QuantityPartition | NaturalPartition,
     Field(discriminator="kind"),
@@ -108,7 +115,11 @@ class DataConfig(_Section):
     @field_validator("partition", mode="before")
     @classmethod
     def _partition_shorthand(cls, value: Any) -> Any:
-        return {"kind": value} if isinstance(value, str) else value
+        if isinstance(value, str):
+            return {"kind": value}
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "dirichlet", **value}  # the default partition's own keys
+        return value
 
 
 class ModelConfig(_Section):
@@ -174,7 +185,7 @@ class RunConfig(_Section):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            raise ConfigError([_describe(error) for error in exc.errors()]) from None
+            raise ConfigError(_describe_all(exc.errors())) from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -182,42 +193,41 @@ class RunConfig(_Section):
 
 def _section_at(path: Iterable[Any]) -> type[BaseModel] | None:
     """The config section class at a validation error's location, if there is one."""
+    variants = {cls.model_fields["kind"].default: cls for cls in _PARTITIONS}
     model: type[BaseModel] | None = RunConfig
     for part in path:
-        if model is None or not isinstance(part, str):
-            return None
-        field = model.model_fields.get(part)
-        if field is None:
-            # a tagged-union branch: the tag names the variant
-            variants = {
-                "iid": IIDPartition,
-                "shards": ShardsPartition,
-                "dirichlet": DirichletPartition,
-                "quantity": QuantityPartition,
-                "natural": NaturalPartition,
-            }
-            model = variants.get(part)
-            continue
-        annotation = field.annotation
-        model = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
+        if model is not None and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+            is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            model = annotation if is_section else None
+        else:
+            model = variants.get(part)  # a tagged-union location names the variant
+            if model is None:
+                return None
     return model
 
 
-def _describe(error: dict[str, Any]) -> str:
-    loc = error["loc"]
+def _describe_all(errors: list[dict[str, Any]]) -> list[str]:
+    """One line per field: the alternatives of a union (``int | "full"``) become one line."""
+    lines: dict[str, list[str]] = {}
+    for error in errors:
+        where, message = _describe(error)
+        lines.setdefault(where, []).append(message)
+    return [f"{where}: {'; or '.join(messages)}" for where, messages in lines.items()]
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    # Union members add locations such as 'constrained-int' or "literal['full']": not fields.
+    loc = tuple(p for p in error["loc"] if isinstance(p, int) or str(p).isidentifier())
     where = ".".join(str(p) for p in loc) or "config"
     kind = error["type"]
     if kind == "extra_forbidden":
         section = _section_at(loc[:-1])
         allowed = ", ".join(section.model_fields) if section else "see `fedloom run --help`"
-        return f"{where}: unknown key; allowed keys here: {allowed}"
+        return where, f"unknown key; allowed keys here: {allowed}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return f"{where}: {error['msg']}"
-    return f"{where}: {error['msg']} (got {error.get('input')!r})"
+        return where, error["msg"]
+    return where, f"{error['msg']} (got {error.get('input')!r})"
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
