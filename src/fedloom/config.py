@@ -26,7 +26,7 @@ from fedloom.data import (
     load_mnist,
     load_synthetic,
 )
-from fedloom.data import partition as partitioners
+from fedloom.data.partitioners import IID, Dirichlet, Natural, Partitioner, QuantitySkew, Shards
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS, logistic_regression
 
@@ -36,6 +36,7 @@ __all__ = [
     "build_algorithm",
     "build_dataset",
     "build_federated",
+    "build_partitioner",
     "build_local_training",
     "build_model",
     "load_config",
@@ -295,51 +296,37 @@ def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
     )
 
 
-def _partition_function(
-    config: DataConfig,
-) -> Callable[[Dataset, np.random.Generator], list[np.ndarray]]:
-    spec = config.partition
-    num_clients = config.num_clients
+def build_partitioner(config: DataConfig) -> Partitioner:
+    """The partitioner value the ``data.partition`` section describes."""
+    spec, num_clients = config.partition, config.num_clients
     if isinstance(spec, NaturalPartition):
-        return lambda ds, rng: _natural(ds, num_clients)
+        return Natural()
     if num_clients is None:
         raise ConfigError(f"data.num_clients: required for the {spec.kind!r} partition")
     if isinstance(spec, IIDPartition):
-        return lambda ds, rng: partitioners.iid(ds.num_train, num_clients, rng=rng)
+        return IID(num_clients)
     if isinstance(spec, ShardsPartition):
-        return lambda ds, rng: partitioners.shards(
-            ds.train_y.numpy(), num_clients, shards_per_client=spec.shards_per_client, rng=rng
-        )
+        return Shards(num_clients, spec.shards_per_client)
     if isinstance(spec, DirichletPartition):
-        return lambda ds, rng: partitioners.dirichlet(
-            ds.train_y.numpy(), num_clients, alpha=spec.alpha, rng=rng
-        )
-    return lambda ds, rng: partitioners.quantity_skew(
-        ds.num_train, num_clients, sigma=spec.sigma, min_size=spec.min_size, rng=rng
-    )
-
-
-def _natural(dataset: Dataset, num_clients: int | None) -> list[np.ndarray]:
-    if dataset.train_owner is None:
-        raise ConfigError(
-            f"data.partition: 'natural' needs a dataset with natural owners (synthetic); "
-            f"{dataset.name} has none. Use iid, shards, dirichlet or quantity."
-        )
-    parts = partitioners.natural(dataset.train_owner)
-    if num_clients is not None and num_clients != len(parts):
-        raise ConfigError(
-            f"data.num_clients: {dataset.name} has {len(parts)} natural clients, got "
-            f"{num_clients}; leave num_clients empty (null) with the natural partition"
-        )
-    return parts
+        return Dirichlet(num_clients, spec.alpha)
+    return QuantitySkew(num_clients, spec.sigma, spec.min_size)
 
 
 def build_federated(config: RunConfig, dataset: Dataset | None = None) -> FederatedDataset:
     """Load (unless given) and partition the configured dataset."""
     dataset = dataset if dataset is not None else build_dataset(config.data, seed=config.seed)
+    partitioner = build_partitioner(config.data)
+    if isinstance(partitioner, Natural) and dataset.train_owner is not None:
+        natural_clients = len(np.unique(dataset.train_owner))
+        if config.data.num_clients not in (None, natural_clients):
+            raise ConfigError(
+                f"data.num_clients: {dataset.name} has {natural_clients} natural clients, got "
+                f"{config.data.num_clients}; leave num_clients empty (null) with the natural "
+                "partition"
+            )
     return federate(
         dataset,
-        _partition_function(config.data),
+        partitioner,
         holdout_fraction=config.data.holdout_fraction,
         seed=config.seed,
     )

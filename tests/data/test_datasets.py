@@ -91,3 +91,37 @@ def test_federate_holdout_is_disjoint_and_complete(digits):
 def test_federate_refuses_empty_clients(digits):
     with pytest.raises(DataError, match="received no examples"):
         federate(digits, [np.arange(digits.num_train), np.array([], dtype=np.int64)])
+
+
+def test_partitioner_values_match_the_pure_functions(digits):
+    from fedloom.data import IID, Dirichlet, Natural, QuantitySkew, Shards
+
+    rng = np.random.default_rng
+    labels = digits.train_y.numpy()
+    cases = [
+        (Shards(10, 2), partition.shards(labels, 10, shards_per_client=2, rng=rng(4))),
+        (Dirichlet(10, 0.3), partition.dirichlet(labels, 10, alpha=0.3, rng=rng(4))),
+        (IID(7), partition.iid(len(labels), 7, rng=rng(4))),
+        (
+            QuantitySkew(9, 1.0, 5),
+            partition.quantity_skew(len(labels), 9, sigma=1.0, min_size=5, rng=rng(4)),
+        ),
+    ]
+    for partitioner, expected in cases:
+        got = partitioner(digits, rng(4))
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)), partitioner
+    with pytest.raises(DataError, match="needs a dataset with owners"):
+        Natural()(digits, rng(0))
+
+
+def test_natural_partition_from_config():
+    from fedloom.config import build_federated, load_config
+    from fedloom.errors import ConfigError
+
+    config = load_config(
+        None, ["data.dataset=synthetic", "data.partition=natural", "data.num_clients=null"]
+    )
+    fed = build_federated(config)
+    assert fed.num_clients == 30
+    with pytest.raises(ConfigError, match="has 30 natural clients, got 20"):
+        build_federated(load_config(None, ["data.dataset=synthetic", "data.partition=natural"]))

@@ -5,11 +5,18 @@ from fedloom.data.dataset import Dataset
 from fedloom.data.digits import load_digits
 from fedloom.data.federated import FederatedDataset, federate
 from fedloom.data.mnist import default_data_root, load_mnist
+from fedloom.data.partitioners import IID, Dirichlet, Natural, Partitioner, QuantitySkew, Shards
 from fedloom.data.sampling import cohort_size, sample_cohort
 from fedloom.data.synthetic import load_synthetic
 
 __all__ = [
+    "IID",
     "Dataset",
+    "Dirichlet",
+    "Natural",
+    "Partitioner",
+    "QuantitySkew",
+    "Shards",
     "FederatedDataset",
     "cohort_size",
     "default_data_root",

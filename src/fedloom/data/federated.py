@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +10,7 @@ import torch
 
 from fedloom.data.dataset import Dataset
 from fedloom.data.partition import check_partition
+from fedloom.data.partitioners import Partitioner
 from fedloom.errors import DataError
 from fedloom.rng import numpy_rng
 
@@ -71,8 +72,7 @@ class FederatedDataset:
 
 def federate(
     dataset: Dataset,
-    partition: Sequence[np.ndarray]
-    | Callable[[Dataset, np.random.Generator], Sequence[np.ndarray]],
+    partition: Sequence[np.ndarray] | Partitioner,
     *,
     holdout_fraction: float = 0.1,
     seed: int = 0,
@@ -81,8 +81,9 @@ def federate(
 
     Args:
         dataset: the centralized data.
-        partition: either index arrays (one per client) or a function
-            ``(dataset, rng) -> index arrays``; see :mod:`fedloom.data.partition`.
+        partition: either index arrays (one per client) or a partitioner
+            ``(dataset, rng) -> index arrays`` such as ``Shards(num_clients=100)``; see
+            :mod:`fedloom.data.partitioners`.
         holdout_fraction: share of each client's examples kept for per-client evaluation
             (at least one example always stays for training).
         seed: seeds the partition and the holdout split.
