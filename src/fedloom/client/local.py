@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.func import grad_and_value
 
 from fedloom.client.objectives import LocalContext, Objective
 from fedloom.types import ClientResult
@@ -123,7 +122,7 @@ def local_step(
     """One SGD step on one batch; returns a new state and leaves ``state`` untouched."""
     x, y = batch
     buffers = state.buffers.clone()  # batch norm writes running statistics into it
-    grad, loss = grad_and_value(objective)(state.params, buffers, x, y, context)
+    grad, loss = objective.grad_and_value(state.params, buffers, x, y, context)
     if settings.weight_decay:
         grad = grad.add(state.params, alpha=settings.weight_decay)
     velocity = state.velocity

@@ -1,9 +1,12 @@
-"""Local objectives as pure functions of a flat parameter vector.
+"""Local objectives as pure functions of the parameters.
 
 A client minimizes ``data_loss(w; batch) + sum_i term_i(w; context)``. The data loss runs the
-model through ``torch.func.functional_call`` on views of ``w``, so its gradient is a flat
-vector and the same function can be vmapped over a cohort. Later algorithms add terms
-(FedProx's proximal term, SCAFFOLD's correction, EWC) without touching the training loop.
+model through ``torch.func.functional_call`` on views of the flat vector ``w``. The gradient is
+taken with respect to those per-tensor views and concatenated once: differentiating the flat
+vector directly would make autograd scatter every tensor's gradient into its own zero-filled
+copy of ``w`` (measured: 3.3 ms instead of 1.6 ms per 2NN step at B = 10). The same functions
+can be vmapped over a cohort. Later algorithms add terms (FedProx's proximal term, SCAFFOLD's
+correction, EWC) without touching the training loop.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, grad_and_value
 from torch.nn import functional as F
 
 from fedloom.params import ParamSpec
@@ -34,12 +37,90 @@ class LocalContext:
 
 
 ObjectiveTerm = Callable[[torch.Tensor, LocalContext], torch.Tensor]
-"""``term(w, context) -> scalar`` added to the data loss."""
+"""``term(w, context) -> scalar`` added to the data loss; ``w`` is the flat vector."""
 
-Objective = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LocalContext], torch.Tensor
-]
-"""``objective(w, buffers, x, y, context) -> scalar loss``."""
+
+@dataclass(frozen=True)
+class Objective:
+    """Mean cross-entropy of ``module`` on a batch, plus ``terms``.
+
+    The module is a stateless template: its own tensors are never read or written. Buffers
+    the module updates in training mode (batch-norm statistics) are written into the
+    ``buffers`` vector passed in, so callers pass a copy they own. Integer buffers (batch
+    norm's step counter) are bookkeeping: each call gets a throwaway copy.
+    """
+
+    module: nn.Module
+    spec: ParamSpec
+    buffer_spec: ParamSpec
+    terms: tuple[ObjectiveTerm, ...] = ()
+
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        buffers: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        context: LocalContext,
+    ) -> torch.Tensor:
+        """The objective as a function of the named parameter tensors."""
+        inputs = {
+            **tensors,
+            **self.buffer_spec.views(buffers),
+            **{
+                name: b.clone()
+                for name, b in self.module.named_buffers()
+                if not b.is_floating_point()
+            },
+        }
+        loss = F.cross_entropy(functional_call(self.module, inputs, (x,)), y)
+        if self.terms:
+            flat = torch.cat([tensors[name].reshape(-1) for name in self.spec.names])
+            for term in self.terms:
+                loss = loss + term(flat, context)
+        return loss
+
+    def __call__(
+        self,
+        params: torch.Tensor,
+        buffers: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        context: LocalContext,
+    ) -> torch.Tensor:
+        """The objective at the flat parameter vector ``params``."""
+        return self.loss(self.spec.views(params), buffers, x, y, context)
+
+    def grad_and_value(
+        self,
+        params: torch.Tensor,
+        buffers: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        context: LocalContext,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(flat gradient, loss)`` at ``params`` for one client.
+
+        Uses reverse-mode autograd on detached per-tensor leaves: the same arithmetic as
+        :meth:`functional_grad_and_value` (bit-identical on CPU) without the ``torch.func``
+        transform's per-call overhead (1.6 vs 2.4 ms per 2NN step at B = 10 on one core).
+        """
+        leaves = {n: v.detach().requires_grad_() for n, v in self.spec.views(params).items()}
+        loss = self.loss(leaves, buffers, x, y, context)
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+        return torch.cat([g.reshape(-1) for g in grads]), loss.detach()
+
+    def functional_grad_and_value(
+        self,
+        params: torch.Tensor,
+        buffers: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        context: LocalContext,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(flat gradient, loss)`` with ``torch.func``: composable with ``vmap``."""
+        grads, loss = grad_and_value(self.loss)(self.spec.views(params), buffers, x, y, context)
+        return torch.cat([grads[name].reshape(-1) for name in self.spec.names]), loss
 
 
 def make_objective(
@@ -49,31 +130,5 @@ def make_objective(
     *,
     terms: tuple[ObjectiveTerm, ...] = (),
 ) -> Objective:
-    """Mean cross-entropy of ``module`` on a batch, plus the given terms.
-
-    The module is used as a stateless template: its own tensors are never read or written.
-    Buffers that the module updates in training mode (batch-norm statistics) are written
-    into the ``buffers`` vector passed in, so callers pass a copy they own. Integer buffers
-    (batch norm's step counter) are bookkeeping: each call gets a throwaway copy.
-    """
-    integer_buffers = {name: b for name, b in module.named_buffers() if not b.is_floating_point()}
-
-    def objective(
-        params: torch.Tensor,
-        buffers: torch.Tensor,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        context: LocalContext,
-    ) -> torch.Tensor:
-        tensors = {
-            **spec.views(params),
-            **buffer_spec.views(buffers),
-            **{name: b.clone() for name, b in integer_buffers.items()},
-        }
-        logits = functional_call(module, tensors, (x,))
-        loss = F.cross_entropy(logits, y)
-        for term in terms:
-            loss = loss + term(params, context)
-        return loss
-
-    return objective
+    """The local objective of ``module`` with optional extra ``terms``."""
+    return Objective(module, spec, buffer_spec, tuple(terms))
