@@ -64,6 +64,8 @@ def test_model_file_is_safetensors_with_named_tensors(tmp_path):
                 "m",
                 "--set",
                 "rounds=1",
+                "--set",
+                "model.name=digits_mlp",
             ]
         )
         == 0

@@ -336,7 +336,7 @@ def build_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
     """The model factory; ``auto`` picks the reference model of the dataset."""
     name = config.model.name
     if name == "auto":
-        name = {"digits": "digits_mlp", "mnist": "mnist_2nn"}.get(
+        name = {"digits": "digits_cnn", "mnist": "mnist_2nn"}.get(
             config.data.dataset, "logistic_regression"
         )
     if name == "logistic_regression":

@@ -48,10 +48,10 @@ def plot_run(records: Sequence[dict], out_dir: Path, *, title: str = "") -> list
         ax.fill_between(rounds, worst, best, alpha=0.2, label="worst 10% .. best 10%")
         ax.fill_between(
             rounds,
-            [m - s for m, s in zip(mean, std, strict=True)],
-            [m + s for m, s in zip(mean, std, strict=True)],
+            [max(m - s, 0.0) for m, s in zip(mean, std, strict=True)],
+            [min(m + s, 1.0) for m, s in zip(mean, std, strict=True)],
             alpha=0.3,
-            label="mean ± std",
+            label="mean ± std (clipped to [0, 1])",
         )
         ax.plot(rounds, mean, marker=".", label="mean")
         ax.set(
