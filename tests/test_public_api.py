@@ -13,7 +13,6 @@ def test_public_api_is_pinned():
             "History",
             "LocalTraining",
             "RunConfig",
-            "UpdateRejected",
             "__version__",
             "data",
             "federate",

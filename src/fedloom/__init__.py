@@ -19,7 +19,7 @@ from fedloom.data import (  # noqa: E402
     partition,
 )
 from fedloom.engine import Callback, History  # noqa: E402
-from fedloom.errors import ConfigError, DataError, FedloomError, UpdateRejected  # noqa: E402
+from fedloom.errors import ConfigError, DataError, FedloomError  # noqa: E402
 from fedloom.experiment import run_experiment  # noqa: E402
 from fedloom.simulation import simulate  # noqa: E402
 
@@ -33,7 +33,6 @@ __all__ = [
     "History",
     "LocalTraining",
     "RunConfig",
-    "UpdateRejected",
     "__version__",
     "data",
     "federate",

@@ -141,7 +141,7 @@ def _cmd_data_describe(args: argparse.Namespace, console: Console) -> int:
     for row in rows[: args.limit]:
         table.add_row(
             *(str(row[c]) for c in ("client", "train", "holdout", "labels")),
-            " ".join(str(v) for v in row["histogram"]),
+            " ".join(str(v) for v in row["histogram"]),  # type: ignore[attr-defined]
         )
     console.print(table)
     console.print(caption)

@@ -7,7 +7,7 @@ Every invalid value produces one line naming the field and what is allowed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -104,10 +104,10 @@ class SyntheticConfig(_Section):
 class DataConfig(_Section):
     dataset: Literal["digits", "mnist", "synthetic"] = "digits"
     root: str | None = Field(
-        None, description="data root; default $FEDLOOM_DATA or ~/.cache/fedloom"
+        default=None, description="data root; default $FEDLOOM_DATA or ~/.cache/fedloom"
     )
     num_clients: Annotated[int, Field(ge=1)] | None = Field(
-        20, description="K; leave empty with the natural partition"
+        default=20, description="K; leave empty with the natural partition"
     )
     partition: Partition = DirichletPartition()
     holdout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
@@ -200,7 +200,7 @@ def _section_at(path: Iterable[Any]) -> type[BaseModel] | None:
         if model is not None and part in model.model_fields:
             annotation = model.model_fields[part].annotation
             is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            model = annotation if is_section else None
+            model = annotation if is_section else None  # type: ignore[assignment]
         else:
             model = variants.get(part)  # a tagged-union location names the variant
             if model is None:
@@ -208,7 +208,7 @@ def _section_at(path: Iterable[Any]) -> type[BaseModel] | None:
     return model
 
 
-def _describe_all(errors: list[dict[str, Any]]) -> list[str]:
+def _describe_all(errors: Sequence[Any]) -> list[str]:
     """One line per field: the alternatives of a union (``int | "full"``) become one line."""
     lines: dict[str, list[str]] = {}
     for error in errors:
@@ -217,7 +217,7 @@ def _describe_all(errors: list[dict[str, Any]]) -> list[str]:
     return [f"{where}: {'; or '.join(messages)}" for where, messages in lines.items()]
 
 
-def _describe(error: dict[str, Any]) -> tuple[str, str]:
+def _describe(error: Any) -> tuple[str, str]:
     # Union members add locations such as 'constrained-int' or "literal['full']": not fields.
     loc = tuple(p for p in error["loc"] if isinstance(p, int) or str(p).isidentifier())
     where = ".".join(str(p) for p in loc) or "config"
@@ -334,7 +334,7 @@ def build_federated(config: RunConfig, dataset: Dataset | None = None) -> Federa
 
 def build_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
     """The model factory; ``auto`` picks the reference model of the dataset."""
-    name = config.model.name
+    name: str = config.model.name
     if name == "auto":
         name = {"digits": "digits_cnn", "mnist": "mnist_2nn"}.get(
             config.data.dataset, "logistic_regression"

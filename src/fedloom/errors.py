@@ -7,7 +7,7 @@ seen and how to fix it.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "FedloomError", "UpdateRejected"]
+__all__ = ["ConfigError", "DataError", "FedloomError"]
 
 
 class FedloomError(Exception):
@@ -24,7 +24,3 @@ class ConfigError(FedloomError, ValueError):
 
 class DataError(FedloomError):
     """A dataset is missing, malformed, or cannot be partitioned as asked."""
-
-
-class UpdateRejected(FedloomError):
-    """A client update failed validation and must not touch the global model."""

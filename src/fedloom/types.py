@@ -6,8 +6,7 @@ callbacks without anyone mutating another's copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
@@ -48,7 +47,6 @@ class ClientResult:
     num_steps: int
     num_example_passes: int
     train_loss: float
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from fedloom.algorithms import ServerState
@@ -23,7 +30,7 @@ class ProgressBar(Callback):
         self.console = console
         self.description = description
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
 
     def on_start(self, num_rounds: int, state: ServerState) -> None:
         self.progress = Progress(
@@ -46,7 +53,7 @@ class ProgressBar(Callback):
             parts.append(f"acc {m['test_accuracy']:.3f}")
         parts.append(f"{m.get('num_results', 0) / wall:,.0f} clients/s")
         parts.append(f"{m.get('examples_processed', 0) / wall:,.0f} ex/s")
-        if self.progress is not None:
+        if self.progress is not None and self.task is not None:
             self.progress.update(self.task, advance=1, status="  ".join(parts))
 
     def on_end(self, history: History) -> None:
