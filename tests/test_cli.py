@@ -50,26 +50,16 @@ def test_default_run_end_to_end(tmp_path):
     assert str(run_dir) in completed.stdout.replace("\n", "")
 
 
+def _quick_run(runs_dir, name, *overrides):
+    """`fedloom run` in-process for one round, without a progress bar."""
+    sets = [arg for override in ("rounds=1", *overrides) for arg in ("--set", override)]
+    return main(["run", "--no-progress", "--runs-dir", str(runs_dir), "--name", name, *sets])
+
+
 def test_model_file_is_safetensors_with_named_tensors(tmp_path):
     from safetensors.torch import load_file
 
-    assert (
-        main(
-            [
-                "run",
-                "--no-progress",
-                "--runs-dir",
-                str(tmp_path),
-                "--name",
-                "m",
-                "--set",
-                "rounds=1",
-                "--set",
-                "model.name=digits_mlp",
-            ]
-        )
-        == 0
-    )
+    assert _quick_run(tmp_path, "m", "model.name=digits_mlp") == 0
     tensors = load_file(str(tmp_path / "m" / "model.safetensors"))
     assert {k: tuple(v.shape) for k, v in tensors.items()} == {
         "1.weight": (64, 64),
@@ -81,23 +71,7 @@ def test_model_file_is_safetensors_with_named_tensors(tmp_path):
 
 def test_run_names_do_not_overwrite(tmp_path):
     for _ in range(2):
-        assert (
-            main(
-                [
-                    "run",
-                    "--no-progress",
-                    "--runs-dir",
-                    str(tmp_path),
-                    "--name",
-                    "same",
-                    "--set",
-                    "rounds=1",
-                    "--set",
-                    "output.plots=false",
-                ]
-            )
-            == 0
-        )
+        assert _quick_run(tmp_path, "same", "output.plots=false") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["same", "same-2"]
 
 
