@@ -28,7 +28,7 @@ configuration:
         server.{fraction,lr,weighting}, algorithm.name, eval.{every,clients},
         output.{runs_dir,plots,save_model}
   Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural.
-  Algorithms: fedavg, fedsgd.
+  Algorithms: fedavg, fedsgd. Engines: auto, sequential, vectorized.
 """
 
 
@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_arguments(run)
     run.add_argument("--name", help="run name (default: <dataset>-<algorithm>-<timestamp>)")
     run.add_argument("--runs-dir", metavar="DIR", help="where run directories go (default: runs)")
+    run.add_argument(
+        "--engine",
+        choices=("auto", "sequential", "vectorized"),
+        help="simulation engine (default auto: vectorized where the model allows it)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
@@ -110,6 +115,8 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     extra = [f"name={args.name}"] if args.name else []
     if args.runs_dir:
         extra.append(f"output.runs_dir={args.runs_dir}")
+    if args.engine:
+        extra.append(f"engine={args.engine}")
     config = _load(args, extra)
     if args.print_config:
         console.print(config.to_yaml(), markup=False, highlight=False)

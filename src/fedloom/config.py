@@ -166,7 +166,7 @@ class RunConfig(_Section):
     name: str | None = None
     seed: Annotated[int, Field(ge=0)] = 0
     rounds: Annotated[int, Field(ge=1)] = 40
-    engine: Literal["sequential"] = "sequential"
+    engine: Literal["auto", "sequential", "vectorized"] = "auto"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     client: ClientConfig = ClientConfig()

@@ -60,7 +60,7 @@ def run_experiment(
     console.print(
         f"[bold]fedloom[/] {algorithm.name} on {data.dataset.name}: {data.num_clients} clients "
         f"({config.data.partition.kind}), {config.rounds} rounds, C = {config.server.fraction}, "
-        f"E = {config.client.epochs}, B = {config.client.batch_size}"
+        f"E = {config.client.epochs}, B = {config.client.batch_size}, engine {config.engine}"
     )
     callbacks: list[Callback] = [MetricsFiles(run_dir)]
     if show_progress:
@@ -74,6 +74,7 @@ def run_experiment(
         local=build_local_training(config.client),
         seed=config.seed,
         buffers=config.model.buffers,
+        engine=config.engine,
         eval_every=config.eval.every,
         eval_clients=config.eval.clients,
         callbacks=callbacks,

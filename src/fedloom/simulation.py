@@ -21,7 +21,7 @@ from fedloom.data import FederatedDataset
 from fedloom.engine import Callback, Evaluator, History, run_rounds
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.rng import derive_seed
-from fedloom.sim import SequentialExecutor
+from fedloom.sim import Engine, make_executor
 
 __all__ = ["initial_module", "simulate"]
 
@@ -51,11 +51,12 @@ def simulate(
     local: LocalTraining | None = None,
     seed: int = 0,
     buffers: Literal["average", "local"] = "average",
+    engine: Engine = "auto",
     eval_every: int = 1,
     eval_clients: bool = True,
     callbacks: Sequence[Callback] = (),
 ) -> History:
-    """Simulate ``rounds`` rounds of ``algorithm`` with the sequential engine.
+    """Simulate ``rounds`` rounds of ``algorithm`` in this process.
 
     Args:
         algorithm: e.g. :func:`fedloom.fedavg`.
@@ -66,6 +67,8 @@ def simulate(
         local: local training settings (epochs, batch size, learning rate...).
         seed: derives every random stream: initial weights, sampling, batches.
         buffers: ``"average"`` float buffers like parameters, or keep them ``"local"``.
+        engine: ``"sequential"`` (the reference), ``"vectorized"`` (the cohort as one vmapped
+            stack), or ``"auto"``: vectorized where the model allows it.
         eval_every: evaluate every this many rounds (and after the last).
         eval_clients: also evaluate on every client's held-out split.
         callbacks: observers (metrics files, progress bars).
@@ -74,7 +77,9 @@ def simulate(
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
     module = initial_module(model, seed=seed)
     settings = algorithm.local_training(local or LocalTraining())
-    executor = SequentialExecutor(module, data, settings, objective_terms=algorithm.objective_terms)
+    executor = make_executor(
+        engine, module, data, settings, objective_terms=algorithm.objective_terms
+    )
     evaluator = Evaluator(module, data)
 
     def evaluate(state: ServerState, client_buffers: dict[int, torch.Tensor]) -> dict[str, float]:

@@ -62,8 +62,14 @@ class Objective:
         x: torch.Tensor,
         y: torch.Tensor,
         context: LocalContext,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The objective as a function of the named parameter tensors."""
+        """The objective as a function of the named parameter tensors.
+
+        ``mask`` (``[B]``, 1 for real examples, 0 for padding) makes the data loss the mean
+        over real examples only, which is how a padded batch of a vectorized cohort reproduces
+        a client's smaller batch. An all-zero mask gives a zero data loss.
+        """
         inputs = {
             **tensors,
             **self.buffer_spec.views(buffers),
@@ -73,7 +79,12 @@ class Objective:
                 if not b.is_floating_point()
             },
         }
-        loss = F.cross_entropy(functional_call(self.module, inputs, (x,)), y)
+        logits = functional_call(self.module, inputs, (x,))
+        if mask is None:
+            loss = F.cross_entropy(logits, y)
+        else:
+            per_example = F.cross_entropy(logits, y, reduction="none")
+            loss = (per_example * mask).sum() / mask.sum().clamp(min=1.0)
         if self.terms:
             flat = torch.cat([tensors[name].reshape(-1) for name in self.spec.names])
             for term in self.terms:
@@ -117,9 +128,12 @@ class Objective:
         x: torch.Tensor,
         y: torch.Tensor,
         context: LocalContext,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(flat gradient, loss)`` with ``torch.func``: composable with ``vmap``."""
-        grads, loss = grad_and_value(self.loss)(self.spec.views(params), buffers, x, y, context)
+        grads, loss = grad_and_value(self.loss)(
+            self.spec.views(params), buffers, x, y, context, mask
+        )
         return torch.cat([grads[name].reshape(-1) for name in self.spec.names]), loss
 
 
