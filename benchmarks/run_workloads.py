@@ -33,7 +33,7 @@ from fedloom.client import LocalContext, LocalTraining
 from fedloom.data import IID, QuantitySkew, federate
 from fedloom.engine import plans_for_round
 from fedloom.params import flatten_buffers, flatten_params
-from fedloom.sim import SequentialExecutor
+from fedloom.sim import SequentialExecutor, VectorizedExecutor
 from fedloom.simulation import initial_module
 
 RESULTS = Path(__file__).parent / "results"
@@ -109,12 +109,15 @@ def floor_throughput(
     return num_examples / statistics.median(times)
 
 
-def engine_throughput(mnist, workload: Workload, rounds: int) -> dict:
-    """Sequential engine: examples/s per steady-state round, and start-up to first round."""
+ENGINES = {"sequential": SequentialExecutor, "vectorized": VectorizedExecutor}
+
+
+def engine_throughput(mnist, workload: Workload, engine: str, rounds: int) -> dict:
+    """One engine: examples/s per steady-state round, and start-up to the first round's end."""
     started = time.perf_counter()
     data = federate(mnist, workload.partitioner, holdout_fraction=0.0, seed=0)
     module = initial_module(workload.model, seed=0)
-    executor = SequentialExecutor(
+    executor = ENGINES[engine](
         module, data, LocalTraining(epochs=1, batch_size=workload.batch_size, lr=workload.lr)
     )
     params, buffers = flatten_params(module), flatten_buffers(module)
@@ -150,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workloads", default="W1,W2,W3", help="comma-separated ids (default W1,W2,W3)"
     )
+    parser.add_argument(
+        "--engines", default="sequential,vectorized", help="comma-separated engines to measure"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds after one warm-up")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of each floor")
     parser.add_argument("--data-root", default=None, help="MNIST root (default $FEDLOOM_DATA)")
@@ -158,28 +164,34 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=150)
     mnist = fl.load_mnist(args.data_root)
     rows = []
+    engines = [e.strip() for e in args.engines.split(",")]
     for workload_id in args.workloads.split(","):
         workload = WORKLOADS[workload_id.strip()]
-        console.print(f"[bold]{workload.id} {workload.name}[/]: sequential engine ...")
-        engine = engine_throughput(mnist, workload, args.rounds)
-        n = int(engine["examples_per_round"])
+        measured = {}
+        for engine in engines:
+            console.print(f"[bold]{workload.id} {workload.name}[/]: {engine} engine ...")
+            measured[engine] = engine_throughput(mnist, workload, engine, args.rounds)
+        n = int(next(iter(measured.values()))["examples_per_round"])
         console.print(f"  floors over {n:,} example-passes ...")
         floor_b = floor_throughput(mnist, workload, n, workload.batch_size, args.repeats)
         floor_kb = floor_throughput(
             mnist, workload, n, workload.batch_size * workload.clients_per_round, args.repeats
         )
-        rows.append(
-            {
-                "workload": workload.id,
-                "name": workload.name,
-                "engine": "sequential",
-                **engine,
-                "floor_batch_B": floor_b,
-                "floor_batch_KB": floor_kb,
-                "ratio_to_floor_B": engine["throughput"] / floor_b,
-                "ratio_to_floor_KB": engine["throughput"] / floor_kb,
-            }
-        )
+        for engine, figures in measured.items():
+            rows.append(
+                {
+                    "workload": workload.id,
+                    "name": workload.name,
+                    "engine": engine,
+                    **figures,
+                    "floor_batch_B": floor_b,
+                    "floor_batch_KB": floor_kb,
+                    "ratio_to_floor_B": figures["throughput"] / floor_b,
+                    "ratio_to_floor_KB": figures["throughput"] / floor_kb,
+                    "ratio_to_sequential": figures["throughput"]
+                    / measured.get("sequential", figures)["throughput"],
+                }
+            )
     table = Table(title="simulation throughput (examples/s, median)")
     for column in (
         "workload",
@@ -189,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "floor K*B",
         "vs floor B",
         "vs floor K*B",
+        "vs sequential",
         "round s",
         "start-up s",
     ):
@@ -202,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['floor_batch_KB']:,.0f}",
             f"{r['ratio_to_floor_B']:.2f}x",
             f"{r['ratio_to_floor_KB']:.2f}x",
+            f"{r['ratio_to_sequential']:.2f}x",
             f"{r['round_s']:.2f}",
             f"{r['startup_s']:.2f}",
         )
