@@ -22,13 +22,14 @@ configuration:
   Dirichlet(0.5) label skew, 40 rounds. Override any key with --set, e.g.
     --set rounds=50 --set data.dataset=mnist --set data.partition=shards
     --set data.partition.shards_per_client=2 --set client.epochs=5 --set server.fraction=0.1
-  Keys: name, seed, rounds, engine,
+  Keys: name, seed, rounds, engine, workers,
         data.{dataset,root,num_clients,partition,holdout_fraction,synthetic},
         model.{name,buffers}, client.{epochs,steps,batch_size,lr,momentum,weight_decay},
         server.{fraction,lr,weighting}, algorithm.name, eval.{every,clients},
         output.{runs_dir,plots,save_model}
   Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural.
-  Algorithms: fedavg, fedsgd. Engines: auto, sequential, vectorized.
+  Algorithms: fedavg, fedsgd. Engines: auto, sequential, vectorized, process
+  (with workers=N).
 """
 
 
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", metavar="DIR", help="where run directories go (default: runs)")
     run.add_argument(
         "--engine",
-        choices=("auto", "sequential", "vectorized"),
+        choices=("auto", "sequential", "vectorized", "process"),
         help="simulation engine (default auto: vectorized where the model allows it)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

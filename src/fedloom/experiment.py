@@ -75,6 +75,7 @@ def run_experiment(
         seed=config.seed,
         buffers=config.model.buffers,
         engine=config.engine,
+        workers=config.workers,
         eval_every=config.eval.every,
         eval_clients=config.eval.clients,
         callbacks=callbacks,

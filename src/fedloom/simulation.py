@@ -52,6 +52,7 @@ def simulate(
     seed: int = 0,
     buffers: Literal["average", "local"] = "average",
     engine: Engine = "auto",
+    workers: int | None = None,
     eval_every: int = 1,
     eval_clients: bool = True,
     callbacks: Sequence[Callback] = (),
@@ -68,7 +69,9 @@ def simulate(
         seed: derives every random stream: initial weights, sampling, batches.
         buffers: ``"average"`` float buffers like parameters, or keep them ``"local"``.
         engine: ``"sequential"`` (the reference), ``"vectorized"`` (the cohort as one vmapped
-            stack), or ``"auto"``: vectorized where the model allows it.
+            stack), ``"process"`` (a pool of ``workers`` processes), or ``"auto"``:
+            vectorized where the model allows it.
+        workers: processes for the ``process`` engine (default: one per core).
         eval_every: evaluate every this many rounds (and after the last).
         eval_clients: also evaluate on every client's held-out split.
         callbacks: observers (metrics files, progress bars).
@@ -78,7 +81,7 @@ def simulate(
     module = initial_module(model, seed=seed)
     settings = algorithm.local_training(local or LocalTraining())
     executor = make_executor(
-        engine, module, data, settings, objective_terms=algorithm.objective_terms
+        engine, module, data, settings, objective_terms=algorithm.objective_terms, workers=workers
     )
     evaluator = Evaluator(module, data)
 
@@ -88,17 +91,22 @@ def simulate(
             metrics.update(evaluator.client_metrics(state.params, state.buffers, client_buffers))
         return metrics
 
-    return run_rounds(
-        algorithm,
-        executor,
-        num_clients=data.num_clients,
-        params=flatten_params(module),
-        buffers=flatten_buffers(module),
-        rounds=rounds,
-        fraction=fraction,
-        seed=seed,
-        local_buffers=buffers == "local",
-        evaluate=evaluate,
-        eval_every=eval_every,
-        callbacks=callbacks,
-    )
+    try:
+        return run_rounds(
+            algorithm,
+            executor,
+            num_clients=data.num_clients,
+            params=flatten_params(module),
+            buffers=flatten_buffers(module),
+            rounds=rounds,
+            fraction=fraction,
+            seed=seed,
+            local_buffers=buffers == "local",
+            evaluate=evaluate,
+            eval_every=eval_every,
+            callbacks=callbacks,
+        )
+    finally:
+        close = getattr(executor, "close", None)
+        if close is not None:
+            close()

@@ -39,11 +39,11 @@ def _final(engine, data, model, local, fraction, rounds=3):
     return history.final_state.params
 
 
-def _relative_drift(data, model, local, fraction, rounds=3):
+def _relative_drift(data, model, local, fraction, rounds=3, engine="vectorized"):
     start = flatten_params(initial_module(model, seed=1))
     sequential = _final("sequential", data, model, local, fraction, rounds)
-    vectorized = _final("vectorized", data, model, local, fraction, rounds)
-    return float((vectorized - sequential).norm() / (sequential - start).norm())
+    other = _final(engine, data, model, local, fraction, rounds)
+    return float((other - sequential).norm() / (sequential - start).norm())
 
 
 def test_vectorized_equals_sequential_with_unequal_clients_momentum_and_decay(digits):
@@ -60,10 +60,12 @@ def test_vectorized_equals_sequential_on_a_cnn_with_full_batches(digits):
 
 
 @pytest.mark.mnist
-def test_vectorized_equals_sequential_on_mnist_2nn(mnist):
+@pytest.mark.parametrize("engine", ["vectorized", "process"])
+def test_engines_equal_sequential_on_mnist_2nn(mnist, engine):
     data = federate(mnist, Shards(100, 2), seed=0)
     local = LocalTraining(epochs=1, batch_size=10, lr=0.05)  # 54 local steps per client
-    assert _relative_drift(data, fl.models.mnist_2nn, local, 0.1) < RELATIVE_TOLERANCE
+    drift = _relative_drift(data, fl.models.mnist_2nn, local, 0.1, engine=engine)
+    assert drift < RELATIVE_TOLERANCE
 
 
 @pytest.mark.mnist

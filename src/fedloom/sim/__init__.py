@@ -1,4 +1,4 @@
-"""In-process executors for simulation, and the choice between them."""
+"""Simulation executors (sequential, vectorized, process pool) and the choice between them."""
 
 from __future__ import annotations
 
@@ -10,15 +10,23 @@ from torch import nn
 from fedloom.client import LocalTraining, ObjectiveTerm
 from fedloom.data import FederatedDataset
 from fedloom.engine import Executor
+from fedloom.sim.process import ProcessExecutor
 from fedloom.sim.sequential import SequentialExecutor
 from fedloom.sim.vectorized import VectorizedExecutor, vectorization_problem
 
-__all__ = ["ENGINES", "Engine", "SequentialExecutor", "VectorizedExecutor", "make_executor"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "ProcessExecutor",
+    "SequentialExecutor",
+    "VectorizedExecutor",
+    "make_executor",
+]
 
 log = logging.getLogger("fedloom")
 
-Engine = Literal["auto", "sequential", "vectorized"]
-ENGINES = ("auto", "sequential", "vectorized")
+Engine = Literal["auto", "sequential", "vectorized", "process"]
+ENGINES = ("auto", "sequential", "vectorized", "process")
 
 
 def make_executor(
@@ -28,15 +36,22 @@ def make_executor(
     settings: LocalTraining,
     *,
     objective_terms: tuple[ObjectiveTerm, ...] = (),
+    workers: int | None = None,
 ) -> Executor:
     """The executor for ``engine``.
 
     ``auto`` is the vectorized engine where the model allows it, else the sequential one. A
     model that cannot be vmapped (batch norm in training mode) falls back to the sequential
-    engine with one warning that says why; results are never silently different.
+    engine with one warning that says why; results are never silently different. ``process``
+    spreads the cohort over ``workers`` processes (default: one per core), each running
+    ``auto``; call the executor's ``close()`` when done.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if engine == "process":
+        return ProcessExecutor(
+            module, data, settings, objective_terms=objective_terms, num_workers=workers
+        )
     if engine in ("auto", "vectorized"):
         problem = vectorization_problem(module)
         if problem is None:

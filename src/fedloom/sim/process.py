@@ -1,0 +1,221 @@
+"""The process executor: a pool of worker processes, each training a share of the cohort.
+
+Each worker receives the model template and the clients' data once, when the pool starts (not
+once per round). Each round it receives the global parameters and its share of the cohort,
+trains it with an in-process executor (vectorized where the model allows it, else
+sequential), and returns the results. Shares are balanced by local work: clients are dealt
+longest first to the least loaded worker. Every worker uses ``cores // workers`` threads, so
+the pool does not oversubscribe the machine.
+
+Workers are fresh interpreters (``python -m fedloom.sim._process_worker``), not forks.
+Forking a process whose torch thread pools are running can deadlock, and multiprocessing's
+``spawn`` re-imports the user's main script, which then needs an
+``if __name__ == "__main__"`` guard. They connect back over a Unix socket with an HMAC
+challenge on a random key, so only this process's own workers can exchange (pickled)
+messages with it. Model classes must be importable by the workers: ``torch.nn`` layers,
+fedloom's models, or classes in an importable module (not in ``__main__``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Connection, Listener
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedloom.client import LocalContext, LocalTraining, ObjectiveTerm
+from fedloom.data import FederatedDataset
+from fedloom.errors import FedloomError
+from fedloom.types import ClientFailure, ClientPlan, ClientResult
+
+__all__ = ["ProcessExecutor", "balance"]
+
+
+def balance(work: Sequence[int], num_workers: int) -> list[list[int]]:
+    """Positions of ``work`` dealt to workers, longest first to the least loaded (LPT).
+
+    >>> balance([5, 1, 4, 2], 2)
+    [[0, 1], [2, 3]]
+    """
+    loads = [0] * num_workers
+    shares: list[list[int]] = [[] for _ in range(num_workers)]
+    for position in sorted(range(len(work)), key=lambda i: -work[i]):
+        worker = loads.index(min(loads))
+        shares[worker].append(position)
+        loads[worker] += work[position]
+    return [sorted(share) for share in shares]
+
+
+START_TIMEOUT_S = 120.0
+
+
+def _accept(
+    listener: Listener, processes: Sequence[subprocess.Popen], *, timeout_s: float
+) -> list[Connection]:
+    """One connection per worker; fails fast if a worker exits before connecting."""
+    accepted: list[Connection] = []
+    failure: list[BaseException] = []
+
+    def accept_all() -> None:
+        try:
+            for _ in processes:
+                accepted.append(listener.accept())
+        except BaseException as exc:  # surfaced below
+            failure.append(exc)
+
+    thread = threading.Thread(target=accept_all, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while thread.is_alive() and time.monotonic() < deadline:
+        thread.join(timeout=0.1)
+        exited = [p.returncode for p in processes if p.poll() is not None]
+        if exited and thread.is_alive():
+            for p in processes:
+                p.kill()
+            raise FedloomError(f"a worker process exited with code {exited[0]} while starting")
+    if thread.is_alive() or failure:
+        for p in processes:
+            p.kill()
+        reason = failure[0] if failure else f"no connection within {timeout_s:.0f} s"
+        raise FedloomError(f"worker processes did not start: {reason}")
+    return accepted
+
+
+class ProcessExecutor:
+    """Train a cohort across worker processes; results equal the in-process engines'.
+
+    Args:
+        module: the model template.
+        data: the clients' data (sent to each worker once).
+        settings: local training.
+        objective_terms: extra local objective terms; they must be picklable (module-level
+            functions or ``functools.partial``), since workers are spawned.
+        num_workers: worker processes (default: one per core).
+        inner: the engine each worker runs (``auto`` = vectorized where possible).
+
+    Use as a context manager, or call :meth:`close`, to stop the workers.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        data: FederatedDataset,
+        settings: LocalTraining,
+        *,
+        objective_terms: tuple[ObjectiveTerm, ...] = (),
+        num_workers: int | None = None,
+        inner: str = "auto",
+    ):
+        cores = os.cpu_count() or 1
+        self.num_workers = max(1, num_workers or cores)
+        self._client_sizes = data.client_sizes
+        self._settings = settings
+        setup = {
+            "module": module,
+            "data": data,
+            "settings": settings,
+            "objective_terms": objective_terms,
+            "inner": inner,
+            "threads": max(1, cores // self.num_workers),
+        }
+        # The process authkey (random per interpreter) also authenticates torch's
+        # shared-memory tensor transfers, so the workers adopt it rather than a second key.
+        authkey = bytes(multiprocessing.current_process().authkey)
+        listener = Listener(family="AF_UNIX", authkey=authkey)
+        environment = {
+            **os.environ,
+            "FEDLOOM_WORKER_AUTHKEY": authkey.hex(),
+            # the workers import what this process can import (model factories, tests)
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        }
+        self._processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "fedloom.sim._process_worker", str(listener.address)],
+                env=environment,
+            )
+            for _ in range(self.num_workers)
+        ]
+        self._connections: list[Connection] = []
+        try:
+            self._connections = _accept(listener, self._processes, timeout_s=START_TIMEOUT_S)
+        finally:
+            listener.close()
+        for connection in self._connections:
+            connection.send(setup)
+        self.inner_engines = [self._receive(c, "start-up")[1] for c in self._connections]
+
+    def _receive(self, connection: Connection, stage: str) -> tuple[str, Any]:
+        try:
+            status, payload = connection.recv()
+        except EOFError:
+            self.close()
+            raise FedloomError(
+                f"a worker process died during {stage}; see its output above"
+            ) from None
+        if status == "error":
+            self.close()
+            raise FedloomError(f"a worker process failed during {stage}:\n{payload}")
+        return status, payload
+
+    def fit(
+        self,
+        plans: Sequence[ClientPlan],
+        params: torch.Tensor,
+        buffers: Mapping[int, torch.Tensor],
+        context: LocalContext,
+    ) -> list[ClientResult | ClientFailure]:
+        unknown = [p.client_id for p in plans if not 0 <= p.client_id < len(self._client_sizes)]
+        if unknown:
+            raise FedloomError(
+                f"plans name clients {unknown[:10]} but the data has {len(self._client_sizes)}"
+            )
+        work = [int(self._client_sizes[p.client_id]) for p in plans]
+        shares = balance(work, self.num_workers)
+        busy = []
+        for connection, share in zip(self._connections, shares, strict=True):
+            if share:
+                share_plans = [plans[i] for i in share]
+                share_buffers = {
+                    p.client_id: buffers[p.client_id] for p in share_plans if p.client_id in buffers
+                }
+                connection.send((share_plans, params, share_buffers, context))
+                busy.append((connection, share))
+        results: list[ClientResult | ClientFailure | None] = [None] * len(plans)
+        for connection, share in busy:
+            _, trained = self._receive(connection, f"training of {len(share)} clients")
+            for position, result in zip(share, trained, strict=True):
+                results[position] = result
+        missing = [plans[i].client_id for i, r in enumerate(results) if r is None]
+        if missing:
+            raise FedloomError(f"no worker returned results for clients {missing[:10]}")
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        """Stop the workers (idempotent)."""
+        for connection in self._connections:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                connection.send(None)
+        for process in self._processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for connection in self._connections:
+            connection.close()
+        self._connections, self._processes = [], []
+
+    def __enter__(self) -> ProcessExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

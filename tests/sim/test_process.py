@@ -1,0 +1,99 @@
+"""The process engine with real worker processes."""
+
+import numpy as np
+import pytest
+import torch
+
+import fedloom as fl
+from fedloom.client import LocalContext, LocalTraining
+from fedloom.data import QuantitySkew, federate
+from fedloom.engine import plans_for_round
+from fedloom.errors import FedloomError
+from fedloom.params import flatten_params
+from fedloom.sim import ProcessExecutor, SequentialExecutor
+from fedloom.sim.process import balance
+from fedloom.types import ClientPlan
+
+
+def test_balance_deals_longest_first_to_the_least_loaded():
+    assert balance([5, 1, 4, 2], 2) == [[0, 1], [2, 3]]  # loads 6 and 6
+    shares = balance([10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 2)
+    assert shares == [[0], list(range(1, 11))]  # the big client alone
+    assert balance([3], 4) == [[0], [], [], []]
+    everyone = sorted(i for share in balance(list(range(1, 30)), 3) for i in share)
+    assert everyone == list(range(29))
+
+
+@pytest.fixture(scope="module")
+def unequal_digits(digits):
+    return federate(digits, QuantitySkew(12, sigma=1.0, min_size=10), seed=2)
+
+
+def test_process_pool_matches_sequential_and_stops_cleanly(unequal_digits):
+    module = fl.models.digits_mlp()
+    params = flatten_params(module)
+    local = LocalTraining(epochs=2, batch_size=10, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    plans = plans_for_round(12, 1.0, seed=0, round=0)
+    context = LocalContext(params)
+    expected = SequentialExecutor(module, unequal_digits, local).fit(
+        plans, params, {p.client_id: torch.zeros(0) for p in plans}, context
+    )
+    with ProcessExecutor(module, unequal_digits, local, num_workers=2) as pool:
+        assert pool.inner_engines == ["VectorizedExecutor", "VectorizedExecutor"]
+        processes = list(pool._processes)
+        for _ in range(2):  # the data went once; rounds reuse the workers
+            got = pool.fit(plans, params, {}, context)
+            assert [r.client_id for r in got] == [p.client_id for p in plans]
+            for a, b in zip(expected, got, strict=True):
+                assert (a.num_steps, a.num_example_passes) == (b.num_steps, b.num_example_passes)
+                assert torch.allclose(a.update, b.update, atol=1e-6, rtol=0)
+    assert all(p.poll() is not None for p in processes)  # the workers exited
+
+
+def test_a_failing_worker_reports_its_traceback(unequal_digits):
+    module = fl.models.digits_mlp()
+    params = flatten_params(module)
+    pool = ProcessExecutor(module, unequal_digits, LocalTraining(), num_workers=1)
+    try:
+        with pytest.raises(FedloomError, match="plans name clients \\[999\\]"):
+            pool.fit([ClientPlan(client_id=999, round=0, seed=1)], params, {}, LocalContext(params))
+        wrong = torch.zeros(5)  # parameters of another model: only the worker can tell
+        plan = ClientPlan(client_id=0, round=0, seed=1)
+        with pytest.raises(
+            FedloomError, match="failed during training(.|\\n)*made for another model"
+        ):
+            pool.fit([plan], wrong, {}, LocalContext(wrong))
+    finally:
+        pool.close()
+    pool.close()  # idempotent
+
+
+def test_simulate_with_the_process_engine(unequal_digits):
+    local = LocalTraining(epochs=1, batch_size=10, lr=0.1)
+    a = fl.simulate(
+        fl.fedavg(),
+        unequal_digits,
+        fl.models.digits_mlp,
+        rounds=2,
+        fraction=0.5,
+        local=local,
+        engine="process",
+        workers=2,
+        eval_clients=False,
+    )
+    b = fl.simulate(
+        fl.fedavg(),
+        unequal_digits,
+        fl.models.digits_mlp,
+        rounds=2,
+        fraction=0.5,
+        local=local,
+        engine="sequential",
+        eval_clients=False,
+    )
+    moved = (
+        b.final_state.params
+        - flatten_params(fl.simulation.initial_module(fl.models.digits_mlp, seed=0))
+    ).norm()
+    assert float((a.final_state.params - b.final_state.params).norm() / moved) < 1e-5
+    assert np.isfinite(a.reports[-1].metrics["test_accuracy"])
