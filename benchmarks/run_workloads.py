@@ -33,7 +33,7 @@ from fedloom.client import LocalContext, LocalTraining
 from fedloom.data import IID, QuantitySkew, federate
 from fedloom.engine import plans_for_round
 from fedloom.params import flatten_buffers, flatten_params
-from fedloom.sim import SequentialExecutor, VectorizedExecutor
+from fedloom.sim import ProcessExecutor, SequentialExecutor, VectorizedExecutor
 from fedloom.simulation import initial_module
 
 RESULTS = Path(__file__).parent / "results"
@@ -109,7 +109,11 @@ def floor_throughput(
     return num_examples / statistics.median(times)
 
 
-ENGINES = {"sequential": SequentialExecutor, "vectorized": VectorizedExecutor}
+ENGINES = {
+    "sequential": SequentialExecutor,
+    "vectorized": VectorizedExecutor,
+    "process": ProcessExecutor,
+}
 
 
 def engine_throughput(mnist, workload: Workload, engine: str, rounds: int) -> dict:
@@ -137,6 +141,9 @@ def engine_throughput(mnist, workload: Workload, engine: str, rounds: int) -> di
             startup_s = time.perf_counter() - started
         else:
             per_round.append((passes, elapsed))
+    close = getattr(executor, "close", None)
+    if close is not None:
+        close()
     throughputs = [p / e for p, e in per_round]
     return {
         "examples_per_round": statistics.median(p for p, _ in per_round),
@@ -154,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         "--workloads", default="W1,W2,W3", help="comma-separated ids (default W1,W2,W3)"
     )
     parser.add_argument(
-        "--engines", default="sequential,vectorized", help="comma-separated engines to measure"
+        "--engines",
+        default="sequential,vectorized,process",
+        help="comma-separated engines to measure",
     )
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds after one warm-up")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of each floor")
