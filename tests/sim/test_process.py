@@ -69,28 +69,20 @@ def test_a_failing_worker_reports_its_traceback(unequal_digits):
 
 
 def test_simulate_with_the_process_engine(unequal_digits):
-    local = LocalTraining(epochs=1, batch_size=10, lr=0.1)
-    a = fl.simulate(
-        fl.fedavg(),
-        unequal_digits,
-        fl.models.digits_mlp,
-        rounds=2,
-        fraction=0.5,
-        local=local,
-        engine="process",
-        workers=2,
-        eval_clients=False,
-    )
-    b = fl.simulate(
-        fl.fedavg(),
-        unequal_digits,
-        fl.models.digits_mlp,
-        rounds=2,
-        fraction=0.5,
-        local=local,
-        engine="sequential",
-        eval_clients=False,
-    )
+    def run(engine):
+        return fl.simulate(
+            fl.fedavg(),
+            unequal_digits,
+            fl.models.digits_mlp,
+            rounds=2,
+            fraction=0.5,
+            local=LocalTraining(epochs=1, batch_size=10, lr=0.1),
+            engine=engine,
+            workers=2,
+            eval_clients=False,
+        )
+
+    a, b = run("process"), run("sequential")
     moved = (
         b.final_state.params
         - flatten_params(fl.simulation.initial_module(fl.models.digits_mlp, seed=0))
