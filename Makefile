@@ -9,7 +9,11 @@ PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN        := $(VENV)/bin
+# Tests and benchmarks read MNIST from the shared data folder when there is one beside the
+# project; otherwise the loader uses $FEDLOOM_DATA or ~/.cache/fedloom (downloading if online).
+ifneq ($(wildcard ../shared/data/mnist),)
 export FEDLOOM_DATA ?= $(abspath ../shared/data)
+endif
 
 .PHONY: run test lint bench install clean
 
