@@ -29,7 +29,7 @@ configuration:
         output.{runs_dir,plots,save_model}
   Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural.
   Algorithms: fedavg, fedsgd. Engines: auto, sequential, vectorized, process
-  (with workers=N).
+  and ray (with workers=N).
 """
 
 
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", metavar="DIR", help="where run directories go (default: runs)")
     run.add_argument(
         "--engine",
-        choices=("auto", "sequential", "vectorized", "process"),
+        choices=("auto", "sequential", "vectorized", "process", "ray"),
         help="simulation engine (default auto: vectorized where the model allows it)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -166,7 +166,7 @@ class RunConfig(_Section):
     name: str | None = None
     seed: Annotated[int, Field(ge=0)] = 0
     rounds: Annotated[int, Field(ge=1)] = 40
-    engine: Literal["auto", "sequential", "vectorized", "process"] = "auto"
+    engine: Literal["auto", "sequential", "vectorized", "process", "ray"] = "auto"
     workers: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="processes for the process engine; default one per core"
     )

@@ -69,7 +69,8 @@ def simulate(
         seed: derives every random stream: initial weights, sampling, batches.
         buffers: ``"average"`` float buffers like parameters, or keep them ``"local"``.
         engine: ``"sequential"`` (the reference), ``"vectorized"`` (the cohort as one vmapped
-            stack), ``"process"`` (a pool of ``workers`` processes), or ``"auto"``:
+            stack), ``"process"`` (a pool of ``workers`` processes), ``"ray"`` (Ray
+            actors), or ``"auto"``:
             vectorized where the model allows it.
         workers: processes for the ``process`` engine (default: one per core).
         eval_every: evaluate every this many rounds (and after the last).

@@ -25,8 +25,8 @@ __all__ = [
 
 log = logging.getLogger("fedloom")
 
-Engine = Literal["auto", "sequential", "vectorized", "process"]
-ENGINES = ("auto", "sequential", "vectorized", "process")
+Engine = Literal["auto", "sequential", "vectorized", "process", "ray"]
+ENGINES = ("auto", "sequential", "vectorized", "process", "ray")
 
 
 def make_executor(
@@ -44,12 +44,19 @@ def make_executor(
     model that cannot be vmapped (batch norm in training mode) falls back to the sequential
     engine with one warning that says why; results are never silently different. ``process``
     spreads the cohort over ``workers`` processes (default: one per core), each running
-    ``auto``; call the executor's ``close()`` when done.
+    ``auto``; ``ray`` does the same with Ray actors (joining the current Ray session, or
+    starting a local one on 127.0.0.1). Call the executor's ``close()`` when done.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if engine == "process":
         return ProcessExecutor(
+            module, data, settings, objective_terms=objective_terms, num_workers=workers
+        )
+    if engine == "ray":
+        from fedloom.sim.ray_executor import RayExecutor  # Ray is an optional dependency
+
+        return RayExecutor(
             module, data, settings, objective_terms=objective_terms, num_workers=workers
         )
     if engine in ("auto", "vectorized"):
