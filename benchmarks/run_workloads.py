@@ -113,7 +113,14 @@ ENGINES = {
     "sequential": SequentialExecutor,
     "vectorized": VectorizedExecutor,
     "process": ProcessExecutor,
+    "ray": lambda *args, **kwargs: _ray_executor()(*args, **kwargs),
 }
+
+
+def _ray_executor():
+    from fedloom.sim.ray_executor import RayExecutor  # optional dependency
+
+    return RayExecutor
 
 
 def engine_throughput(mnist, workload: Workload, engine: str, rounds: int) -> dict:
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--engines",
         default="sequential,vectorized,process",
-        help="comma-separated engines to measure",
+        help="comma-separated engines to measure (sequential, vectorized, process, ray)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds after one warm-up")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of each floor")
