@@ -40,3 +40,43 @@ def mnist():
 @pytest.fixture(scope="session")
 def digits():
     return load_digits()
+
+
+@pytest.fixture(scope="session")
+def unequal_digits(digits):
+    """12 digits clients with power-law sizes: unequal step counts and partial batches."""
+    from fedloom.data import QuantitySkew, federate
+
+    return federate(digits, QuantitySkew(12, sigma=1.0, min_size=10), seed=2)
+
+
+@pytest.fixture(scope="session")
+def worker_case(unequal_digits):
+    """One round of all 12 clients and the sequential engine's results, for pool engines."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import fedloom as fl
+    from fedloom.client import LocalContext, LocalTraining
+    from fedloom.engine import plans_for_round
+    from fedloom.params import flatten_params
+    from fedloom.sim import SequentialExecutor
+
+    module = fl.models.digits_mlp()
+    params = flatten_params(module)
+    local = LocalTraining(epochs=2, batch_size=10, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    plans = plans_for_round(12, 1.0, seed=0, round=0)
+    context = LocalContext(params)
+    expected = SequentialExecutor(module, unequal_digits, local).fit(
+        plans, params, {p.client_id: torch.zeros(0) for p in plans}, context
+    )
+    return SimpleNamespace(
+        data=unequal_digits,
+        module=module,
+        params=params,
+        local=local,
+        plans=plans,
+        context=context,
+        expected=expected,
+    )

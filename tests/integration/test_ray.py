@@ -9,11 +9,9 @@ import torch
 
 import fedloom as fl
 from fedloom.client import LocalContext, LocalTraining
-from fedloom.data import QuantitySkew, Shards, federate
-from fedloom.engine import plans_for_round
+from fedloom.data import Shards, federate
 from fedloom.errors import FedloomError
 from fedloom.params import flatten_params
-from fedloom.sim import SequentialExecutor
 from fedloom.simulation import initial_module
 from fedloom.types import ClientPlan
 
@@ -43,23 +41,12 @@ def test_cluster_listens_on_loopback_only(cluster):
         assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")), line
 
 
-@pytest.fixture(scope="module")
-def unequal_digits(digits):
-    return federate(digits, QuantitySkew(12, sigma=1.0, min_size=10), seed=2)
-
-
-def test_ray_actors_match_sequential(cluster, unequal_digits):
+def test_ray_actors_match_sequential(cluster, worker_case):
     from fedloom.sim.ray_executor import RayExecutor
 
-    module = fl.models.digits_mlp()
-    params = flatten_params(module)
-    local = LocalTraining(epochs=2, batch_size=10, lr=0.1, momentum=0.9, weight_decay=1e-3)
-    plans = plans_for_round(12, 1.0, seed=0, round=0)
-    context = LocalContext(params)
-    expected = SequentialExecutor(module, unequal_digits, local).fit(
-        plans, params, {p.client_id: torch.zeros(0) for p in plans}, context
-    )
-    with RayExecutor(module, unequal_digits, local, num_workers=2) as executor:
+    case = worker_case
+    params, plans, context, expected = case.params, case.plans, case.context, case.expected
+    with RayExecutor(case.module, case.data, case.local, num_workers=2) as executor:
         assert executor.inner_engines == ["VectorizedExecutor", "VectorizedExecutor"]
         got = executor.fit(plans, params, {}, context)
         with pytest.raises(FedloomError, match="a Ray worker failed during training"):

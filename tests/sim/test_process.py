@@ -6,11 +6,9 @@ import torch
 
 import fedloom as fl
 from fedloom.client import LocalContext, LocalTraining
-from fedloom.data import QuantitySkew, federate
-from fedloom.engine import plans_for_round
 from fedloom.errors import FedloomError
 from fedloom.params import flatten_params
-from fedloom.sim import ProcessExecutor, SequentialExecutor
+from fedloom.sim import ProcessExecutor
 from fedloom.sim.process import balance
 from fedloom.types import ClientPlan
 
@@ -24,21 +22,10 @@ def test_balance_deals_longest_first_to_the_least_loaded():
     assert everyone == list(range(29))
 
 
-@pytest.fixture(scope="module")
-def unequal_digits(digits):
-    return federate(digits, QuantitySkew(12, sigma=1.0, min_size=10), seed=2)
-
-
-def test_process_pool_matches_sequential_and_stops_cleanly(unequal_digits):
-    module = fl.models.digits_mlp()
-    params = flatten_params(module)
-    local = LocalTraining(epochs=2, batch_size=10, lr=0.1, momentum=0.9, weight_decay=1e-3)
-    plans = plans_for_round(12, 1.0, seed=0, round=0)
-    context = LocalContext(params)
-    expected = SequentialExecutor(module, unequal_digits, local).fit(
-        plans, params, {p.client_id: torch.zeros(0) for p in plans}, context
-    )
-    with ProcessExecutor(module, unequal_digits, local, num_workers=2) as pool:
+def test_process_pool_matches_sequential_and_stops_cleanly(worker_case):
+    case = worker_case
+    params, plans, context, expected = case.params, case.plans, case.context, case.expected
+    with ProcessExecutor(case.module, case.data, case.local, num_workers=2) as pool:
         assert pool.inner_engines == ["VectorizedExecutor", "VectorizedExecutor"]
         processes = list(pool._processes)
         for _ in range(2):  # the data went once; rounds reuse the workers

@@ -26,9 +26,11 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, Listener
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,7 +39,7 @@ from fedloom.data import FederatedDataset
 from fedloom.errors import FedloomError
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
-__all__ = ["ProcessExecutor", "balance"]
+__all__ = ["ProcessExecutor", "Share", "balance", "gather_results", "split_cohort"]
 
 
 def balance(work: Sequence[int], num_workers: int) -> list[list[int]]:
@@ -53,6 +55,56 @@ def balance(work: Sequence[int], num_workers: int) -> list[list[int]]:
         shares[worker].append(position)
         loads[worker] += work[position]
     return [sorted(share) for share in shares]
+
+
+@dataclass(frozen=True)
+class Share:
+    """One worker's part of a cohort: plan positions, their plans and starting buffers."""
+
+    worker: int
+    positions: list[int]
+    plans: list[ClientPlan]
+    buffers: dict[int, torch.Tensor]
+
+
+def split_cohort(
+    plans: Sequence[ClientPlan],
+    buffers: Mapping[int, torch.Tensor],
+    client_sizes: np.ndarray,
+    num_workers: int,
+) -> list[Share]:
+    """The non-empty, work-balanced shares of ``plans`` (see :func:`balance`)."""
+    unknown = [p.client_id for p in plans if not 0 <= p.client_id < len(client_sizes)]
+    if unknown:
+        raise FedloomError(
+            f"plans name clients {unknown[:10]} but the data has {len(client_sizes)}"
+        )
+    shares = balance([int(client_sizes[p.client_id]) for p in plans], num_workers)
+    result = []
+    for worker, positions in enumerate(shares):
+        if positions:
+            share_plans = [plans[i] for i in positions]
+            share_buffers = {
+                p.client_id: buffers[p.client_id] for p in share_plans if p.client_id in buffers
+            }
+            result.append(Share(worker, positions, share_plans, share_buffers))
+    return result
+
+
+def gather_results(
+    num_plans: int,
+    shares: Sequence[Share],
+    trained: Sequence[Sequence[ClientResult | ClientFailure]],
+) -> list[ClientResult | ClientFailure]:
+    """The workers' results back in plan order; every plan must have one."""
+    results: list[ClientResult | ClientFailure | None] = [None] * num_plans
+    for share, share_results in zip(shares, trained, strict=True):
+        for position, result in zip(share.positions, share_results, strict=True):
+            results[position] = result
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:
+        raise FedloomError(f"no worker returned results for plan positions {missing[:10]}")
+    return [r for r in results if r is not None]
 
 
 START_TIMEOUT_S = 120.0
@@ -173,31 +225,16 @@ class ProcessExecutor:
         buffers: Mapping[int, torch.Tensor],
         context: LocalContext,
     ) -> list[ClientResult | ClientFailure]:
-        unknown = [p.client_id for p in plans if not 0 <= p.client_id < len(self._client_sizes)]
-        if unknown:
-            raise FedloomError(
-                f"plans name clients {unknown[:10]} but the data has {len(self._client_sizes)}"
-            )
-        work = [int(self._client_sizes[p.client_id]) for p in plans]
-        shares = balance(work, self.num_workers)
-        busy = []
-        for connection, share in zip(self._connections, shares, strict=True):
-            if share:
-                share_plans = [plans[i] for i in share]
-                share_buffers = {
-                    p.client_id: buffers[p.client_id] for p in share_plans if p.client_id in buffers
-                }
-                connection.send((share_plans, params, share_buffers, context))
-                busy.append((connection, share))
-        results: list[ClientResult | ClientFailure | None] = [None] * len(plans)
-        for connection, share in busy:
-            _, trained = self._receive(connection, f"training of {len(share)} clients")
-            for position, result in zip(share, trained, strict=True):
-                results[position] = result
-        missing = [plans[i].client_id for i, r in enumerate(results) if r is None]
-        if missing:
-            raise FedloomError(f"no worker returned results for clients {missing[:10]}")
-        return [r for r in results if r is not None]
+        shares = split_cohort(plans, buffers, self._client_sizes, self.num_workers)
+        for share in shares:
+            self._connections[share.worker].send((share.plans, params, share.buffers, context))
+        trained = [
+            self._receive(
+                self._connections[share.worker], f"training of {len(share.plans)} clients"
+            )[1]
+            for share in shares
+        ]
+        return gather_results(len(plans), shares, trained)
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""

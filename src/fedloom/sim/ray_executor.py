@@ -24,7 +24,7 @@ from torch import nn
 from fedloom.client import LocalContext, LocalTraining, ObjectiveTerm
 from fedloom.data import FederatedDataset
 from fedloom.errors import FedloomError
-from fedloom.sim.process import balance
+from fedloom.sim.process import gather_results, split_cohort
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
 if TYPE_CHECKING:
@@ -139,27 +139,13 @@ class RayExecutor:
         buffers: Mapping[int, torch.Tensor],
         context: LocalContext,
     ) -> list[ClientResult | ClientFailure]:
-        unknown = [p.client_id for p in plans if not 0 <= p.client_id < len(self._client_sizes)]
-        if unknown:
-            raise FedloomError(
-                f"plans name clients {unknown[:10]} but the data has {len(self._client_sizes)}"
-            )
-        shares = balance([int(self._client_sizes[p.client_id]) for p in plans], self.num_workers)
-        params_ref = self._ray.put(params)
-        futures, positions = [], []
-        for actor, share in zip(self._actors, shares, strict=True):
-            if share:
-                share_plans = [plans[i] for i in share]
-                share_buffers = {
-                    p.client_id: buffers[p.client_id] for p in share_plans if p.client_id in buffers
-                }
-                futures.append(actor.fit.remote(share_plans, params_ref, share_buffers, context))
-                positions.append(share)
-        results: list[ClientResult | ClientFailure | None] = [None] * len(plans)
-        for share, trained in zip(positions, self._get(futures, "training"), strict=True):
-            for position, result in zip(share, trained, strict=True):
-                results[position] = result
-        return [r for r in results if r is not None]
+        shares = split_cohort(plans, buffers, self._client_sizes, self.num_workers)
+        params_ref = self._ray.put(params)  # once for all actors
+        futures = [
+            self._actors[share.worker].fit.remote(share.plans, params_ref, share.buffers, context)
+            for share in shares
+        ]
+        return gather_results(len(plans), shares, self._get(futures, "training"))
 
     def close(self) -> None:
         """Stop the actors, and the local Ray instance if this executor started it."""
