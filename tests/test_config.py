@@ -41,7 +41,17 @@ from fedloom.errors import ConfigError
             "data.partition.shards_per_client=3",
             "data.partition.dirichlet.shards_per_client: unknown key; allowed keys here: kind, alpha",
         ),
-        ("algorithm=fedmagic", "algorithm.name: Input should be 'fedavg' or 'fedsgd'"),
+        (
+            "algorithm=fedmagic",
+            "algorithm: Input tag 'fedmagic' found using 'name' does not match any of the "
+            "expected tags: 'fedavg', 'fedsgd', 'fedprox', 'scaffold'",
+        ),
+        ("algorithm.q=2", "algorithm.fedavg.q: unknown key; allowed keys here: name"),
+        (
+            "client.stragglers.policy=wait",
+            "client.stragglers.policy: Input should be 'keep' or 'drop'",
+        ),
+        ("server.weighting=loss", "server.weighting: Input should be 'examples', 'uniform'"),
     ],
 )
 def test_bad_values_name_the_field(override, expected):
@@ -111,3 +121,30 @@ def test_defaults_are_the_documented_default_job():
     assert config.data.dataset == "digits" and config.data.num_clients == 20
     assert config.data.partition.kind == "dirichlet" and config.data.partition.alpha == 0.5
     assert config.algorithm.name == "fedavg"
+
+
+def test_algorithm_sections_build_the_paper_algorithms():
+    from fedloom.config import build_algorithm, build_local_work
+
+    prox = load_config(None, ["algorithm.name=fedprox", "algorithm.mu=1"])
+    algorithm = build_algorithm(prox)
+    assert algorithm.name == "fedprox" and algorithm.program.proximal_mu == 1.0
+    scaffold = load_config(None, ["algorithm=scaffold"])
+    assert scaffold.server.weighting == "uniform"  # the paper's average, shown when resolved
+    assert build_algorithm(scaffold).control_variates
+    adam = load_config(None, ["algorithm=fedadam", "algorithm.tau=0.01"])
+    assert adam.server.lr == 0.01 and build_algorithm(adam).name == "fedadam"
+    qffl = load_config(None, ["algorithm=qffl", "algorithm.q=5"])
+    assert build_algorithm(qffl).normalization_statistics == frozenset({"initial_loss"})
+    with pytest.raises(ConfigError, match="q-FFL sets its own step size"):
+        build_algorithm(load_config(None, ["algorithm=qffl", "server.lr=0.5"]))
+    work = build_local_work(
+        load_config(
+            None,
+            [
+                "client.heterogeneity={low: 1, high: 4}",
+                "client.stragglers={fraction: 0.9, policy: drop}",
+            ],
+        ).client
+    )
+    assert (work.low, work.high, work.straggler_fraction, work.drop_stragglers) == (1, 4, 0.9, True)

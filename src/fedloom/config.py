@@ -13,10 +13,18 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
-from fedloom.algorithms import Algorithm, fedavg, fedsgd
+from fedloom import algorithms
+from fedloom.algorithms import Algorithm
 from fedloom.client import LocalTraining
 from fedloom.data import (
     Dataset,
@@ -27,6 +35,7 @@ from fedloom.data import (
     load_synthetic,
 )
 from fedloom.data.partitioners import IID, Dirichlet, Natural, Partitioner, QuantitySkew, Shards
+from fedloom.engine import LocalWork
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS, logistic_regression
 
@@ -38,6 +47,7 @@ __all__ = [
     "build_federated",
     "build_partitioner",
     "build_local_training",
+    "build_local_work",
     "build_model",
     "load_config",
 ]
@@ -130,6 +140,20 @@ class ModelConfig(_Section):
     buffers: Literal["average", "local"] = "average"
 
 
+class HeterogeneityConfig(_Section):
+    """Each sampled client's work drawn uniformly from {low..high} (epochs, or steps)."""
+
+    low: Annotated[int, Field(ge=1)]
+    high: Annotated[int, Field(ge=1)]
+
+
+class StragglersConfig(_Section):
+    """A fraction of each cohort does 1..E-1 epochs (or steps); drop or keep their work."""
+
+    fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    policy: Literal["keep", "drop"] = "keep"
+
+
 class ClientConfig(_Section):
     epochs: Annotated[int, Field(ge=1)] = 3
     steps: Annotated[int, Field(ge=1)] | None = None
@@ -137,16 +161,123 @@ class ClientConfig(_Section):
     lr: Annotated[float, Field(gt=0)] = 0.1
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    heterogeneity: HeterogeneityConfig | None = None
+    stragglers: StragglersConfig = StragglersConfig()
 
 
 class ServerConfig(_Section):
     fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
-    lr: Annotated[float, Field(gt=0)] = 1.0
-    weighting: Literal["examples", "uniform"] = "examples"
+    lr: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="server learning rate; default: the algorithm's own"
+    )
+    weighting: Literal["examples", "uniform", "inverse_variance"] | None = Field(
+        default=None, description="default: the algorithm's own (examples; SCAFFOLD uniform)"
+    )
 
 
-class AlgorithmConfig(_Section):
-    name: Literal["fedavg", "fedsgd"] = "fedavg"
+class FedAvgConfig(_Section):
+    """McMahan et al. 2017."""
+
+    name: Literal["fedavg"] = "fedavg"
+
+
+class FedSGDConfig(_Section):
+    """One full-batch step per client and round."""
+
+    name: Literal["fedsgd"] = "fedsgd"
+
+
+class FedProxConfig(_Section):
+    """Li et al. 2020: proximal term mu/2 ||w - w_t||^2."""
+
+    name: Literal["fedprox"] = "fedprox"
+    mu: Annotated[float, Field(ge=0)] = 0.01
+
+
+class ScaffoldConfig(_Section):
+    """Karimireddy et al. 2020, option II control variates."""
+
+    name: Literal["scaffold"] = "scaffold"
+
+
+class FedNovaConfig(_Section):
+    """Wang et al. 2020: updates normalized by local work."""
+
+    name: Literal["fednova"] = "fednova"
+
+
+class FedAvgMConfig(_Section):
+    """Hsu et al. 2019: server momentum."""
+
+    name: Literal["fedavgm"] = "fedavgm"
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+
+
+class FedAdagradConfig(_Section):
+    """Reddi et al. 2021."""
+
+    name: Literal["fedadagrad"] = "fedadagrad"
+    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    tau: Annotated[float, Field(gt=0)] = 1e-3
+
+
+class FedAdamConfig(_Section):
+    """Reddi et al. 2021."""
+
+    name: Literal["fedadam"] = "fedadam"
+    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.99
+    tau: Annotated[float, Field(gt=0)] = 1e-3
+
+
+class FedYogiConfig(_Section):
+    """Reddi et al. 2021."""
+
+    name: Literal["fedyogi"] = "fedyogi"
+    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.99
+    tau: Annotated[float, Field(gt=0)] = 1e-3
+
+
+class QFFLConfig(_Section):
+    """Li et al. 2020 (fair resource allocation): q-FedAvg."""
+
+    name: Literal["qffl"] = "qffl"
+    q: Annotated[float, Field(ge=0)] = 1.0
+    lipschitz: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="L; default 1 / client.lr"
+    )
+
+
+_ALGORITHMS = (
+    FedAvgConfig,
+    FedSGDConfig,
+    FedProxConfig,
+    ScaffoldConfig,
+    FedNovaConfig,
+    FedAvgMConfig,
+    FedAdagradConfig,
+    FedAdamConfig,
+    FedYogiConfig,
+    QFFLConfig,
+)
+AlgorithmConfig = Annotated[
+    FedAvgConfig
+    | FedSGDConfig
+    | FedProxConfig
+    | ScaffoldConfig
+    | FedNovaConfig
+    | FedAvgMConfig
+    | FedAdagradConfig
+    | FedAdamConfig
+    | FedYogiConfig
+    | QFFLConfig,
+    Field(discriminator="name"),
+]
+ALGORITHM_NAMES = tuple(cls.model_fields["name"].default for cls in _ALGORITHMS)
+
+
+SERVER_LR_DEFAULTS = {"fedadagrad": 0.1, "fedadam": 0.01, "fedyogi": 0.01}
 
 
 class EvalConfig(_Section):
@@ -174,14 +305,37 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     client: ClientConfig = ClientConfig()
     server: ServerConfig = ServerConfig()
-    algorithm: AlgorithmConfig = AlgorithmConfig()
+    algorithm: AlgorithmConfig = FedAvgConfig()
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
 
     @field_validator("algorithm", mode="before")
     @classmethod
     def _algorithm_shorthand(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "name" not in value:
+            return {"name": "fedavg", **value}
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _algorithm_defaults(cls, raw: Any) -> Any:
+        """Fill ``server.lr`` and ``server.weighting`` with the algorithm's defaults, so the
+        resolved config shows the values used."""
+        if not isinstance(raw, dict):
+            return raw
+        algorithm = raw.get("algorithm", "fedavg")
+        name = algorithm if isinstance(algorithm, str) else (algorithm or {}).get("name")
+        server = raw.get("server") or {}
+        if not isinstance(server, dict):
+            return raw
+        server = dict(server)
+        if server.get("lr") is None:
+            server["lr"] = SERVER_LR_DEFAULTS.get(str(name), 1.0)
+        if server.get("weighting") is None:
+            server["weighting"] = "uniform" if name == "scaffold" else "examples"
+        return {**raw, "server": server}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
@@ -197,7 +351,10 @@ class RunConfig(_Section):
 
 def _section_at(path: Iterable[Any]) -> type[BaseModel] | None:
     """The config section class at a validation error's location, if there is one."""
-    variants = {cls.model_fields["kind"].default: cls for cls in _PARTITIONS}
+    variants: dict[Any, type[BaseModel]] = {
+        cls.model_fields["kind"].default: cls for cls in _PARTITIONS
+    }
+    variants.update({cls.model_fields["name"].default: cls for cls in _ALGORITHMS})
     model: type[BaseModel] | None = RunConfig
     for part in path:
         if model is not None and part in model.model_fields:
@@ -360,6 +517,47 @@ def build_local_training(config: ClientConfig) -> LocalTraining:
     )
 
 
+def build_local_work(config: ClientConfig) -> LocalWork:
+    """Heterogeneous local work and stragglers from the ``client`` section."""
+    spread = config.heterogeneity
+    if spread is not None and spread.low > spread.high:
+        raise ConfigError(
+            f"client.heterogeneity: low ({spread.low}) must not exceed high ({spread.high})"
+        )
+    return LocalWork(
+        low=spread.low if spread else None,
+        high=spread.high if spread else None,
+        straggler_fraction=config.stragglers.fraction,
+        drop_stragglers=config.stragglers.policy == "drop",
+    )
+
+
 def build_algorithm(config: RunConfig) -> Algorithm:
-    factory = {"fedavg": fedavg, "fedsgd": fedsgd}[config.algorithm.name]
-    return factory(server_lr=config.server.lr, weighting=config.server.weighting)
+    """The algorithm value of the ``algorithm`` and ``server`` sections."""
+    spec, server = config.algorithm, config.server
+    lr = server.lr if server.lr is not None else SERVER_LR_DEFAULTS.get(spec.name, 1.0)
+    weighting = server.weighting or ("uniform" if spec.name == "scaffold" else "examples")
+    if isinstance(spec, FedProxConfig):
+        return algorithms.fedprox(spec.mu, server_lr=lr, weighting=weighting)
+    if isinstance(spec, FedAvgMConfig):
+        return algorithms.fedavgm(server_lr=lr, momentum=spec.momentum, weighting=weighting)
+    if isinstance(spec, FedAdagradConfig):
+        return algorithms.fedadagrad(
+            server_lr=lr, beta1=spec.beta1, tau=spec.tau, weighting=weighting
+        )
+    if isinstance(spec, FedAdamConfig | FedYogiConfig):
+        factory = algorithms.fedadam if isinstance(spec, FedAdamConfig) else algorithms.fedyogi
+        return factory(
+            server_lr=lr, beta1=spec.beta1, beta2=spec.beta2, tau=spec.tau, weighting=weighting
+        )
+    if isinstance(spec, QFFLConfig):
+        if lr != 1.0:
+            raise ConfigError("server.lr: q-FFL sets its own step size (1 / sum h_k); leave it 1")
+        return algorithms.qffl(spec.q, lipschitz=spec.lipschitz, weighting=weighting)
+    plain = {
+        "fedavg": algorithms.fedavg,
+        "fedsgd": algorithms.fedsgd,
+        "scaffold": algorithms.scaffold,
+        "fednova": algorithms.fednova,
+    }
+    return plain[spec.name](server_lr=lr, weighting=weighting)

@@ -19,6 +19,7 @@ from fedloom.config import (
     build_algorithm,
     build_federated,
     build_local_training,
+    build_local_work,
     build_model,
 )
 from fedloom.engine import Callback, History
@@ -72,6 +73,7 @@ def run_experiment(
         rounds=config.rounds,
         fraction=config.server.fraction,
         local=build_local_training(config.client),
+        work=build_local_work(config.client),
         seed=config.seed,
         buffers=config.model.buffers,
         engine=config.engine,

@@ -18,7 +18,7 @@ from torch import nn
 from fedloom.algorithms import Algorithm, ServerState
 from fedloom.client import LocalTraining
 from fedloom.data import FederatedDataset
-from fedloom.engine import Callback, Evaluator, History, run_rounds
+from fedloom.engine import Callback, Evaluator, History, LocalWork, run_rounds
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.rng import derive_seed
 from fedloom.sim import Engine, make_executor
@@ -49,6 +49,7 @@ def simulate(
     rounds: int,
     fraction: float = 0.1,
     local: LocalTraining | None = None,
+    work: LocalWork | None = None,
     seed: int = 0,
     buffers: Literal["average", "local"] = "average",
     engine: Engine = "auto",
@@ -66,6 +67,7 @@ def simulate(
         rounds: number of rounds.
         fraction: C, the share of clients sampled each round.
         local: local training settings (epochs, batch size, learning rate...).
+        work: per-client local work and stragglers (:class:`fedloom.engine.LocalWork`).
         seed: derives every random stream: initial weights, sampling, batches.
         buffers: ``"average"`` float buffers like parameters, or keep them ``"local"``.
         engine: ``"sequential"`` (the reference), ``"vectorized"`` (the cohort as one vmapped
@@ -82,7 +84,7 @@ def simulate(
     module = initial_module(model, seed=seed)
     settings = algorithm.local_training(local or LocalTraining())
     executor = make_executor(
-        engine, module, data, settings, objective_terms=algorithm.objective_terms, workers=workers
+        engine, module, data, settings, program=algorithm.client_program(), workers=workers
     )
     evaluator = Evaluator(module, data)
 
@@ -102,6 +104,8 @@ def simulate(
             rounds=rounds,
             fraction=fraction,
             seed=seed,
+            settings=settings,
+            work=work,
             local_buffers=buffers == "local",
             evaluate=evaluate,
             eval_every=eval_every,

@@ -6,7 +6,8 @@ callbacks without anyone mutating another's copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,11 +20,20 @@ class ClientPlan:
 
     ``seed`` is derived from (run seed, round, client id) by :mod:`fedloom.rng`, so that any
     executor, in any process, trains the client identically.
+
+    Attributes:
+        client_id, round, seed: who, when, and the client's random stream.
+        epochs, steps: this client's amount of local work when it differs from the shared
+            settings (heterogeneous local work, stragglers); ``steps`` wins over ``epochs``.
+        correction: a vector added to every local gradient (SCAFFOLD's ``c - c_k``).
     """
 
     client_id: int
     round: int
     seed: int
+    epochs: int | None = None
+    steps: int | None = None
+    correction: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class ClientResult:
         num_steps: local optimizer steps taken (``tau_k``).
         num_example_passes: examples seen in local training, summed over steps.
         train_loss: mean training loss over the local steps, weighted by batch size.
+        statistics: numbers the algorithm asked the client for (see
+            :mod:`fedloom.client.program`), by name.
     """
 
     client_id: int
@@ -47,6 +59,7 @@ class ClientResult:
     num_steps: int
     num_example_passes: int
     train_loss: float
+    statistics: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from fedloom.client import (
     train_client,
 )
 from fedloom.params import buffer_spec, flatten_params, param_spec
+from fedloom.types import ClientPlan
 
 
 def test_batch_schedule_epochs_steps_and_full_batch():
@@ -87,7 +88,7 @@ def test_train_client_returns_update_and_counts():
     objective, x, y = _setup(module)
     w0 = flatten_params(module)
     result = train_client(
-        7,
+        ClientPlan(client_id=7, round=0, seed=0),
         x,
         y,
         w0,
@@ -95,7 +96,6 @@ def test_train_client_returns_update_and_counts():
         objective=objective,
         settings=LocalTraining(epochs=2, batch_size=8),
         context=LocalContext(w0),
-        rng=np.random.default_rng(0),
     )
     assert result.client_id == 7 and result.num_examples == 32
     assert result.num_steps == 8 and result.num_example_passes == 64

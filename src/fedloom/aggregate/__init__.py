@@ -1,16 +1,29 @@
 """Aggregation: weighting, reducers and server transforms over flat update vectors."""
 
 from fedloom.aggregate.mean import weighted_mean
-from fedloom.aggregate.transforms import Transform, chain, identity, scale
+from fedloom.aggregate.transforms import (
+    Transform,
+    adagrad,
+    adam,
+    chain,
+    identity,
+    scale,
+    server_momentum,
+    yogi,
+)
 from fedloom.aggregate.weighting import WEIGHTINGS, Weighting, client_weights
 
 __all__ = [
     "WEIGHTINGS",
     "Transform",
     "Weighting",
+    "adagrad",
+    "adam",
     "chain",
     "client_weights",
     "identity",
     "scale",
+    "server_momentum",
     "weighted_mean",
+    "yogi",
 ]

@@ -25,10 +25,10 @@ __all__ = [
     "LocalState",
     "LocalTraining",
     "batch_schedule",
+    "gradient_noise",
     "local_final",
     "local_init",
     "local_step",
-    "train_client",
 ]
 
 
@@ -73,6 +73,8 @@ class LocalState:
     num_steps: int
     loss_sum: torch.Tensor
     num_example_passes: int
+    grad_sum: torch.Tensor | None = None
+    grad_sq_sum: torch.Tensor | None = None
 
 
 def batch_schedule(
@@ -98,9 +100,17 @@ def batch_schedule(
 
 
 def local_init(
-    global_params: torch.Tensor, buffers: torch.Tensor, settings: LocalTraining
+    global_params: torch.Tensor,
+    buffers: torch.Tensor,
+    settings: LocalTraining,
+    *,
+    track_gradients: bool = False,
 ) -> LocalState:
-    """The state a client starts from: the broadcast model and fresh optimizer state."""
+    """The state a client starts from: the broadcast model and fresh optimizer state.
+
+    ``track_gradients`` keeps the sum and summed squared norm of the local gradients, from
+    which the client estimates its gradient noise (see :func:`gradient_noise`).
+    """
     return LocalState(
         params=global_params.clone(),
         buffers=buffers.clone(),
@@ -108,6 +118,8 @@ def local_init(
         num_steps=0,
         loss_sum=torch.zeros((), dtype=torch.float64),
         num_example_passes=0,
+        grad_sum=torch.zeros_like(global_params, dtype=torch.float64) if track_gradients else None,
+        grad_sq_sum=torch.zeros((), dtype=torch.float64) if track_gradients else None,
     )
 
 
@@ -118,11 +130,22 @@ def local_step(
     objective: Objective,
     settings: LocalTraining,
     context: LocalContext,
+    correction: torch.Tensor | None = None,
 ) -> LocalState:
-    """One SGD step on one batch; returns a new state and leaves ``state`` untouched."""
+    """One SGD step on one batch; returns a new state and leaves ``state`` untouched.
+
+    ``correction`` is added to the objective's gradient (SCAFFOLD's ``c - c_k``), before
+    weight decay and momentum.
+    """
     x, y = batch
     buffers = state.buffers.clone()  # batch norm writes running statistics into it
     grad, loss = objective.grad_and_value(state.params, buffers, x, y, context)
+    grad_sum, grad_sq_sum = state.grad_sum, state.grad_sq_sum
+    if grad_sum is not None and grad_sq_sum is not None:
+        grad_sum = grad_sum + grad.double()
+        grad_sq_sum = grad_sq_sum + grad.double().pow(2).sum()
+    if correction is not None:
+        grad = grad + correction
     if settings.weight_decay:
         grad = grad.add(state.params, alpha=settings.weight_decay)
     velocity = state.velocity
@@ -136,11 +159,44 @@ def local_step(
         num_steps=state.num_steps + 1,
         loss_sum=state.loss_sum + loss.detach().double() * len(y),
         num_example_passes=state.num_example_passes + len(y),
+        grad_sum=grad_sum,
+        grad_sq_sum=grad_sq_sum,
     )
 
 
+def gradient_noise(
+    grad_sum: torch.Tensor,
+    grad_sq_sum: torch.Tensor | float,
+    *,
+    num_steps: int,
+    num_example_passes: int,
+    num_examples: int,
+) -> float:
+    """The variance of a client's update estimate, ``sigma^2 / n``, from its local gradients.
+
+    The minibatch gradients ``g_1..g_S`` of the local steps have sample variance
+    ``(sum ||g_s||^2 - ||sum g_s||^2 / S) / (S - 1)`` (summed over coordinates). A minibatch
+    of ``b`` examples has ``b`` times less variance than one example, so the per-example
+    variance per coordinate is that times the mean batch size, divided by the number of
+    parameters ``P``. The mean gradient over the client's ``n`` examples then has variance
+    ``sigma^2 / n``. Returns NaN with fewer than two steps (no spread to measure).
+    """
+    if num_steps < 2:
+        return float("nan")
+    sq = float(grad_sq_sum)
+    spread = (sq - float(grad_sum.pow(2).sum()) / num_steps) / (num_steps - 1)
+    mean_batch = num_example_passes / num_steps
+    per_example = max(spread, 0.0) * mean_batch / grad_sum.numel()
+    return per_example / num_examples
+
+
 def local_final(
-    state: LocalState, global_params: torch.Tensor, *, client_id: int, num_examples: int
+    state: LocalState,
+    global_params: torch.Tensor,
+    *,
+    client_id: int,
+    num_examples: int,
+    statistics: dict[str, float] | None = None,
 ) -> ClientResult:
     """The client's result: its update ``w_k' - w_t`` and what the server weighs it by."""
     passes = max(state.num_example_passes, 1)
@@ -152,30 +208,5 @@ def local_final(
         num_steps=state.num_steps,
         num_example_passes=state.num_example_passes,
         train_loss=float(state.loss_sum) / passes,
+        statistics=statistics or {},
     )
-
-
-def train_client(
-    client_id: int,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    global_params: torch.Tensor,
-    buffers: torch.Tensor,
-    *,
-    objective: Objective,
-    settings: LocalTraining,
-    context: LocalContext,
-    rng: np.random.Generator,
-) -> ClientResult:
-    """Run one client's whole local training: init, one step per scheduled batch, final."""
-    state = local_init(global_params, buffers, settings)
-    for index in batch_schedule(len(y), settings, rng):
-        batch_index = torch.from_numpy(index)
-        state = local_step(
-            state,
-            (x[batch_index], y[batch_index]),
-            objective=objective,
-            settings=settings,
-            context=context,
-        )
-    return local_final(state, global_params, client_id=client_id, num_examples=len(y))

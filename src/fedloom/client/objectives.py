@@ -102,6 +102,29 @@ class Objective:
         """The objective at the flat parameter vector ``params``."""
         return self.loss(self.spec.views(params), buffers, x, y, context)
 
+    @torch.no_grad()
+    def mean_data_loss(
+        self,
+        params: torch.Tensor,
+        buffers: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        chunk: int = 4096,
+    ) -> float:
+        """The mean cross-entropy of the model at ``params`` on ``(x, y)``, without terms.
+
+        Evaluated in training mode, like the loss being minimized, on a copy of the buffers.
+        """
+        plain = Objective(self.module, self.spec, self.buffer_spec)
+        views = self.spec.views(params)
+        total = 0.0
+        for start in range(0, len(y), chunk):
+            xs, ys = x[start : start + chunk], y[start : start + chunk]
+            empty = LocalContext(params)
+            total += float(plain.loss(views, buffers.clone(), xs, ys, empty)) * len(ys)
+        return total / max(len(y), 1)
+
     def grad_and_value(
         self,
         params: torch.Tensor,

@@ -4,6 +4,7 @@ from fedloom.engine.callbacks import Callback, History
 from fedloom.engine.evaluation import Evaluator, spread_metrics
 from fedloom.engine.executor import Executor
 from fedloom.engine.loop import Evaluate, plans_for_round, run_rounds
+from fedloom.engine.work import LocalWork, assign_work
 
 __all__ = [
     "Callback",
@@ -11,6 +12,8 @@ __all__ = [
     "Evaluator",
     "Executor",
     "History",
+    "LocalWork",
+    "assign_work",
     "plans_for_round",
     "run_rounds",
     "spread_metrics",

@@ -16,18 +16,31 @@ from fedloom.params import buffer_spec, param_spec
 __all__ = ["Evaluator", "spread_metrics"]
 
 
-def spread_metrics(accuracies: np.ndarray, prefix: str = "client_accuracy") -> dict[str, float]:
-    """Mean, std, and the mean of the worst and best 10% (at least one client) of accuracies."""
+def spread_metrics(
+    accuracies: np.ndarray,
+    prefix: str = "client_accuracy",
+    *,
+    sizes: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Mean, std, and the mean of the worst and best 10% (at least one client) of accuracies.
+
+    With ``sizes`` (each client's number of training examples) also the mean accuracy of the
+    smallest 10% of clients (``_smallest10``): the ones example weighting neglects.
+    """
     if len(accuracies) == 0:
         return {}
     ordered = np.sort(accuracies)
     tail = max(int(np.ceil(0.1 * len(ordered))), 1)
-    return {
+    metrics = {
         f"{prefix}_mean": float(ordered.mean()),
         f"{prefix}_std": float(ordered.std()),
         f"{prefix}_worst10": float(ordered[:tail].mean()),
         f"{prefix}_best10": float(ordered[-tail:].mean()),
     }
+    if sizes is not None:
+        smallest = np.argsort(sizes, kind="stable")[:tail]
+        metrics[f"{prefix}_smallest10"] = float(accuracies[smallest].mean())
+    return metrics
 
 
 class Evaluator:
@@ -98,6 +111,9 @@ class Evaluator:
         buffers: torch.Tensor,
         client_buffers: Mapping[int, torch.Tensor] | None = None,
     ) -> dict[str, float]:
-        """Spread of per-client held-out accuracy (see :func:`spread_metrics`)."""
+        """Spread of per-client held-out accuracy (see :func:`spread_metrics`), including the
+        smallest clients' accuracy."""
         accuracies = self.client_accuracies(params, buffers, client_buffers)
-        return spread_metrics(accuracies[~np.isnan(accuracies)])
+        measured = ~np.isnan(accuracies)
+        sizes = np.asarray(self.data.client_sizes)[measured]
+        return spread_metrics(accuracies[measured], sizes=sizes)

@@ -12,11 +12,18 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from fedloom.algorithms import Algorithm, ServerState, server_init, server_update
-from fedloom.client import LocalContext
+from fedloom.algorithms import (
+    Algorithm,
+    ServerState,
+    attach_corrections,
+    server_init,
+    server_update,
+)
+from fedloom.client import LocalContext, LocalTraining
 from fedloom.data import sample_cohort
 from fedloom.engine.callbacks import Callback, History, notify_round
 from fedloom.engine.executor import Executor
+from fedloom.engine.work import LocalWork, assign_work
 from fedloom.rng import derive_seed
 from fedloom.types import ClientFailure, ClientPlan, ClientResult, RoundReport
 
@@ -61,6 +68,8 @@ def run_rounds(
     rounds: int,
     fraction: float,
     seed: int = 0,
+    settings: LocalTraining | None = None,
+    work: LocalWork | None = None,
     local_buffers: bool = False,
     evaluate: Evaluate | None = None,
     eval_every: int = 1,
@@ -76,11 +85,16 @@ def run_rounds(
         rounds: number of rounds.
         fraction: C, the fraction of clients sampled per round.
         seed: the run seed; every random stream is derived from it.
+        settings: the clients' local settings (the server side of q-FFL and SCAFFOLD reads
+            the learning rate; heterogeneous work reads the unit of work).
+        work: per-client local work and stragglers (systems heterogeneity).
         local_buffers: keep float buffers (batch-norm statistics) on the clients instead of
             averaging them.
         evaluate: called after a round (every ``eval_every`` rounds and after the last).
         callbacks: observers of the run.
     """
+    settings = settings or LocalTraining()
+    work = work or LocalWork()
     state = server_init(algorithm, params, buffers)
     client_buffers: dict[int, torch.Tensor] = {}
     for callback in callbacks:
@@ -89,29 +103,39 @@ def run_rounds(
     values_per_model = state.params.numel() + state.buffers.numel()
     for t in range(rounds):
         started = time.perf_counter()
-        plans = plans_for_round(num_clients, fraction, seed=seed, round=t)
+        sampled = plans_for_round(num_clients, fraction, seed=seed, round=t)
+        plans, dropped = assign_work(sampled, work, settings, seed=seed)
+        plans = attach_corrections(algorithm, state, plans)
         start_buffers = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
         context = LocalContext(global_params=state.params)
-        outcomes = executor.fit(plans, state.params, start_buffers, context)
+        outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
         results = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
         for failure in failures:
             log.warning("round %d: client %d failed: %s", t + 1, failure.client_id, failure.reason)
         metrics: dict[str, float] = {
-            "num_clients": float(len(plans)),
+            "num_clients": float(len(sampled)),
             "num_results": float(len(results)),
             "num_failures": float(len(failures)),
-            "bytes_down": float(len(plans) * values_per_model * BYTES_PER_VALUE),
+            "num_stragglers_dropped": float(len(dropped)),
+            "bytes_down": float(len(sampled) * values_per_model * BYTES_PER_VALUE),
             "bytes_up": float(len(results) * values_per_model * BYTES_PER_VALUE),
         }
         if results:
-            state = server_update(algorithm, state, results, average_buffers=not local_buffers)
+            state = server_update(
+                algorithm,
+                state,
+                results,
+                settings=settings,
+                num_clients=num_clients,
+                average_buffers=not local_buffers,
+            )
             metrics.update(_train_metrics(results))
             if local_buffers:
                 client_buffers.update({r.client_id: r.buffers for r in results})
         else:
             log.warning("round %d: no client returned a result; the model is unchanged", t + 1)
-            state = ServerState(state.params, state.buffers, state.transform_state, state.round + 1)
+            state = state.skipped()
         if evaluate is not None and ((t + 1) % eval_every == 0 or t + 1 == rounds):
             metrics.update(evaluate(state, client_buffers))
         metrics["wall_s"] = time.perf_counter() - started

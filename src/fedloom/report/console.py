@@ -87,6 +87,7 @@ def summary_table(history: History, *, title: str, run_dir: Path | None, elapsed
     row("client accuracy std", _last(records, "client_accuracy_std"), ".4f")
     row("client accuracy worst 10%", _last(records, "client_accuracy_worst10"), ".4f")
     row("client accuracy best 10%", _last(records, "client_accuracy_best10"), ".4f")
+    row("smallest 10% of clients", _last(records, "client_accuracy_smallest10"), ".4f")
     row("examples processed", sum(r.get("examples_processed", 0) for r in records), ",.0f")
     row("MB down + up", sum(r["bytes_down"] + r["bytes_up"] for r in records) / 1e6, ",.1f")
     row("wall seconds", elapsed_s, ".1f")

@@ -54,6 +54,12 @@ def plot_run(records: Sequence[dict], out_dir: Path, *, title: str = "") -> list
             label="mean ± std (clipped to [0, 1])",
         )
         ax.plot(rounds, mean, marker=".", label="mean")
+        if any("client_accuracy_smallest10" in r for r in records):
+            ax.plot(
+                *_series(records, "client_accuracy_smallest10"),
+                linestyle="--",
+                label="smallest 10% of clients",
+            )
         ax.set(
             xlabel="round",
             ylabel="held-out accuracy",

@@ -7,10 +7,11 @@ from typing import Literal
 
 from torch import nn
 
-from fedloom.client import LocalTraining, ObjectiveTerm
+from fedloom.client import ClientProgram, LocalTraining
 from fedloom.data import FederatedDataset
 from fedloom.engine import Executor
 from fedloom.sim.process import ProcessExecutor
+from fedloom.sim.quadratic import QuadraticExecutor
 from fedloom.sim.sequential import SequentialExecutor
 from fedloom.sim.vectorized import VectorizedExecutor, vectorization_problem
 
@@ -18,6 +19,7 @@ __all__ = [
     "ENGINES",
     "Engine",
     "ProcessExecutor",
+    "QuadraticExecutor",
     "SequentialExecutor",
     "VectorizedExecutor",
     "make_executor",
@@ -35,7 +37,7 @@ def make_executor(
     data: FederatedDataset,
     settings: LocalTraining,
     *,
-    objective_terms: tuple[ObjectiveTerm, ...] = (),
+    program: ClientProgram | None = None,
     workers: int | None = None,
 ) -> Executor:
     """The executor for ``engine``.
@@ -50,18 +52,14 @@ def make_executor(
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if engine == "process":
-        return ProcessExecutor(
-            module, data, settings, objective_terms=objective_terms, num_workers=workers
-        )
+        return ProcessExecutor(module, data, settings, program=program, num_workers=workers)
     if engine == "ray":
         from fedloom.sim.ray_executor import RayExecutor  # Ray is an optional dependency
 
-        return RayExecutor(
-            module, data, settings, objective_terms=objective_terms, num_workers=workers
-        )
+        return RayExecutor(module, data, settings, program=program, num_workers=workers)
     if engine in ("auto", "vectorized"):
         problem = vectorization_problem(module)
         if problem is None:
-            return VectorizedExecutor(module, data, settings, objective_terms=objective_terms)
+            return VectorizedExecutor(module, data, settings, program=program)
         log.warning("the vectorized engine cannot train this model (%s); using sequential", problem)
-    return SequentialExecutor(module, data, settings, objective_terms=objective_terms)
+    return SequentialExecutor(module, data, settings, program=program)

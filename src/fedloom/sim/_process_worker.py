@@ -32,7 +32,7 @@ def main(address: str) -> None:
             setup["module"],
             setup["data"],
             setup["settings"],
-            objective_terms=setup["objective_terms"],
+            program=setup["program"],
         )
         connection.send(("ready", type(executor).__name__))
     except Exception:

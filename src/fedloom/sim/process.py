@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedloom.client import LocalContext, LocalTraining, ObjectiveTerm
+from fedloom.client import ClientProgram, LocalContext, LocalTraining
 from fedloom.data import FederatedDataset
 from fedloom.errors import FedloomError
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
@@ -149,8 +149,8 @@ class ProcessExecutor:
         module: the model template.
         data: the clients' data (sent to each worker once).
         settings: local training.
-        objective_terms: extra local objective terms; they must be picklable (module-level
-            functions or ``functools.partial``), since workers are spawned.
+        program: the algorithm's client program; its objective terms must be picklable
+            (module-level classes or functions), since workers are separate interpreters.
         num_workers: worker processes (default: one per core).
         inner: the engine each worker runs (``auto`` = vectorized where possible).
 
@@ -163,7 +163,7 @@ class ProcessExecutor:
         data: FederatedDataset,
         settings: LocalTraining,
         *,
-        objective_terms: tuple[ObjectiveTerm, ...] = (),
+        program: ClientProgram | None = None,
         num_workers: int | None = None,
         inner: str = "auto",
     ):
@@ -175,7 +175,7 @@ class ProcessExecutor:
             "module": module,
             "data": data,
             "settings": settings,
-            "objective_terms": objective_terms,
+            "program": program,
             "inner": inner,
             "threads": max(1, cores // self.num_workers),
         }

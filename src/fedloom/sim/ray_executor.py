@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from fedloom.client import LocalContext, LocalTraining, ObjectiveTerm
+from fedloom.client import ClientProgram, LocalContext, LocalTraining
 from fedloom.data import FederatedDataset
 from fedloom.errors import FedloomError
 from fedloom.sim.process import gather_results, split_cohort
@@ -54,16 +54,14 @@ class _Worker:
         module: nn.Module,
         data: FederatedDataset,
         settings: LocalTraining,
-        objective_terms: tuple[ObjectiveTerm, ...],
+        program: ClientProgram | None,
         inner: Engine,
         threads: int,
     ):
         from fedloom.sim import make_executor
 
         torch.set_num_threads(threads)
-        self.executor = make_executor(
-            inner, module, data, settings, objective_terms=objective_terms
-        )
+        self.executor = make_executor(inner, module, data, settings, program=program)
 
     def engine(self) -> str:
         return type(self.executor).__name__
@@ -82,7 +80,7 @@ class RayExecutor:
     """Train a cohort on Ray actors; results equal the in-process engines'.
 
     Args:
-        module, data, settings, objective_terms: as for the other executors (terms must be
+        module, data, settings, program: as for the other executors (terms must be
             picklable).
         num_workers: actors (default: the cluster's CPUs).
         inner: the engine each actor runs (``auto`` = vectorized where possible).
@@ -96,7 +94,7 @@ class RayExecutor:
         data: FederatedDataset,
         settings: LocalTraining,
         *,
-        objective_terms: tuple[ObjectiveTerm, ...] = (),
+        program: ClientProgram | None = None,
         num_workers: int | None = None,
         inner: Engine = "auto",
         address: str | None = None,
@@ -121,7 +119,7 @@ class RayExecutor:
         actor = ray.remote(num_cpus=min(threads, cpus))(_Worker)
         data_ref = ray.put(data)  # once, shared by the actors of a node
         self._actors = [
-            actor.remote(module, data_ref, settings, objective_terms, inner, threads)
+            actor.remote(module, data_ref, settings, program, inner, threads)
             for _ in range(self.num_workers)
         ]
         self.inner_engines = self._get([a.engine.remote() for a in self._actors], "start-up")

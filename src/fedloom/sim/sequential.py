@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from fedloom.client import LocalContext, LocalTraining, ObjectiveTerm, make_objective, train_client
+from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
 from fedloom.data import FederatedDataset
 from fedloom.params import buffer_spec, param_spec
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
@@ -28,12 +27,13 @@ class SequentialExecutor:
         data: FederatedDataset,
         settings: LocalTraining,
         *,
-        objective_terms: tuple[ObjectiveTerm, ...] = (),
+        program: ClientProgram | None = None,
     ):
         self.module = module
         self.settings = settings
+        self.program = program or ClientProgram()
         self.objective = make_objective(
-            module, param_spec(module), buffer_spec(module), terms=objective_terms
+            module, param_spec(module), buffer_spec(module), terms=self.program.terms
         )
         # Each client's training tensors, gathered once rather than every round.
         self._client_data = [data.client_data(k) for k in range(data.num_clients)]
@@ -51,7 +51,7 @@ class SequentialExecutor:
             x, y = self._client_data[plan.client_id]
             results.append(
                 train_client(
-                    plan.client_id,
+                    plan,
                     x,
                     y,
                     params,
@@ -59,7 +59,7 @@ class SequentialExecutor:
                     objective=self.objective,
                     settings=self.settings,
                     context=context,
-                    rng=np.random.default_rng(plan.seed),
+                    program=self.program,
                 )
             )
         return results

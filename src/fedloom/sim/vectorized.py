@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -33,11 +34,14 @@ from torch import nn
 from torch.func import grad_and_value, vmap
 
 from fedloom.client import (
+    ClientProgram,
     LocalContext,
     LocalTraining,
-    ObjectiveTerm,
     batch_schedule,
+    gradient_noise,
     make_objective,
+    plan_settings,
+    work_norm,
 )
 from fedloom.data import FederatedDataset
 from fedloom.params import buffer_spec, param_spec
@@ -110,7 +114,7 @@ class VectorizedExecutor:
             :func:`vectorization_problem`).
         data: the clients' data.
         settings: local training (SGD with momentum and weight decay).
-        objective_terms: extra local objective terms.
+        program: the algorithm's objective terms and client statistics.
         slots: clients trained side by side (default: :func:`default_slots`).
         memory_budget_bytes: caps the default number of slots.
     """
@@ -121,7 +125,7 @@ class VectorizedExecutor:
         data: FederatedDataset,
         settings: LocalTraining,
         *,
-        objective_terms: tuple[ObjectiveTerm, ...] = (),
+        program: ClientProgram | None = None,
         slots: int | None = None,
         memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
     ):
@@ -129,10 +133,13 @@ class VectorizedExecutor:
         if problem is not None:
             raise ValueError(f"cannot vectorize this model: {problem}")
         self.settings = settings
+        self.program = program or ClientProgram()
         self.spec = param_spec(module)
         self.objective = make_objective(
-            module, self.spec, buffer_spec(module), terms=objective_terms
+            module, self.spec, buffer_spec(module), terms=self.program.terms
         )
+        self._corrected = False
+        self._track_gradients = False
         self._x, self._y = data.dataset.train_x, data.dataset.train_y
         self._client_index = [np.asarray(ix, dtype=np.int64) for ix in data.client_train]
         self._no_buffers = torch.zeros(0)
@@ -164,12 +171,44 @@ class VectorizedExecutor:
     ) -> list[ClientResult | ClientFailure]:
         schedules = [
             batch_schedule(
-                len(self._client_index[p.client_id]), self.settings, np.random.default_rng(p.seed)
+                len(self._client_index[p.client_id]),
+                plan_settings(self.settings, p),
+                np.random.default_rng(p.seed),
             )
             for p in plans
         ]
         results = self._train_cohort(plans, schedules, params, context)
+        if "initial_loss" in self.program.statistics:
+            for i, plan in enumerate(plans):
+                index = torch.from_numpy(self._client_index[plan.client_id])
+                loss = self.objective.mean_data_loss(
+                    params, self._no_buffers, self._x[index], self._y[index]
+                )
+                statistics = {**results[i].statistics, "initial_loss": loss}
+                results[i] = replace(results[i], statistics=statistics)
         return [results[i] for i in range(len(plans))]
+
+    def _fresh_row(
+        self, plan: ClientPlan, initial: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """One slot's state at the start of a client: every per-row tensor by key."""
+        row = {f"w:{n}": v for n, v in initial.items()}
+        if self.settings.momentum:
+            row.update({f"v:{n}": torch.zeros_like(v) for n, v in initial.items()})
+        if self._corrected:
+            correction = plan.correction
+            if correction is None:
+                row.update({f"c:{n}": torch.zeros_like(v) for n, v in initial.items()})
+            else:
+                views = self.spec.views(correction.to(torch.float32))
+                row.update({f"c:{n}": views[n] for n in initial})
+        if self._track_gradients:
+            row.update(
+                {f"g:{n}": torch.zeros_like(v, dtype=torch.float64) for n, v in initial.items()}
+            )
+            row["gsq"] = torch.zeros((), dtype=torch.float64)
+        row["loss"] = torch.zeros((), dtype=torch.float64)
+        return row
 
     def _train_cohort(
         self,
@@ -180,21 +219,22 @@ class VectorizedExecutor:
     ) -> dict[int, ClientResult]:
         """Continuous batching over ``self.slots`` rows; returns results by plan position.
 
-        Parameters live as stacked per-tensor ``[M, ...]`` tensors (the vmapped gradient comes
-        back in that form) and are updated in place. A client's flat update is cut out of the
-        stack once, when it finishes. A flat ``[M, P]`` matrix would cost a full copy of
-        every client's gradient at every step.
+        Every per-client quantity (weights, velocity, gradient correction, gradient sums,
+        loss) lives in a stacked ``[M, ...]`` tensor, keyed ``"w:<name>"``, ``"v:<name>"``,
+        ... and updated in place. Weights stay per tensor (the vmapped gradient comes back in
+        that form); a client's flat update is cut out of the stack once, when it finishes. A
+        flat ``[M, P]`` matrix would cost a full copy of every client's gradient every step.
         """
         settings = self.settings
         initial = self.spec.views(params)
+        self._corrected = any(p.correction is not None for p in plans)
+        self._track_gradients = "update_variance" in self.program.statistics
         waiting = deque(sorted(range(len(plans)), key=lambda i: -len(schedules[i])))
         rows = [waiting.popleft() for _ in range(min(self.slots, len(waiting)))]
         position = [0] * len(rows)  # the next step of each row's schedule
-        tensors = {n: v.expand(len(rows), *v.shape).clone() for n, v in initial.items()}
-        velocity = (
-            {n: torch.zeros_like(t) for n, t in tensors.items()} if settings.momentum else None
-        )
-        loss_sum = torch.zeros(len(rows), dtype=torch.float64)
+        fresh = [self._fresh_row(plans[at], initial) for at in rows]
+        state = {key: torch.stack([f[key] for f in fresh]) for key in fresh[0]}
+        weights = {n: state[f"w:{n}"] for n in self.spec.names}
         batch = max(len(b) for s in schedules for b in s)
         results: dict[int, ClientResult] = {}
         while rows:
@@ -206,16 +246,25 @@ class VectorizedExecutor:
                 mask[r, : len(local)] = 1.0
             step_index, step_mask = torch.from_numpy(index), torch.from_numpy(mask)
             grads, loss = self._grad(
-                tensors, self._x[step_index], self._y[step_index], step_mask, context
+                weights, self._x[step_index], self._y[step_index], step_mask, context
             )
-            for name, weight in tensors.items():
+            if self._track_gradients:
+                squared = torch.zeros(len(rows), dtype=torch.float64)
+                for name in self.spec.names:
+                    g64 = grads[name].double()
+                    state[f"g:{name}"] += g64
+                    squared += g64.pow(2).flatten(1).sum(1)
+                state["gsq"] += squared
+            for name, weight in weights.items():
                 grad = grads[name]
+                if self._corrected:
+                    grad = grad.add(state[f"c:{name}"])
                 if settings.weight_decay:
                     grad = grad.add(weight, alpha=settings.weight_decay)
-                if velocity is not None:
-                    grad = velocity[name].mul_(settings.momentum).add_(grad)
+                if settings.momentum:
+                    grad = state[f"v:{name}"].mul_(settings.momentum).add_(grad)
                 weight.add_(grad, alpha=-settings.lr)
-            loss_sum += loss.detach().double() * step_mask.sum(1).double()
+            state["loss"] += loss.detach().double() * step_mask.sum(1).double()
             position = [p + 1 for p in position]
             finished = {r for r, p in enumerate(position) if p == len(schedules[rows[r]])}
             if not finished:
@@ -226,23 +275,16 @@ class VectorizedExecutor:
                     keep.append(r)
                     continue
                 at = rows[r]
-                results[at] = self._result(
-                    plans[at], schedules[at], tensors, r, params, loss_sum[r]
-                )
+                results[at] = self._result(plans[at], schedules[at], state, r, params)
                 if waiting:  # refill the slot with the next client, from the global model
                     rows[r], position[r] = waiting.popleft(), 0
-                    for name, weight in tensors.items():
-                        weight[r] = initial[name]
-                        if velocity is not None:
-                            velocity[name][r] = 0.0
-                    loss_sum[r] = 0.0
+                    for key, value in self._fresh_row(plans[rows[r]], initial).items():
+                        state[key][r] = value
                     keep.append(r)
             if len(keep) < len(rows):  # nobody left to refill: drop the finished rows
                 selector = torch.tensor(keep, dtype=torch.long)
-                tensors = {n: t[selector] for n, t in tensors.items()}
-                if velocity is not None:
-                    velocity = {n: v[selector] for n, v in velocity.items()}
-                loss_sum = loss_sum[selector]
+                state = {key: value[selector] for key, value in state.items()}
+                weights = {n: state[f"w:{n}"] for n in self.spec.names}
                 rows = [rows[r] for r in keep]
                 position = [position[r] for r in keep]
         return results
@@ -251,19 +293,37 @@ class VectorizedExecutor:
         self,
         plan: ClientPlan,
         schedule: list[np.ndarray],
-        tensors: dict[str, torch.Tensor],
+        state: dict[str, torch.Tensor],
         row: int,
         params: torch.Tensor,
-        loss_sum: torch.Tensor,
     ) -> ClientResult:
-        flat = torch.cat([tensors[n][row].reshape(-1) for n in self.spec.names])
+        flat = torch.cat([state[f"w:{n}"][row].reshape(-1) for n in self.spec.names])
         passes = sum(len(b) for b in schedule)
+        num_examples = len(self._client_index[plan.client_id])
+        statistics: dict[str, float] = {}
+        if self._track_gradients:
+            grad_sum = torch.cat([state[f"g:{n}"][row].reshape(-1) for n in self.spec.names])
+            statistics["update_variance"] = gradient_noise(
+                grad_sum,
+                state["gsq"][row],
+                num_steps=len(schedule),
+                num_example_passes=passes,
+                num_examples=num_examples,
+            )
+        if "work_norm" in self.program.statistics:
+            statistics["work_norm"] = work_norm(
+                len(schedule),
+                momentum=self.settings.momentum,
+                lr=self.settings.lr,
+                mu=self.program.proximal_mu,
+            )
         return ClientResult(
             client_id=plan.client_id,
             update=flat.sub_(params),
             buffers=self._no_buffers,
-            num_examples=len(self._client_index[plan.client_id]),
+            num_examples=num_examples,
             num_steps=len(schedule),
             num_example_passes=passes,
-            train_loss=float(loss_sum) / max(passes, 1),
+            train_loss=float(state["loss"][row]) / max(passes, 1),
+            statistics=statistics,
         )

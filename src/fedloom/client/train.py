@@ -1,0 +1,74 @@
+"""One client's whole local training, from a plan to a result (the sequential reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedloom.client.local import (
+    LocalTraining,
+    batch_schedule,
+    gradient_noise,
+    local_final,
+    local_init,
+    local_step,
+)
+from fedloom.client.objectives import LocalContext, Objective
+from fedloom.client.program import ClientProgram, plan_settings, work_norm
+from fedloom.types import ClientPlan, ClientResult
+
+__all__ = ["train_client"]
+
+
+def train_client(
+    plan: ClientPlan,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    global_params: torch.Tensor,
+    buffers: torch.Tensor,
+    *,
+    objective: Objective,
+    settings: LocalTraining,
+    context: LocalContext,
+    program: ClientProgram | None = None,
+) -> ClientResult:
+    """Run one client's local training: init, one step per scheduled batch, final.
+
+    The batch order comes from the plan's seed, the amount of work from the plan's override
+    (if any) or ``settings``; ``program`` names the statistics to report.
+    """
+    program = program or ClientProgram()
+    settings = plan_settings(settings, plan)
+    wanted = program.statistics
+    statistics: dict[str, float] = {}
+    if "initial_loss" in wanted:
+        statistics["initial_loss"] = objective.mean_data_loss(global_params, buffers, x, y)
+    state = local_init(
+        global_params, buffers, settings, track_gradients="update_variance" in wanted
+    )
+    rng = np.random.default_rng(plan.seed)
+    for index in batch_schedule(len(y), settings, rng):
+        batch_index = torch.from_numpy(index)
+        state = local_step(
+            state,
+            (x[batch_index], y[batch_index]),
+            objective=objective,
+            settings=settings,
+            context=context,
+            correction=plan.correction,
+        )
+    if state.grad_sum is not None and state.grad_sq_sum is not None:
+        statistics["update_variance"] = gradient_noise(
+            state.grad_sum,
+            state.grad_sq_sum,
+            num_steps=state.num_steps,
+            num_example_passes=state.num_example_passes,
+            num_examples=len(y),
+        )
+    if "work_norm" in wanted:
+        statistics["work_norm"] = work_norm(
+            state.num_steps, momentum=settings.momentum, lr=settings.lr, mu=program.proximal_mu
+        )
+    return local_final(
+        state, global_params, client_id=plan.client_id, num_examples=len(y), statistics=statistics
+    )
