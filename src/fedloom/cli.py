@@ -1,4 +1,4 @@
-"""The ``fedloom`` command line: ``fedloom run`` and ``fedloom data describe``."""
+"""The ``fedloom`` command line: ``fedloom run``, ``fedloom study`` and ``fedloom data describe``."""
 
 from __future__ import annotations
 
@@ -24,12 +24,16 @@ configuration:
     --set data.partition.shards_per_client=2 --set client.epochs=5 --set server.fraction=0.1
   Keys: name, seed, rounds, engine, workers,
         data.{dataset,root,num_clients,partition,holdout_fraction,synthetic},
-        model.{name,buffers}, client.{epochs,steps,batch_size,lr,momentum,weight_decay},
-        server.{fraction,lr,weighting}, algorithm.name, eval.{every,clients},
-        output.{runs_dir,plots,save_model}
+        model.{name,buffers}, client.{epochs,steps,batch_size,lr,momentum,weight_decay,
+        heterogeneity.{low,high},stragglers.{fraction,policy}},
+        server.{fraction,lr,weighting}, algorithm.{name,<its parameters>},
+        eval.{every,clients,train}, output.{runs_dir,plots,save_model}
   Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural.
-  Algorithms: fedavg, fedsgd. Engines: auto, sequential, vectorized, process
-  and ray (with workers=N).
+  Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
+  fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),
+  qffl (q, lipschitz), e.g. --set algorithm=fedprox --set algorithm.mu=0.1
+  Weightings: examples, uniform, inverse_variance.
+  Engines: auto, sequential, vectorized, process and ray (with workers=N).
 """
 
 
@@ -82,6 +86,23 @@ def _parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
 
+    from fedloom.studies import STUDIES
+
+    study = commands.add_parser(
+        "study",
+        help="rerun a study that checks an algorithm against its paper",
+        description="Run one study; writes results.json and a PNG plot to --out "
+        "(default runs/studies/<name>).",
+        epilog="studies:\n" + "\n".join(f"  {name:<16} {text}" for name, text in STUDIES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    study.add_argument("name", choices=list(STUDIES), metavar="NAME", help="the study to run")
+    study.add_argument("--quick", action="store_true", help="a smaller, faster version")
+    study.add_argument("--out", metavar="DIR", help="output folder")
+    study.add_argument(
+        "--data-root", metavar="DIR", help="dataset folder (mnist-drift; default $FEDLOOM_DATA)"
+    )
+
     data = commands.add_parser(
         "data", help="inspect federated datasets", description="Inspect federated datasets."
     )
@@ -126,6 +147,24 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace, console: Console) -> int:
+    import json
+    from pathlib import Path
+
+    from fedloom.studies import load_study
+
+    out = Path(args.out or Path("runs") / "studies" / args.name)
+    module = load_study(args.name)
+    extra = {"data_root": args.data_root} if args.data_root else {}
+    console.print(f"[bold]fedloom study[/] {args.name}{' (quick)' if args.quick else ''}")
+    results = module.run(out, quick=args.quick, **extra)
+    summary = results.get("summary", results)
+    compact = {k: v for k, v in summary.items() if not isinstance(v, list)}
+    console.print_json(json.dumps(compact, default=str))
+    console.print(f"results and plots in {out}/")
+    return 0
+
+
 def _cmd_data_describe(args: argparse.Namespace, console: Console) -> int:
     from fedloom.config import build_federated
 
@@ -167,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, console)
+        if args.command == "study":
+            return _cmd_study(args, console)
         if args.command == "data" and args.data_command == "describe":
             return _cmd_data_describe(args, console)
         parser.print_help() if args.command is None else parser.parse_args([args.command, "--help"])

@@ -56,6 +56,7 @@ def simulate(
     workers: int | None = None,
     eval_every: int = 1,
     eval_clients: bool = True,
+    eval_train: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> History:
     """Simulate ``rounds`` rounds of ``algorithm`` in this process.
@@ -77,6 +78,7 @@ def simulate(
         workers: processes for the ``process`` engine (default: one per core).
         eval_every: evaluate every this many rounds (and after the last).
         eval_clients: also evaluate on every client's held-out split.
+        eval_train: also measure the global training loss (``train_loss_global``).
         callbacks: observers (metrics files, progress bars).
     """
     if buffers not in ("average", "local"):
@@ -92,6 +94,8 @@ def simulate(
         metrics = evaluator.global_metrics(state.params, state.buffers)
         if eval_clients:
             metrics.update(evaluator.client_metrics(state.params, state.buffers, client_buffers))
+        if eval_train:
+            metrics.update(evaluator.train_metrics(state.params, state.buffers))
         return metrics
 
     try:

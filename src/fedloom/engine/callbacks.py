@@ -31,7 +31,13 @@ class History:
 
 
 class Callback:
-    """Base with no-op hooks; override what you need."""
+    """Base with no-op hooks; override what you need.
+
+    A callback that sets ``stop_requested = True`` ends the run after the current round
+    (early stopping at a target accuracy, a time budget...).
+    """
+
+    stop_requested: bool = False
 
     def on_start(self, num_rounds: int, state: ServerState) -> None:
         """Before the first round."""

@@ -77,6 +77,14 @@ class Evaluator:
             "test_accuracy": float((logits.argmax(1) == dataset.test_y).float().mean()),
         }
 
+    def train_metrics(self, params: torch.Tensor, buffers: torch.Tensor) -> dict[str, float]:
+        """``train_loss_global``: the mean cross-entropy over every client's training split,
+        the objective ``sum_k p_k F_k`` with example weights (what the FedProx paper plots)."""
+        index = torch.from_numpy(np.concatenate(self.data.client_train).astype(np.int64))
+        dataset = self.data.dataset
+        logits = self._logits(params, buffers, dataset.train_x[index])
+        return {"train_loss_global": float(F.cross_entropy(logits, dataset.train_y[index]))}
+
     def client_accuracies(
         self,
         params: torch.Tensor,

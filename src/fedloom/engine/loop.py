@@ -142,6 +142,9 @@ def run_rounds(
         report = RoundReport(round=t + 1, metrics=metrics)
         reports.append(report)
         notify_round(callbacks, report, state)
+        if any(callback.stop_requested for callback in callbacks):
+            log.info("round %d: a callback asked to stop", t + 1)
+            break
     history = History(tuple(reports), state)
     for callback in callbacks:
         callback.on_end(history)

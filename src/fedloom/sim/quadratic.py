@@ -32,6 +32,8 @@ class QuadraticExecutor:
             ``epochs`` counted as steps: every step is one full-batch step).
         program: statistics to report (``initial_loss``, ``work_norm``; proximal terms are
             applied in closed form).
+        client_steps: each client's own number of local steps when the plan does not say
+            (a device property: fast and slow devices), instead of the shared settings.
     """
 
     def __init__(
@@ -42,7 +44,11 @@ class QuadraticExecutor:
         settings: LocalTraining,
         *,
         program: ClientProgram | None = None,
+        client_steps: Sequence[int] | None = None,
     ):
+        if client_steps is not None and len(client_steps) != len(curvatures):
+            raise ValueError("need one entry of client_steps per client")
+        self.client_steps = list(client_steps) if client_steps is not None else None
         if curvatures.shape != centers.shape or curvatures.dim() != 2:
             raise ValueError("curvatures and centers must both be [clients, parameters]")
         if len(sizes) != len(curvatures) or torch.any(curvatures <= 0):
@@ -77,7 +83,8 @@ class QuadraticExecutor:
         for plan in plans:
             k = plan.client_id
             a, b = self.curvatures[k], self.centers[k]
-            steps = plan.steps or plan.epochs or settings.steps or settings.epochs
+            default = self.client_steps[k] if self.client_steps else None
+            steps = plan.steps or plan.epochs or default or settings.steps or settings.epochs
             w = params.double().clone()
             velocity = torch.zeros_like(w)
             for _ in range(steps):

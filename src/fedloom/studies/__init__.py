@@ -1,0 +1,28 @@
+"""Studies: small, rerunnable experiments that show an algorithm does what its paper says.
+
+Each study is a module with ``run(out_dir=None, *, quick=False, ...) -> dict``: it returns
+its numbers (the tests assert on them) and, given a folder, writes ``results.json`` and its
+plot there. ``fedloom study NAME`` runs one from the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__all__ = ["STUDIES", "load_study"]
+
+STUDIES = {
+    "inconsistency": "FedAvg vs FedNova: unequal local work and the objective (quadratics)",
+    "e1-equivalence": "FedAvg with one local step == data-parallel SGD (digits)",
+    "stragglers": "FedAvg vs FedProx with 0% and 90% stragglers on Synthetic(1,1)",
+    "tyranny": "example vs uniform weighting vs q-FFL: 4 very unequal clients (digits)",
+    "mnist-drift": "rounds to 97% on pathological non-IID MNIST for six variants",
+}
+
+
+def load_study(name: str) -> ModuleType:
+    """The module of study ``name`` (see :data:`STUDIES`)."""
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; choose one of: {', '.join(STUDIES)}")
+    return importlib.import_module(f"fedloom.studies.{name.replace('-', '_')}")
