@@ -145,6 +145,7 @@ class HeterogeneityConfig(_Section):
 
     low: Annotated[int, Field(ge=1)]
     high: Annotated[int, Field(ge=1)]
+    redraw: Literal["round", "never"] = "round"
 
 
 class StragglersConfig(_Section):
@@ -283,6 +284,7 @@ SERVER_LR_DEFAULTS = {"fedadagrad": 0.1, "fedadam": 0.01, "fedyogi": 0.01}
 class EvalConfig(_Section):
     every: Annotated[int, Field(ge=1)] = 1
     clients: bool = True
+    train: bool = Field(default=False, description="also the global training loss")
 
 
 class OutputConfig(_Section):
@@ -529,6 +531,7 @@ def build_local_work(config: ClientConfig) -> LocalWork:
         high=spread.high if spread else None,
         straggler_fraction=config.stragglers.fraction,
         drop_stragglers=config.stragglers.policy == "drop",
+        redraw=spread.redraw if spread else "round",
     )
 
 

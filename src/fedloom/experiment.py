@@ -80,6 +80,7 @@ def run_experiment(
         workers=config.workers,
         eval_every=config.eval.every,
         eval_clients=config.eval.clients,
+        eval_train=config.eval.train,
         callbacks=callbacks,
     )
     elapsed = time.perf_counter() - started

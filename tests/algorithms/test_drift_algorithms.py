@@ -325,3 +325,39 @@ def test_gradient_noise_by_hand():
 def test_client_program_rejects_unknown_statistics():
     with pytest.raises(ValueError, match="unknown client statistics"):
         ClientProgram(statistics=frozenset({"gradient_norm"}))
+
+
+def test_inverse_variance_over_weights_a_small_uniform_client(digits):
+    """The documented trap: one small client holding a single label has almost no gradient
+    noise, so inverse-variance weighting hands it far more than its share of examples."""
+    import numpy as np
+
+    from fedloom.data import federate
+    from fedloom.engine import plans_for_round
+    from fedloom.params import flatten_params
+    from fedloom.sim import SequentialExecutor
+    from fedloom.simulation import initial_module
+
+    labels = digits.train_y.numpy()
+    zeros = np.flatnonzero(labels == 0)
+    small = zeros[:20]
+    rest = np.setdiff1d(np.arange(len(labels)), small)
+    rng = np.random.default_rng(0)
+    rest = rng.permutation(rest)
+    parts = [small, rest[: len(rest) // 2], rest[len(rest) // 2 :]]
+    data = federate(digits, parts, holdout_fraction=0.0, seed=0)
+    module = initial_module(fl.models.digits_mlp, seed=0)
+    algorithm = fl.fedavg(weighting="inverse_variance")
+    local = LocalTraining(epochs=1, batch_size=5, lr=0.1)
+    executor = SequentialExecutor(module, data, local, program=algorithm.client_program())
+    params = flatten_params(module)
+    plans = plans_for_round(3, 1.0, seed=0, round=0)
+    results = executor.fit(
+        plans, params, {k: torch.zeros(0) for k in range(3)}, LocalContext(params)
+    )
+    by_examples = fl.aggregate.client_weights(results, "examples")
+    by_variance = fl.aggregate.client_weights(results, "inverse_variance")
+    small_position = [r.client_id for r in results].index(0)
+    assert by_examples[small_position] < 0.02
+    # measured: 1.4% of the examples, 4.3% of the weight (3x its share)
+    assert by_variance[small_position] > 2.5 * by_examples[small_position]

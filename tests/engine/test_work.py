@@ -28,6 +28,18 @@ def test_heterogeneous_epochs_are_drawn_in_range_and_reproducibly():
     assert [p.epochs for p in other_round] != epochs
 
 
+def test_work_drawn_once_per_client_stays_with_the_client():
+    work = LocalWork(low=1, high=9, redraw="never")
+    settings = LocalTraining(epochs=9)
+    seen: dict[int, set[int]] = {}
+    for round_ in range(5):
+        kept, _ = assign_work(_plans(num=50, round_=round_), work, settings, seed=5)
+        for plan in kept:
+            seen.setdefault(plan.client_id, set()).add(plan.epochs)
+    assert all(len(values) == 1 for values in seen.values())
+    assert len({next(iter(v)) for v in seen.values()}) > 3
+
+
 def test_stragglers_do_less_work_or_are_dropped():
     settings = LocalTraining(epochs=20)
     kept, dropped = assign_work(_plans(), LocalWork(straggler_fraction=0.9), settings, seed=5)
@@ -54,6 +66,8 @@ def test_bad_work_settings_are_clear_errors():
         LocalWork(low=1)
     with pytest.raises(ValueError, match="1 <= low <= high"):
         LocalWork(low=4, high=2)
+    with pytest.raises(ValueError, match="redraw"):
+        LocalWork(low=1, high=2, redraw="sometimes")
     with pytest.raises(ValueError, match="straggler_fraction"):
         LocalWork(straggler_fraction=1.5)
 

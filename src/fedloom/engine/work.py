@@ -5,8 +5,11 @@ Real devices differ: some run fewer local steps because they are slow, busy or o
 per-client overrides in the round's plans, drawn from the run seed (the same for every
 engine).
 
-- ``low``/``high``: every client's work is drawn uniformly from ``{low, ..., high}`` each
-  round, in the unit of the local settings (epochs, or steps when ``steps`` is set).
+- ``low``/``high``: every client's work is drawn uniformly from ``{low, ..., high}``, in the
+  unit of the local settings (epochs, or steps when ``steps`` is set): afresh every round
+  (``redraw="round"``), or once per client for the whole run (``redraw="never"``: a device's
+  speed is a property of the device, the setting in which FedAvg's objective inconsistency
+  does not average out).
 - ``straggler_fraction``: that share of the sampled clients (rounded) are stragglers; each
   does a number of units drawn uniformly from ``{1, ..., full - 1}`` (1 when the full amount
   is 1), as in the FedProx paper's code. ``drop_stragglers`` chooses what happens to their
@@ -34,12 +37,15 @@ class LocalWork:
     high: int | None = None
     straggler_fraction: float = 0.0
     drop_stragglers: bool = False
+    redraw: str = "round"
 
     def __post_init__(self) -> None:
         if (self.low is None) != (self.high is None):
             raise ValueError("set both low and high for heterogeneous local work, or neither")
         if self.low is not None and self.high is not None and not 1 <= self.low <= self.high:
             raise ValueError(f"need 1 <= low <= high, got low={self.low}, high={self.high}")
+        if self.redraw not in ("round", "never"):
+            raise ValueError(f"redraw must be 'round' or 'never', got {self.redraw!r}")
         if not 0 <= self.straggler_fraction <= 1:
             raise ValueError(f"straggler_fraction must be in [0, 1], got {self.straggler_fraction}")
 
@@ -66,7 +72,8 @@ def assign_work(
     for plan in plans:
         amount = full
         if work.low is not None and work.high is not None:
-            amount = int(rng.integers(work.low, work.high + 1))
+            draw = rng if work.redraw == "round" else numpy_rng(seed, "work", plan.client_id)
+            amount = int(draw.integers(work.low, work.high + 1))
         assigned.append(_with_amount(plan, unit, amount))
     num_stragglers = round(work.straggler_fraction * len(plans))
     stragglers = set(rng.choice(len(plans), size=num_stragglers, replace=False).tolist())

@@ -89,7 +89,7 @@ def _plot(paths: dict[str, torch.Tensor], path: Path) -> None:
     ax.scatter([optimum_x], [optimum_y], marker="*", s=200, color="black", label="optimum")
     for name, trajectory in paths.items():
         ax.plot(trajectory[:, 0], trajectory[:, 1], marker=".", markersize=2, label=name)
-    ax.set(title="global model per round", xlabel="w[0]", ylabel="w[1]")
+    ax.set(title="global model per round", xlabel="w[0]", ylabel="w[1]", xlim=(-2.5, 6.5))
     ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
