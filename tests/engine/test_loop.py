@@ -83,7 +83,10 @@ def test_round_with_no_results_keeps_the_model(digits, caplog):
         )
     assert torch.equal(history.final_state.params, params)
     assert history.final_state.round == 2
-    assert "no client returned a result; the model is unchanged" in caplog.text
+    assert (
+        "0 valid updates, 1 needed (4 failed, 0 rejected, 0 dropped); the round is skipped"
+        in caplog.text
+    )
     assert "test_accuracy" in history.reports[-1].metrics
 
 

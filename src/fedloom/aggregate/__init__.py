@@ -1,6 +1,18 @@
 """Aggregation: weighting, reducers and server transforms over flat update vectors."""
 
 from fedloom.aggregate.mean import weighted_mean
+from fedloom.aggregate.robust import (
+    AGGREGATORS,
+    Aggregator,
+    Bulyan,
+    CenteredClipping,
+    CoordinateMedian,
+    GeometricMedian,
+    Krum,
+    Mean,
+    NormBound,
+    TrimmedMean,
+)
 from fedloom.aggregate.transforms import (
     Transform,
     adagrad,
@@ -14,7 +26,17 @@ from fedloom.aggregate.transforms import (
 from fedloom.aggregate.weighting import WEIGHTINGS, Weighting, client_weights
 
 __all__ = [
+    "AGGREGATORS",
     "WEIGHTINGS",
+    "Aggregator",
+    "Bulyan",
+    "CenteredClipping",
+    "CoordinateMedian",
+    "GeometricMedian",
+    "Krum",
+    "Mean",
+    "NormBound",
+    "TrimmedMean",
     "Transform",
     "Weighting",
     "adagrad",

@@ -6,7 +6,8 @@ transform.
 1. weight the participants (``p_k``, summing to 1);
 2. optionally *normalize* the updates (FedNova divides each by its local work, q-FFL
    reweights by loss), which may change the weights and scale the result;
-3. average: ``Delta = factor * sum_k p_k u_k``;
+3. aggregate: ``Delta = factor * aggregator(u, p)``, the weighted mean by default, or a
+   robust rule (median, Krum, ...; see :mod:`fedloom.aggregate.robust`);
 4. transform ``Delta`` (server learning rate, server momentum, Adam, ...) and add it to ``w``;
 5. algorithms with control variates (SCAFFOLD) update them from the same results.
 """
@@ -19,7 +20,15 @@ from typing import Any
 
 import torch
 
-from fedloom.aggregate import Transform, Weighting, client_weights, identity, weighted_mean
+from fedloom.aggregate import (
+    Aggregator,
+    Mean,
+    Transform,
+    Weighting,
+    client_weights,
+    identity,
+    weighted_mean,
+)
 from fedloom.client import ClientProgram, LocalTraining
 from fedloom.types import ClientPlan, ClientResult
 
@@ -49,6 +58,7 @@ class Algorithm:
         weighting: how updates are weighted (see :mod:`fedloom.aggregate.weighting`).
         normalization: rewrites updates and weights before averaging (FedNova, q-FFL).
         normalization_statistics: client statistics the normalization reads.
+        aggregator: combines the updates (weighted mean, or a robust rule).
         server: the transform applied to the averaged update.
         control_variates: keep SCAFFOLD's server and client control variates.
         local_overrides: fields of :class:`LocalTraining` the algorithm fixes (FedSGD fixes
@@ -60,6 +70,7 @@ class Algorithm:
     weighting: Weighting = "examples"
     normalization: Normalization | None = None
     normalization_statistics: frozenset[str] = field(default_factory=frozenset)
+    aggregator: Aggregator = field(default_factory=Mean)
     server: Transform = field(default_factory=identity)
     control_variates: bool = False
     local_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -80,6 +91,10 @@ class Algorithm:
         """The same algorithm with another weighting."""
         return replace(self, weighting=weighting)
 
+    def with_aggregator(self, aggregator: Aggregator) -> Algorithm:
+        """The same algorithm with another aggregation rule (e.g. a robust one)."""
+        return replace(self, aggregator=aggregator)
+
 
 @dataclass(frozen=True)
 class ServerState:
@@ -95,6 +110,7 @@ class ServerState:
     round: int = 0
     control: torch.Tensor | None = None
     client_controls: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    aggregator_state: Any = None
 
     def skipped(self) -> ServerState:
         """The state after a round that changed nothing."""
@@ -104,7 +120,14 @@ class ServerState:
 def server_init(algorithm: Algorithm, params: torch.Tensor, buffers: torch.Tensor) -> ServerState:
     """The server state before round 0."""
     control = torch.zeros_like(params) if algorithm.control_variates else None
-    return ServerState(params.clone(), buffers.clone(), algorithm.server.init(params), 0, control)
+    return ServerState(
+        params.clone(),
+        buffers.clone(),
+        algorithm.server.init(params),
+        0,
+        control,
+        aggregator_state=algorithm.aggregator.init(params.numel()),
+    )
 
 
 def attach_corrections(
@@ -145,7 +168,8 @@ def server_update(
     num_clients: int | None = None,
     average_buffers: bool = True,
 ) -> ServerState:
-    """``w_{t+1} = w_t + server(factor * sum_k p_k u_k)`` after the algorithm's normalization.
+    """``w_{t+1} = w_t + server(factor * aggregator(u, p))`` after the algorithm's
+    normalization.
 
     Args:
         settings: the local settings the clients used (q-FFL reads the learning rate,
@@ -161,7 +185,9 @@ def server_update(
     factor = 1.0
     if algorithm.normalization is not None:
         updates, weights, factor = algorithm.normalization(results, updates, weights, settings)
-    delta = weighted_mean(updates, weights)
+    delta, aggregator_state = algorithm.aggregator.aggregate(
+        updates, weights, state.aggregator_state
+    )
     if factor != 1.0:
         delta = delta * factor
     step, transform_state = algorithm.server.update(delta, state.transform_state)
@@ -189,4 +215,5 @@ def server_update(
         state.round + 1,
         control,
         client_controls,
+        aggregator_state,
     )

@@ -4,6 +4,7 @@ from fedloom.engine.callbacks import Callback, History
 from fedloom.engine.evaluation import Evaluator, spread_metrics
 from fedloom.engine.executor import Executor
 from fedloom.engine.loop import Evaluate, plans_for_round, run_rounds
+from fedloom.engine.validation import Rejection, UpdatePolicy, check_update, validate_updates
 from fedloom.engine.work import LocalWork, assign_work
 
 __all__ = [
@@ -13,8 +14,12 @@ __all__ = [
     "Executor",
     "History",
     "LocalWork",
+    "Rejection",
+    "UpdatePolicy",
     "assign_work",
+    "check_update",
     "plans_for_round",
     "run_rounds",
     "spread_metrics",
+    "validate_updates",
 ]

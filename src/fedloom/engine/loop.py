@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -23,6 +23,7 @@ from fedloom.client import LocalContext, LocalTraining
 from fedloom.data import sample_cohort
 from fedloom.engine.callbacks import Callback, History, notify_round
 from fedloom.engine.executor import Executor
+from fedloom.engine.validation import UpdatePolicy, validate_updates
 from fedloom.engine.work import LocalWork, assign_work
 from fedloom.rng import derive_seed
 from fedloom.types import ClientFailure, ClientPlan, ClientResult, RoundReport
@@ -70,6 +71,8 @@ def run_rounds(
     seed: int = 0,
     settings: LocalTraining | None = None,
     work: LocalWork | None = None,
+    policy: UpdatePolicy | None = None,
+    known_examples: Mapping[int, int] | None = None,
     local_buffers: bool = False,
     evaluate: Evaluate | None = None,
     eval_every: int = 1,
@@ -88,6 +91,9 @@ def run_rounds(
         settings: the clients' local settings (the server side of q-FFL and SCAFFOLD reads
             the learning rate; heterogeneous work reads the unit of work).
         work: per-client local work and stragglers (systems heterogeneity).
+        policy: update validation (see :mod:`fedloom.engine.validation`); every update is
+            checked for shape, dtype and finiteness even without one.
+        known_examples: each client's true example count, when the server knows it.
         local_buffers: keep float buffers (batch-norm statistics) on the clients instead of
             averaging them.
         evaluate: called after a round (every ``eval_every`` rounds and after the last).
@@ -95,6 +101,8 @@ def run_rounds(
     """
     settings = settings or LocalTraining()
     work = work or LocalWork()
+    policy = policy or UpdatePolicy()
+    needed = max(policy.min_updates, algorithm.aggregator.min_updates())
     state = server_init(algorithm, params, buffers)
     client_buffers: dict[int, torch.Tensor] = {}
     for callback in callbacks:
@@ -109,19 +117,34 @@ def run_rounds(
         start_buffers = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
         context = LocalContext(global_params=state.params)
         outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
-        results = [o for o in outcomes if isinstance(o, ClientResult)]
+        returned = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
         for failure in failures:
             log.warning("round %d: client %d failed: %s", t + 1, failure.client_id, failure.reason)
+        results, rejections = validate_updates(
+            returned,
+            num_params=state.params.numel(),
+            num_buffers=state.buffers.numel(),
+            policy=policy,
+            known_examples=known_examples,
+        )
+        for rejection in rejections:
+            log.warning(
+                "round %d: rejected the update of client %d: %s",
+                t + 1,
+                rejection.client_id,
+                rejection.reason,
+            )
         metrics: dict[str, float] = {
             "num_clients": float(len(sampled)),
             "num_results": float(len(results)),
             "num_failures": float(len(failures)),
+            "num_rejected": float(len(rejections)),
             "num_stragglers_dropped": float(len(dropped)),
             "bytes_down": float(len(sampled) * values_per_model * BYTES_PER_VALUE),
-            "bytes_up": float(len(results) * values_per_model * BYTES_PER_VALUE),
+            "bytes_up": float(len(returned) * values_per_model * BYTES_PER_VALUE),
         }
-        if results:
+        if len(results) >= needed:
             state = server_update(
                 algorithm,
                 state,
@@ -134,8 +157,16 @@ def run_rounds(
             if local_buffers:
                 client_buffers.update({r.client_id: r.buffers for r in results})
         else:
-            log.warning("round %d: no client returned a result; the model is unchanged", t + 1)
+            log.warning(
+                "round %d: %d valid updates, %d needed (%s); the round is skipped and the "
+                "model is unchanged",
+                t + 1,
+                len(results),
+                needed,
+                f"{len(failures)} failed, {len(rejections)} rejected, {len(dropped)} dropped",
+            )
             state = state.skipped()
+            metrics["round_skipped"] = 1.0
         if evaluate is not None and ((t + 1) % eval_every == 0 or t + 1 == rounds):
             metrics.update(evaluate(state, client_buffers))
         metrics["wall_s"] = time.perf_counter() - started
