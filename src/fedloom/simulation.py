@@ -16,9 +16,18 @@ import torch
 from torch import nn
 
 from fedloom.algorithms import Algorithm, ServerState
+from fedloom.attacks import Attack, AttackedExecutor, choose_attackers, flip_labels
 from fedloom.client import LocalTraining
 from fedloom.data import FederatedDataset
-from fedloom.engine import Callback, Evaluator, History, LocalWork, run_rounds
+from fedloom.engine import (
+    Callback,
+    Evaluator,
+    Executor,
+    History,
+    LocalWork,
+    UpdatePolicy,
+    run_rounds,
+)
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.rng import derive_seed
 from fedloom.sim import Engine, make_executor
@@ -50,6 +59,8 @@ def simulate(
     fraction: float = 0.1,
     local: LocalTraining | None = None,
     work: LocalWork | None = None,
+    attack: Attack | None = None,
+    policy: UpdatePolicy | None = None,
     seed: int = 0,
     buffers: Literal["average", "local"] = "average",
     engine: Engine = "auto",
@@ -69,6 +80,8 @@ def simulate(
         fraction: C, the share of clients sampled each round.
         local: local training settings (epochs, batch size, learning rate...).
         work: per-client local work and stragglers (:class:`fedloom.engine.LocalWork`).
+        attack: malicious clients and what they do (:class:`fedloom.attacks.Attack`).
+        policy: update validation (:class:`fedloom.engine.UpdatePolicy`).
         seed: derives every random stream: initial weights, sampling, batches.
         buffers: ``"average"`` float buffers like parameters, or keep them ``"local"``.
         engine: ``"sequential"`` (the reference), ``"vectorized"`` (the cohort as one vmapped
@@ -85,10 +98,17 @@ def simulate(
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
     module = initial_module(model, seed=seed)
     settings = algorithm.local_training(local or LocalTraining())
-    executor = make_executor(
-        engine, module, data, settings, program=algorithm.client_program(), workers=workers
+    attack = attack or Attack()
+    attackers = choose_attackers(data.num_clients, attack.fraction, seed=seed)
+    train_data = (
+        flip_labels(data, attackers, data.dataset.num_classes) if attack.poisons_data else data
     )
-    evaluator = Evaluator(module, data)
+    executor: Executor = make_executor(
+        engine, module, train_data, settings, program=algorithm.client_program(), workers=workers
+    )
+    if attack.poisons_updates:
+        executor = AttackedExecutor(executor, attack, attackers, seed=seed)
+    evaluator = Evaluator(module, data)  # clean labels: attackers' held-out data too
 
     def evaluate(state: ServerState, client_buffers: dict[int, torch.Tensor]) -> dict[str, float]:
         metrics = evaluator.global_metrics(state.params, state.buffers)
@@ -110,6 +130,7 @@ def simulate(
             seed=seed,
             settings=settings,
             work=work,
+            policy=policy,
             local_buffers=buffers == "local",
             evaluate=evaluate,
             eval_every=eval_every,
