@@ -1,5 +1,6 @@
 """Aggregation: weighting, reducers and server transforms over flat update vectors."""
 
+from fedloom.aggregate.hierarchy import Group, Hierarchical, contiguous_tree
 from fedloom.aggregate.mean import weighted_mean
 from fedloom.aggregate.robust import (
     AGGREGATORS,
@@ -33,6 +34,8 @@ __all__ = [
     "CenteredClipping",
     "CoordinateMedian",
     "GeometricMedian",
+    "Group",
+    "Hierarchical",
     "Krum",
     "Mean",
     "NormBound",
@@ -43,6 +46,7 @@ __all__ = [
     "adam",
     "chain",
     "client_weights",
+    "contiguous_tree",
     "identity",
     "scale",
     "server_momentum",

@@ -33,6 +33,7 @@ intermediate needs more than ``memory_bytes`` (default 256 MiB) beyond the updat
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +97,14 @@ class Aggregator:
         return None
 
     def aggregate(
-        self, updates: torch.Tensor, weights: torch.Tensor, state: Any
+        self,
+        updates: torch.Tensor,
+        weights: torch.Tensor,
+        state: Any,
+        client_ids: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, Any]:
+        """One round: the aggregate and the new state. ``client_ids`` (the row owners) is
+        read only by rules that group clients (hierarchical aggregation)."""
         _check_matrix(updates, weights)
         return self.combine(updates, weights), state
 
@@ -317,12 +324,17 @@ class NormBound(Aggregator):
         return self.inner.init(num_params)
 
     def aggregate(
-        self, updates: torch.Tensor, weights: torch.Tensor, state: Any
+        self,
+        updates: torch.Tensor,
+        weights: torch.Tensor,
+        state: Any,
+        client_ids: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, Any]:
         _check_matrix(updates, weights)
         norms = updates.double().norm(dim=1)
         factors = (self.max_norm / norms.clamp(min=1e-30)).clamp(max=1.0)
-        return self.inner.aggregate(updates * factors.to(updates.dtype)[:, None], weights, state)
+        clipped = updates * factors.to(updates.dtype)[:, None]
+        return self.inner.aggregate(clipped, weights, state, client_ids)
 
 
 @dataclass(frozen=True)
@@ -343,7 +355,11 @@ class CenteredClipping(Aggregator):
         return torch.zeros(num_params)
 
     def aggregate(
-        self, updates: torch.Tensor, weights: torch.Tensor, state: Any
+        self,
+        updates: torch.Tensor,
+        weights: torch.Tensor,
+        state: Any,
+        client_ids: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, Any]:
         _check_matrix(updates, weights)
         v = state.to(updates.dtype) if state is not None else torch.zeros(updates.shape[1])

@@ -186,7 +186,7 @@ def server_update(
     if algorithm.normalization is not None:
         updates, weights, factor = algorithm.normalization(results, updates, weights, settings)
     delta, aggregator_state = algorithm.aggregator.aggregate(
-        updates, weights, state.aggregator_state
+        updates, weights, state.aggregator_state, [r.client_id for r in results]
     )
     if factor != 1.0:
         delta = delta * factor
