@@ -148,3 +148,53 @@ def test_algorithm_sections_build_the_paper_algorithms():
         ).client
     )
     assert (work.low, work.high, work.straggler_fraction, work.drop_stragglers) == (1, 4, 0.9, True)
+
+
+def test_robustness_sections_build_rules_trees_attacks_and_policies():
+    from fedloom import aggregate
+    from fedloom.config import build_algorithm, build_attack, build_policy
+
+    krum = load_config(None, ["server.aggregator={name: krum, f: 2, m: 3}"])
+    assert build_algorithm(krum, 20).aggregator == aggregate.Krum(2, 3)
+    median = load_config(None, ["server.aggregator=median", "server.clip_norm=5"])
+    rule = build_algorithm(median, 20).aggregator
+    assert rule == aggregate.NormBound(5.0, aggregate.CoordinateMedian())
+    tree = load_config(
+        None,
+        [
+            "server.hierarchy={branching: [5, 2], aggregators: [median, mean, trimmed_mean]}",
+        ],
+    )
+    hierarchical = build_algorithm(tree, 20).aggregator
+    assert isinstance(hierarchical, aggregate.Hierarchical)
+    assert hierarchical.root.aggregator == aggregate.TrimmedMean(0.1)
+    assert hierarchical.root.clients() == list(range(20))
+    with pytest.raises(ConfigError, match="need 3 rules"):
+        build_algorithm(
+            load_config(None, ["server.hierarchy={branching: [5, 2], aggregators: [median]}"]), 20
+        )
+    attack = build_attack(load_config(None, ["attack={kind: alie, fraction: 0.2}"]).attack)
+    assert (attack.kind, attack.fraction, attack.z) == ("alie", 0.2, None)
+    policy = build_policy(load_config(None, ["server.validation.max_norm=10"]).server)
+    assert policy.max_norm == 10.0 and policy.min_updates == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("server.aggregator=mode", "server.aggregator: Input tag 'mode' found using 'name'"),
+        (
+            "server.aggregator.f=-1",
+            "server.aggregator.mean.f: unknown key; allowed keys here: name",
+        ),
+        ("attack.kind=backdoor", "attack.kind: Input should be 'none', 'scaling'"),
+        (
+            "server.validation.max_norm=0",
+            "server.validation.max_norm: Input should be greater than 0",
+        ),
+    ],
+)
+def test_bad_robustness_values_name_the_field(override, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert expected in info.value.problems[0]

@@ -23,8 +23,9 @@ from pydantic import (
 )
 from torch import nn
 
-from fedloom import algorithms
+from fedloom import aggregate, algorithms
 from fedloom.algorithms import Algorithm
+from fedloom.attacks import Attack
 from fedloom.client import LocalTraining
 from fedloom.data import (
     Dataset,
@@ -35,20 +36,23 @@ from fedloom.data import (
     load_synthetic,
 )
 from fedloom.data.partitioners import IID, Dirichlet, Natural, Partitioner, QuantitySkew, Shards
-from fedloom.engine import LocalWork
+from fedloom.engine import LocalWork, UpdatePolicy
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS, logistic_regression
 
 __all__ = [
     "RunConfig",
     "apply_overrides",
+    "build_aggregator",
     "build_algorithm",
+    "build_attack",
     "build_dataset",
     "build_federated",
     "build_partitioner",
     "build_local_training",
     "build_local_work",
     "build_model",
+    "build_policy",
     "load_config",
 ]
 
@@ -166,6 +170,120 @@ class ClientConfig(_Section):
     stragglers: StragglersConfig = StragglersConfig()
 
 
+class MeanRule(_Section):
+    """The weighted mean (FedAvg)."""
+
+    name: Literal["mean"] = "mean"
+
+
+class MedianRule(_Section):
+    """Coordinate-wise median (Yin et al. 2018)."""
+
+    name: Literal["median"] = "median"
+
+
+class TrimmedMeanRule(_Section):
+    """Coordinate-wise trimmed mean: cut floor(beta K) from each end."""
+
+    name: Literal["trimmed_mean"] = "trimmed_mean"
+    beta: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
+
+
+class KrumRule(_Section):
+    """Krum / Multi-Krum (Blanchard et al. 2017): f assumed attackers, m selected."""
+
+    name: Literal["krum"] = "krum"
+    f: Annotated[int, Field(ge=0)] = 1
+    m: Annotated[int, Field(ge=1)] = 1
+
+
+class BulyanRule(_Section):
+    """Bulyan over Krum (El Mhamdi et al. 2018): needs K >= 4f + 3."""
+
+    name: Literal["bulyan"] = "bulyan"
+    f: Annotated[int, Field(ge=0)] = 1
+
+
+class GeometricMedianRule(_Section):
+    """Smoothed Weiszfeld geometric median (RFA, Pillutla et al. 2022)."""
+
+    name: Literal["geometric_median"] = "geometric_median"
+    nu: Annotated[float, Field(gt=0)] = 1e-6
+    max_iter: Annotated[int, Field(ge=1)] = 100
+
+
+class CenteredClippingRule(_Section):
+    """Centered clipping (Karimireddy et al. 2021) around the previous aggregate."""
+
+    name: Literal["centered_clipping"] = "centered_clipping"
+    tau: Annotated[float, Field(gt=0)] = 1.0
+    iterations: Annotated[int, Field(ge=1)] = 1
+
+
+_RULES = (
+    MeanRule,
+    MedianRule,
+    TrimmedMeanRule,
+    KrumRule,
+    BulyanRule,
+    GeometricMedianRule,
+    CenteredClippingRule,
+)
+AggregatorConfig = Annotated[
+    MeanRule
+    | MedianRule
+    | TrimmedMeanRule
+    | KrumRule
+    | BulyanRule
+    | GeometricMedianRule
+    | CenteredClippingRule,
+    Field(discriminator="name"),
+]
+
+
+def _rule_shorthand(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict) and "name" not in value:
+        return {"name": "mean", **value}
+    return value
+
+
+class HierarchyConfig(_Section):
+    """Clients in contiguous blocks of branching[0] under edges, edges in blocks of
+    branching[1], ...; one rule per level (edges first, root last)."""
+
+    branching: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    aggregators: list[AggregatorConfig] | None = Field(
+        default=None, description="one per level, root last; default mean below the root"
+    )
+
+    @field_validator("aggregators", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return [_rule_shorthand(v) for v in value] if isinstance(value, list) else value
+
+
+class ValidationConfig(_Section):
+    """Update validation: bounds, and the fewest valid updates a round needs."""
+
+    max_norm: Annotated[float, Field(gt=0)] | None = None
+    max_examples: Annotated[int, Field(ge=1)] | None = None
+    min_updates: Annotated[int, Field(ge=1)] = 1
+
+
+class AttackConfig(_Section):
+    """Simulated malicious clients (a fixed fraction of the population)."""
+
+    kind: Literal["none", "scaling", "sign_flip", "gaussian", "alie", "ipm", "label_flip"] = "none"
+    fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    factor: float = Field(default=100.0, description="scaling: the boost")
+    sigma: Annotated[float, Field(ge=0)] = Field(default=1.0, description="gaussian: noise std")
+    z: float | None = Field(default=None, description="alie: z; default from the paper")
+    epsilon: float = Field(default=0.5, description="ipm: the attackers send -epsilon * mean")
+    omniscient: bool = Field(default=True, description="alie/ipm see the honest updates")
+
+
 class ServerConfig(_Section):
     fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     lr: Annotated[float, Field(gt=0)] | None = Field(
@@ -174,6 +292,17 @@ class ServerConfig(_Section):
     weighting: Literal["examples", "uniform", "inverse_variance"] | None = Field(
         default=None, description="default: the algorithm's own (examples; SCAFFOLD uniform)"
     )
+    aggregator: AggregatorConfig = MeanRule()
+    clip_norm: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="clip each update to this L2 norm before aggregating"
+    )
+    validation: ValidationConfig = ValidationConfig()
+    hierarchy: HierarchyConfig | None = None
+
+    @field_validator("aggregator", mode="before")
+    @classmethod
+    def _aggregator_shorthand(cls, value: Any) -> Any:
+        return _rule_shorthand(value)
 
 
 class FedAvgConfig(_Section):
@@ -308,6 +437,7 @@ class RunConfig(_Section):
     client: ClientConfig = ClientConfig()
     server: ServerConfig = ServerConfig()
     algorithm: AlgorithmConfig = FedAvgConfig()
+    attack: AttackConfig = AttackConfig()
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
 
@@ -357,6 +487,7 @@ def _section_at(path: Iterable[Any]) -> type[BaseModel] | None:
         cls.model_fields["kind"].default: cls for cls in _PARTITIONS
     }
     variants.update({cls.model_fields["name"].default: cls for cls in _ALGORITHMS})
+    variants.update({cls.model_fields["name"].default: cls for cls in _RULES})
     model: type[BaseModel] | None = RunConfig
     for part in path:
         if model is not None and part in model.model_fields:
@@ -408,7 +539,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         parts = key.strip().split(".")
         for part in parts[:-1]:
             child = node.get(part)
-            if isinstance(child, str) and part in ("partition", "algorithm"):
+            if isinstance(child, str) and part in ("partition", "algorithm", "aggregator"):
                 child = {"kind" if part == "partition" else "name": child}
             if not isinstance(child, dict):
                 child = {}
@@ -535,8 +666,66 @@ def build_local_work(config: ClientConfig) -> LocalWork:
     )
 
 
-def build_algorithm(config: RunConfig) -> Algorithm:
+def build_rule(config: Any) -> aggregate.Aggregator:
+    """One aggregation rule from its config section."""
+    if isinstance(config, MedianRule):
+        return aggregate.CoordinateMedian()
+    if isinstance(config, TrimmedMeanRule):
+        return aggregate.TrimmedMean(config.beta)
+    if isinstance(config, KrumRule):
+        return aggregate.Krum(config.f, config.m)
+    if isinstance(config, BulyanRule):
+        return aggregate.Bulyan(config.f)
+    if isinstance(config, GeometricMedianRule):
+        return aggregate.GeometricMedian(nu=config.nu, max_iter=config.max_iter)
+    if isinstance(config, CenteredClippingRule):
+        return aggregate.CenteredClipping(config.tau, config.iterations)
+    return aggregate.Mean()
+
+
+def build_aggregator(config: ServerConfig, num_clients: int) -> aggregate.Aggregator:
+    """The server's aggregation: clipping, then the rule, or the tree of rules."""
+    rule = build_rule(config.aggregator)
+    if config.hierarchy is not None:
+        depth = len(config.hierarchy.branching) + 1
+        if config.hierarchy.aggregators is None:
+            rules = [aggregate.Mean()] * (depth - 1) + [rule]
+        else:
+            if len(config.hierarchy.aggregators) != depth:
+                raise ConfigError(
+                    f"server.hierarchy.aggregators: {len(config.hierarchy.branching)} branching "
+                    f"levels need {depth} rules (edges first, root last), got "
+                    f"{len(config.hierarchy.aggregators)}"
+                )
+            rules = [build_rule(r) for r in config.hierarchy.aggregators]
+        tree = aggregate.contiguous_tree(num_clients, config.hierarchy.branching, rules)
+        rule = aggregate.Hierarchical(tree)
+    if config.clip_norm is not None:
+        rule = aggregate.NormBound(config.clip_norm, rule)
+    return rule
+
+
+def build_policy(config: ServerConfig) -> UpdatePolicy:
+    v = config.validation
+    return UpdatePolicy(v.max_norm, v.max_examples, v.min_updates)
+
+
+def build_attack(config: AttackConfig) -> Attack:
+    return Attack(**config.model_dump())
+
+
+def build_algorithm(config: RunConfig, num_clients: int | None = None) -> Algorithm:
     """The algorithm value of the ``algorithm`` and ``server`` sections."""
+    algorithm = _build_algorithm(config)
+    server = config.server
+    if server.hierarchy is None and server.clip_norm is None and server.aggregator.name == "mean":
+        return algorithm
+    if server.hierarchy is not None and num_clients is None:
+        raise ConfigError("server.hierarchy: the number of clients is needed to build the tree")
+    return algorithm.with_aggregator(build_aggregator(server, num_clients or 0))
+
+
+def _build_algorithm(config: RunConfig) -> Algorithm:
     spec, server = config.algorithm, config.server
     lr = server.lr if server.lr is not None else SERVER_LR_DEFAULTS.get(spec.name, 1.0)
     weighting = server.weighting or ("uniform" if spec.name == "scaffold" else "examples")

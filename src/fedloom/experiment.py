@@ -17,10 +17,12 @@ from rich.console import Console
 from fedloom.config import (
     RunConfig,
     build_algorithm,
+    build_attack,
     build_federated,
     build_local_training,
     build_local_work,
     build_model,
+    build_policy,
 )
 from fedloom.engine import Callback, History
 from fedloom.report import (
@@ -50,7 +52,7 @@ def run_experiment(
     console = console or Console(stderr=True, quiet=not show_progress)
     started = time.perf_counter()
     data = build_federated(config)
-    algorithm = build_algorithm(config)
+    algorithm = build_algorithm(config, data.num_clients)
     module = initial_module(build_model(config, data.dataset), seed=config.seed)
     run_dir = create_run_dir(
         config.output.runs_dir,
@@ -74,6 +76,8 @@ def run_experiment(
         fraction=config.server.fraction,
         local=build_local_training(config.client),
         work=build_local_work(config.client),
+        attack=build_attack(config.attack),
+        policy=build_policy(config.server),
         seed=config.seed,
         buffers=config.model.buffers,
         engine=config.engine,
