@@ -100,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--quick", action="store_true", help="a smaller, faster version")
     study.add_argument("--out", metavar="DIR", help="output folder")
     study.add_argument(
-        "--data-root", metavar="DIR", help="dataset folder (mnist-drift; default $FEDLOOM_DATA)"
+        "--data-root",
+        metavar="DIR",
+        help="dataset folder (mnist-drift, robustness; default $FEDLOOM_DATA)",
     )
 
     data = commands.add_parser(
@@ -158,9 +160,12 @@ def _cmd_study(args: argparse.Namespace, console: Console) -> int:
     extra = {"data_root": args.data_root} if args.data_root else {}
     console.print(f"[bold]fedloom study[/] {args.name}{' (quick)' if args.quick else ''}")
     results = module.run(out, quick=args.quick, **extra)
-    summary = results.get("summary", results)
-    compact = {k: v for k, v in summary.items() if not isinstance(v, list)}
-    console.print_json(json.dumps(compact, default=str))
+    if hasattr(module, "table"):
+        console.print(module.table(results))
+    else:
+        summary = results.get("summary", results)
+        compact = {k: v for k, v in summary.items() if not isinstance(v, list)}
+        console.print_json(json.dumps(compact, default=str))
     console.print(f"results and plots in {out}/")
     return 0
 

@@ -81,3 +81,31 @@ def test_study_command_lists_and_runs(tmp_path, capsys):
     assert main(["study", "e1-equivalence", "--quick", "--out", str(tmp_path)]) == 0
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["fedavg_vs_sgd"]["max_abs_difference"] < 1e-5
+
+
+def test_robustness_grid_shape_on_a_small_slice(tmp_path):
+    from fedloom.studies import robustness
+
+    results = robustness.run(
+        tmp_path,
+        quick=True,
+        aggregators=("mean", "median"),
+        attacks=("none", "scaling x100"),
+        fractions=(0.1,),
+    )
+    grid = results["test_accuracy"]
+    assert set(grid["mean"]) == {"none", "scaling x100 @10%"}
+    assert grid["mean"]["none"] > 0.7
+    assert grid["mean"]["scaling x100 @10%"] < 0.4  # the mean collapses
+    assert grid["median"]["scaling x100 @10%"] > grid["median"]["none"] - 0.05
+    assert (tmp_path / "robustness.png").stat().st_size > 10_000
+    assert robustness.table(results).row_count == 2
+
+
+def test_robust_rules_are_configured_for_the_expected_attackers():
+    from fedloom.aggregate import Krum, TrimmedMean
+    from fedloom.studies.robustness import rule_for
+
+    assert rule_for("krum", 0.4, 20) == Krum(f=8)
+    assert rule_for("krum", 0.4, 10) == Krum(f=3)  # capped: 10 > 2 * 3 + 2
+    assert rule_for("trimmed_mean", 0.2, 20) == TrimmedMean(beta=0.2)

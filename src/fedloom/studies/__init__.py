@@ -18,6 +18,7 @@ STUDIES = {
     "stragglers": "FedAvg vs FedProx with 0% and 90% stragglers on Synthetic(1,1)",
     "tyranny": "example vs uniform weighting vs q-FFL: 4 very unequal clients (digits)",
     "mnist-drift": "rounds to 97% on pathological non-IID MNIST for six variants",
+    "robustness": "aggregators x attacks x attacker fractions on MNIST 2NN (heatmap)",
 }
 
 
