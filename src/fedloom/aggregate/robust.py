@@ -282,8 +282,9 @@ class GeometricMedian(Aggregator):
     def distances(self, updates: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         k, p = updates.shape
         squared = torch.zeros(k, dtype=torch.float64)
-        for columns in column_chunks(k, p, bytes_per_value=8, memory_bytes=self.memory_bytes):
-            squared += (updates[:, columns] - v[columns]).double().pow(2).sum(1)
+        for columns in column_chunks(k, p, bytes_per_value=4, memory_bytes=self.memory_bytes):
+            # float32 differences per chunk, accumulated across chunks in float64
+            squared += (updates[:, columns] - v[columns]).pow_(2).sum(1).double()
         return squared.sqrt()
 
     def combine(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
