@@ -138,7 +138,7 @@ matrices = arrays(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(matrices, st.randoms(use_true_random=False))
 def test_coordinate_rules_agree_with_numpy_and_are_permutation_invariant(values, random):
     updates = torch.from_numpy(values)
@@ -155,7 +155,7 @@ def test_coordinate_rules_agree_with_numpy_and_are_permutation_invariant(values,
     np.testing.assert_allclose(trimmed.numpy(), reference, rtol=1e-5, atol=1e-4)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(matrices)
 def test_distances_and_clip_bounds(values):
     updates = torch.from_numpy(values)
@@ -181,3 +181,31 @@ def test_chunked_and_unchunked_results_agree():
         assert torch.allclose(
             small.combine(updates, weights), large.combine(updates, weights), atol=1e-5
         )
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    arrays(
+        np.float32,
+        st.tuples(st.integers(7, 9), st.integers(1, 5)),
+        elements=st.floats(-10, 10, width=32),
+    ),
+    st.floats(0.5, 3.0),
+    st.floats(-5.0, 5.0),
+)
+def test_rules_are_equivariant_to_scaling_and_shifting(values, scale, shift):
+    """rule(c U + b) = c rule(U) + b for c > 0: no rule depends on units or origin."""
+    updates = torch.from_numpy(values).double()
+    weights = torch.rand(len(values), generator=torch.Generator().manual_seed(0)).double()
+    weights /= weights.sum()
+    for rule in (
+        Mean(),
+        CoordinateMedian(),
+        TrimmedMean(0.2),
+        Krum(f=1, m=2),
+        Bulyan(f=1),
+        GeometricMedian(tol=1e-12, max_iter=500),
+    ):
+        moved = rule(updates * scale + shift, weights)
+        expected = rule(updates, weights) * scale + shift
+        assert torch.allclose(moved, expected, atol=1e-3 * scale * (1 + values.std())), rule.name
