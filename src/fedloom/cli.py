@@ -105,6 +105,23 @@ def _parser() -> argparse.ArgumentParser:
         help="dataset folder (mnist-drift, robustness; default $FEDLOOM_DATA)",
     )
 
+    certs = commands.add_parser(
+        "certs",
+        help="create a CA, a server certificate and client certificates (quick start)",
+        description="Write ca.pem/ca.key, server.pem/server.key and client-<id>.pem/.key to "
+        "--out, for TLS with client authentication. Keys are written with mode 0600.",
+    )
+    certs.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    certs.add_argument(
+        "--clients", required=True, metavar="ID,ID,...", help="client ids (common names)"
+    )
+    certs.add_argument(
+        "--hosts",
+        default="127.0.0.1,localhost",
+        metavar="HOST,...",
+        help="IP addresses and DNS names the server certificate is valid for",
+    )
+
     data = commands.add_parser(
         "data", help="inspect federated datasets", description="Inspect federated datasets."
     )
@@ -170,6 +187,20 @@ def _cmd_study(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_certs(args: argparse.Namespace, console: Console) -> int:
+    from fedloom.net.certs import write_quickstart
+
+    clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    try:
+        written = write_quickstart(args.out, clients, hosts=hosts)
+    except ValueError as exc:
+        print(f"fedloom: error: {exc}", file=sys.stderr)
+        return 2
+    console.print(f"wrote {len(written)} files to {args.out}/ (keys with mode 0600)")
+    return 0
+
+
 def _cmd_data_describe(args: argparse.Namespace, console: Console) -> int:
     from fedloom.config import build_federated
 
@@ -211,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, console)
+        if args.command == "certs":
+            return _cmd_certs(args, console)
         if args.command == "study":
             return _cmd_study(args, console)
         if args.command == "data" and args.data_command == "describe":

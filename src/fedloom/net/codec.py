@@ -1,0 +1,78 @@
+"""Tensors on the wire: raw little-endian bytes with dtype and shape, never pickle.
+
+Decoding trusts nothing: the dtype must be on an allow-list, the shape must be
+non-negative and small enough, the byte count must match the shape exactly, and compressed
+payloads are inflated with a hard cap, so a malicious peer cannot make the server allocate
+more than ``max_bytes`` (a "zip bomb") or execute anything.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import torch
+
+from fedloom.errors import FedloomError
+from fedloom.net.proto import fedloom_pb2 as pb
+
+__all__ = ["DTYPES", "WireError", "decode_tensor", "encode_tensor"]
+
+DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype("<f4"),
+    "float64": np.dtype("<f8"),
+    "int64": np.dtype("<i8"),
+    "int32": np.dtype("<i4"),
+    "uint8": np.dtype("u1"),
+}
+_TORCH_NAMES = {getattr(torch, name): name for name in DTYPES}
+
+
+class WireError(FedloomError):
+    """A message from a peer that does not decode to what it claims to be."""
+
+
+def encode_tensor(tensor: torch.Tensor, *, compress: bool = False) -> pb.Tensor:
+    """The wire form of ``tensor`` (copied to little-endian, C order)."""
+    name = _TORCH_NAMES.get(tensor.dtype)
+    if name is None:
+        raise WireError(f"cannot send dtype {tensor.dtype}; allowed: {', '.join(DTYPES)}")
+    array = tensor.detach().cpu().contiguous().numpy().astype(DTYPES[name], copy=False)
+    data = array.tobytes(order="C")
+    if compress:
+        data = zlib.compress(data, 1)
+    return pb.Tensor(
+        dtype=name, shape=list(array.shape), data=data, compression="zlib" if compress else ""
+    )
+
+
+def decode_tensor(message: pb.Tensor, *, max_bytes: int) -> torch.Tensor:
+    """The tensor in ``message``, or :class:`WireError` saying what is wrong with it."""
+    dtype = DTYPES.get(message.dtype)
+    if dtype is None:
+        raise WireError(f"unknown dtype {message.dtype!r}; allowed: {', '.join(DTYPES)}")
+    shape = list(message.shape)
+    if any(d < 0 for d in shape):
+        raise WireError(f"negative dimension in shape {shape}")
+    expected = math.prod(shape) * dtype.itemsize
+    if expected > max_bytes:
+        raise WireError(
+            f"tensor of shape {shape} needs {expected} bytes, over the {max_bytes} limit"
+        )
+    if message.compression == "zlib":
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(message.data, expected + 1)
+        except zlib.error as exc:
+            raise WireError(f"corrupt zlib payload: {exc}") from None
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise WireError(f"compressed payload does not inflate to exactly {expected} bytes")
+    elif message.compression == "":
+        data = message.data
+    else:
+        raise WireError(f"unknown compression {message.compression!r}; allowed: '', 'zlib'")
+    if len(data) != expected:
+        raise WireError(f"shape {shape} of {message.dtype} needs {expected} bytes, got {len(data)}")
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))

@@ -1,0 +1,2 @@
+"""Generated protobuf and gRPC modules for ``fedloom.proto`` (regenerate with the command in
+the .proto file; they are checked in so that installing fedloom needs no code generator)."""
