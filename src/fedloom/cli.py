@@ -105,6 +105,54 @@ def _parser() -> argparse.ArgumentParser:
         help="dataset folder (mnist-drift, robustness; default $FEDLOOM_DATA)",
     )
 
+    server = commands.add_parser(
+        "server",
+        help="run a config with networked clients (gRPC, TLS)",
+        description="Serve a run config to networked clients: the same algorithm and round "
+        "loop as `fedloom run`, with clients connecting over gRPC. TLS with client "
+        "certificates by default (--certs DIR from `fedloom certs`); --tokens FILE (YAML "
+        "client-id: token) authenticates by bearer tokens instead.",
+        epilog=_CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_arguments(server)
+    server.add_argument("--address", default="127.0.0.1:8443", help="host:port to listen on")
+    server.add_argument("--certs", metavar="DIR", help="folder with server.pem, server.key, ca.pem")
+    server.add_argument("--tokens", metavar="FILE", help="YAML mapping client id -> token")
+    server.add_argument(
+        "--insecure", action="store_true", help="plaintext, no authentication (tests only)"
+    )
+    server.add_argument(
+        "--clients", metavar="ID,...", help="client ids in order (default client-0..K-1)"
+    )
+    server.add_argument(
+        "--round-timeout", type=float, default=60.0, metavar="S", help="round deadline"
+    )
+
+    client = commands.add_parser(
+        "client",
+        help="take part in a run as a (demo) client",
+        description="Connect to a fedloom server and train on this client's share of the "
+        "config's dataset (--index). Real clients call fedloom.net.client.run_client with "
+        "their own data.",
+    )
+    _add_config_arguments(client)
+    client.add_argument("--server", required=True, metavar="HOST:PORT")
+    client.add_argument("--client-id", required=True)
+    client.add_argument("--index", type=int, required=True, help="which share of the data")
+    client.add_argument(
+        "--certs", metavar="DIR", help="folder with ca.pem and client-<id>.pem/.key"
+    )
+    client.add_argument("--token", help="bearer token (with --certs for the CA only)")
+    client.add_argument("--insecure", action="store_true", help="plaintext (tests only)")
+    client.add_argument(
+        "--give-up-after",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="stop after this long without a working connection (default 600)",
+    )
+
     certs = commands.add_parser(
         "certs",
         help="create a CA, a server certificate and client certificates (quick start)",
@@ -187,6 +235,89 @@ def _cmd_study(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _server_credentials(args: argparse.Namespace):
+    from pathlib import Path
+
+    from fedloom.net.tls import server_credentials
+
+    if args.insecure:
+        return None
+    if not args.certs:
+        raise FedloomError("TLS is on by default: pass --certs DIR (see `fedloom certs`)")
+    folder = Path(args.certs)
+    return server_credentials(
+        folder / "server.pem",
+        folder / "server.key",
+        folder / "ca.pem",
+        require_client_auth=not args.tokens,
+    )
+
+
+def _cmd_server(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from fedloom.config import build_federated
+    from fedloom.net.deploy import serve
+    from fedloom.net.server import Access
+
+    config = _load(args)
+    num_clients = build_federated(config).num_clients
+    clients = (
+        tuple(c.strip() for c in args.clients.split(","))
+        if args.clients
+        else tuple(f"client-{k}" for k in range(num_clients))
+    )
+    tokens = {}
+    if args.tokens:
+        mapping = yaml.safe_load(Path(args.tokens).read_text()) or {}
+        tokens = {str(token): str(client) for client, token in mapping.items()}
+    access = Access(clients, tokens, trust_claimed_ids=args.insecure)
+    history = serve(
+        config,
+        address=args.address,
+        access=access,
+        credentials=_server_credentials(args),
+        round_timeout_s=args.round_timeout,
+        on_listening=lambda port: console.print(f"listening on port {port}"),
+    )
+    final = history.reports[-1].metrics if history.reports else {}
+    console.print(f"run over: {len(history.reports)} rounds, {final}")
+    return 0
+
+
+def _cmd_client(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from fedloom.net.deploy import run_demo_client
+    from fedloom.net.tls import channel_credentials
+
+    config = _load(args)
+    credentials = None
+    if not args.insecure:
+        if not args.certs:
+            raise FedloomError("TLS is on by default: pass --certs DIR (see `fedloom certs`)")
+        folder = Path(args.certs)
+        own = folder / f"client-{args.client_id}.pem"
+        credentials = channel_credentials(
+            folder / "ca.pem",
+            own if own.exists() and not args.token else None,
+            folder / f"client-{args.client_id}.key" if own.exists() and not args.token else None,
+        )
+    rounds = run_demo_client(
+        config,
+        address=args.server,
+        client_id=args.client_id,
+        index=args.index,
+        credentials=credentials,
+        token=args.token,
+        give_up_after_s=args.give_up_after,
+    )
+    console.print(f"{args.client_id}: trained {rounds} rounds")
+    return 0
+
+
 def _cmd_certs(args: argparse.Namespace, console: Console) -> int:
     from fedloom.net.certs import write_quickstart
 
@@ -242,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, console)
+        if args.command == "server":
+            return _cmd_server(args, console)
+        if args.command == "client":
+            return _cmd_client(args, console)
         if args.command == "certs":
             return _cmd_certs(args, console)
         if args.command == "study":

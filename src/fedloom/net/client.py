@@ -1,0 +1,159 @@
+"""A federation client: connects out to the server, pulls tasks, trains locally, submits.
+
+Local training is the same pure code as the sequential simulation engine
+(:func:`fedloom.client.train_client`) with the seed, work and settings the server sends, so
+a networked run reproduces a simulated one. The client's data never leaves it; only the
+update ``w_k - w_t``, its example and step counts, loss and requested statistics do.
+
+Connection problems (server restarting, network down) are retried with exponential backoff;
+a refusal of the client's credentials is final.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+import torch
+from torch import nn
+
+from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
+from fedloom.errors import FedloomError
+from fedloom.net.codec import decode_tensor, encode_tensor
+from fedloom.net.proto import fedloom_pb2 as pb
+from fedloom.net.proto import fedloom_pb2_grpc as rpc
+from fedloom.params import buffer_spec, param_spec
+from fedloom.types import ClientPlan
+
+__all__ = ["run_client"]
+
+log = logging.getLogger("fedloom.client")
+
+FINAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def _settings(message: pb.LocalSettings) -> LocalTraining:
+    return LocalTraining(
+        epochs=int(message.epochs) or 1,
+        steps=int(message.steps) or None,
+        batch_size=int(message.batch_size) or None,
+        lr=float(message.lr),
+        momentum=float(message.momentum),
+        weight_decay=float(message.weight_decay),
+    )
+
+
+def run_client(
+    address: str,
+    *,
+    client_id: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    module: nn.Module,
+    credentials: grpc.ChannelCredentials | None = None,
+    token: str | None = None,
+    program: ClientProgram | None = None,
+    max_message_bytes: int = 256 * 1024**2,
+    max_backoff_s: float = 5.0,
+    give_up_after_s: float = 600.0,
+    on_round: Callable[[int], None] | None = None,
+) -> int:
+    """Take part in a run until the server says it is over; returns the rounds trained.
+
+    ``credentials`` are TLS channel credentials (:func:`fedloom.net.tls.channel_credentials`);
+    ``None`` means plaintext, which a TLS server refuses. ``token`` is sent as a bearer token.
+    """
+    program = program or ClientProgram()
+    objective = make_objective(module, param_spec(module), buffer_spec(module), terms=program.terms)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    trained, backoff, last_contact = 0, 0.2, time.monotonic()
+    while True:
+        channel = (
+            grpc.secure_channel(address, credentials, options=options)
+            if credentials is not None
+            else grpc.insecure_channel(address, options=options)
+        )
+        try:
+            with channel:
+                stub = rpc.FederationStub(channel)
+                stub.Join(pb.JoinRequest(client_id=client_id, num_examples=len(y)),
+                          metadata=metadata, timeout=30)  # fmt: skip
+                backoff, last_contact = 0.2, time.monotonic()
+                while True:
+                    task = stub.GetTask(pb.TaskRequest(client_id=client_id), metadata=metadata,
+                                        timeout=60)  # fmt: skip
+                    last_contact = time.monotonic()
+                    if task.kind == "done":
+                        log.info("%s: the run is over after %d rounds", client_id, trained)
+                        return trained
+                    if task.kind == "wait":
+                        time.sleep(max(task.retry_after_s, 0.05))
+                        continue
+                    update = _train(task, x, y, objective, program, max_message_bytes)
+                    update.client_id = client_id
+                    ack = stub.SubmitUpdate(update, metadata=metadata, timeout=60)
+                    if not ack.accepted:
+                        log.warning("%s: round %d update refused: %s", client_id, task.round,
+                                    ack.reason)  # fmt: skip
+                    trained += 1
+                    if on_round is not None:
+                        on_round(int(task.round))
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code in FINAL:
+                raise FedloomError(f"{client_id}: the server refused us: {exc.details()}") from None
+            if time.monotonic() - last_contact > give_up_after_s:
+                raise FedloomError(
+                    f"{client_id}: no working connection to {address} for {give_up_after_s:g} s: "
+                    "the server is down, or it refused our TLS credentials (check --certs, "
+                    "or --insecure against a TLS server)"
+                ) from None
+            log.info("%s: connection problem (%s); retrying in %.1f s", client_id, code, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
+
+
+def _train(
+    task: pb.Task,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    objective,
+    program: ClientProgram,
+    max_bytes: int,
+) -> pb.Update:
+    params = decode_tensor(task.params, max_bytes=max_bytes)
+    buffers = decode_tensor(task.buffers, max_bytes=max_bytes)
+    plan = ClientPlan(
+        client_id=0,
+        round=int(task.round),
+        seed=int(task.seed),
+        epochs=int(task.epochs) or None,
+        steps=int(task.steps) or None,
+    )
+    result = train_client(
+        plan,
+        x,
+        y,
+        params,
+        buffers,
+        objective=objective,
+        settings=_settings(task.local),
+        context=LocalContext(params),
+        program=program,
+    )
+    return pb.Update(
+        round=task.round,
+        update=encode_tensor(result.update),
+        buffers=encode_tensor(result.buffers),
+        num_examples=result.num_examples,
+        num_steps=result.num_steps,
+        num_example_passes=result.num_example_passes,
+        train_loss=result.train_loss,
+        statistics=dict(result.statistics),
+    )
