@@ -52,6 +52,7 @@ __all__ = [
     "TrimmedMean",
     "column_chunks",
     "pairwise_sq_distances",
+    "row_norms",
 ]
 
 DEFAULT_MEMORY_BYTES = 256 * 1024**2
@@ -63,6 +64,15 @@ def column_chunks(
     """Column slices whose ``[num_rows, chunk]`` intermediates fit in ``memory_bytes``."""
     width = max(1, memory_bytes // max(1, num_rows * bytes_per_value))
     return [slice(start, min(start + width, num_columns)) for start in range(0, num_columns, width)]
+
+
+def row_norms(updates: torch.Tensor, *, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> torch.Tensor:
+    """The L2 norm of every row, from float32 chunks accumulated in float64."""
+    k, p = updates.shape
+    squared = torch.zeros(k, dtype=torch.float64)
+    for columns in column_chunks(k, p, bytes_per_value=4, memory_bytes=memory_bytes):
+        squared += updates[:, columns].pow(2).sum(1).double()
+    return squared.sqrt()
 
 
 def pairwise_sq_distances(
@@ -178,9 +188,17 @@ class TrimmedMean(Aggregator):
         if k - 2 * cut < 1:
             raise ValueError(f"trimmed mean with beta={self.beta} cuts all {k} updates")
         out = torch.empty(p, dtype=updates.dtype)
-        for columns in column_chunks(k, p, bytes_per_value=12, memory_bytes=self.memory_bytes):
-            ordered = updates[:, columns].sort(dim=0).values
-            out[columns] = ordered[cut : k - cut].mean(0)
+        if cut == 0:
+            return updates.mean(0)
+        # the kept middle = everything minus the cut largest and smallest values: two partial
+        # selections (topk) instead of a full sort, summed in float64 so that cutting huge
+        # outliers cancels exactly enough
+        for columns in column_chunks(k, p, bytes_per_value=24, memory_bytes=self.memory_bytes):
+            block = updates[:, columns]
+            total = block.sum(0, dtype=torch.float64)
+            high = block.topk(cut, dim=0).values.sum(0, dtype=torch.float64)
+            low = block.topk(cut, dim=0, largest=False).values.sum(0, dtype=torch.float64)
+            out[columns] = ((total - high - low) / (k - 2 * cut)).to(updates.dtype)
         return out
 
 
@@ -332,8 +350,13 @@ class NormBound(Aggregator):
         client_ids: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, Any]:
         _check_matrix(updates, weights)
-        norms = updates.double().norm(dim=1)
+        norms = row_norms(updates, memory_bytes=DEFAULT_MEMORY_BYTES)
         factors = (self.max_norm / norms.clamp(min=1e-30)).clamp(max=1.0)
+        if isinstance(self.inner, Mean):  # sum_k w_k (f_k u_k): fold the clipping into w
+            folded = weights.double() * factors
+            return (folded.to(updates.dtype) @ updates), state
+        if bool((factors >= 1.0).all()):
+            return self.inner.aggregate(updates, weights, state, client_ids)
         clipped = updates * factors.to(updates.dtype)[:, None]
         return self.inner.aggregate(clipped, weights, state, client_ids)
 
