@@ -1,5 +1,7 @@
 """Config validation: every bad value is one line naming the field and what is allowed."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -198,3 +200,11 @@ def test_bad_robustness_values_name_the_field(override, expected):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert expected in info.value.problems[0]
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("examples/*.yaml")))
+def test_every_example_config_is_valid(path):
+    from fedloom.config import build_algorithm
+
+    config = load_config(path)
+    assert build_algorithm(config, 100).name == config.algorithm.name
