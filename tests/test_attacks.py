@@ -8,7 +8,12 @@ import torch
 
 import fedloom as fl
 from fedloom.aggregate import CoordinateMedian, GeometricMedian, TrimmedMean
-from fedloom.attacks import (
+from fedloom.client import LocalContext, LocalTraining
+from fedloom.data import IID, federate
+from fedloom.engine import plans_for_round
+from fedloom.params import flatten_params
+from fedloom.sim import SequentialExecutor
+from fedloom.sim.attacks import (
     Attack,
     AttackedExecutor,
     alie_z,
@@ -16,11 +21,6 @@ from fedloom.attacks import (
     flip_labels,
     poison_updates,
 )
-from fedloom.client import LocalContext, LocalTraining
-from fedloom.data import IID, federate
-from fedloom.engine import plans_for_round
-from fedloom.params import flatten_params
-from fedloom.sim import SequentialExecutor
 
 
 def test_attackers_are_a_fixed_exact_fraction():

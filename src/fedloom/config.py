@@ -25,7 +25,6 @@ from torch import nn
 
 from fedloom import aggregate, algorithms
 from fedloom.algorithms import Algorithm
-from fedloom.attacks import Attack
 from fedloom.client import LocalTraining
 from fedloom.data import (
     Dataset,
@@ -39,6 +38,7 @@ from fedloom.data.partitioners import IID, Dirichlet, Natural, Partitioner, Quan
 from fedloom.engine import LocalWork, UpdatePolicy
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS, logistic_regression
+from fedloom.sim.attacks import Attack
 
 __all__ = [
     "RunConfig",

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from fedloom.algorithms import Algorithm, ServerState
-from fedloom.attacks import Attack, AttackedExecutor, choose_attackers, flip_labels
 from fedloom.client import LocalTraining
 from fedloom.data import FederatedDataset
 from fedloom.engine import (
@@ -31,6 +30,7 @@ from fedloom.engine import (
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.rng import derive_seed
 from fedloom.sim import Engine, make_executor
+from fedloom.sim.attacks import Attack, AttackedExecutor, choose_attackers, flip_labels
 
 __all__ = ["initial_module", "simulate"]
 
@@ -80,7 +80,7 @@ def simulate(
         fraction: C, the share of clients sampled each round.
         local: local training settings (epochs, batch size, learning rate...).
         work: per-client local work and stragglers (:class:`fedloom.engine.LocalWork`).
-        attack: malicious clients and what they do (:class:`fedloom.attacks.Attack`).
+        attack: malicious clients and what they do (:class:`fedloom.sim.attacks.Attack`).
         policy: update validation (:class:`fedloom.engine.UpdatePolicy`).
         seed: derives every random stream: initial weights, sampling, batches.
         buffers: ``"average"`` float buffers like parameters, or keep them ``"local"``.

@@ -12,9 +12,9 @@ from fedloom.aggregate import (
     Mean,
     contiguous_tree,
 )
-from fedloom.attacks import Attack
 from fedloom.client import LocalTraining
 from fedloom.data import IID, federate
+from fedloom.sim.attacks import Attack
 
 
 def test_contiguous_tree_shape():

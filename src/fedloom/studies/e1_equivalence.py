@@ -25,7 +25,7 @@ from fedloom.engine import plans_for_round
 from fedloom.models import digits_mlp
 from fedloom.params import flatten_params
 from fedloom.simulation import initial_module, simulate
-from fedloom.studies._common import write_results
+from fedloom.studies._results import write_results
 
 __all__ = ["data_parallel_sgd", "run"]
 

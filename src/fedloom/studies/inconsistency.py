@@ -21,7 +21,7 @@ from fedloom.algorithms import Algorithm, fedavg, fednova
 from fedloom.client import LocalTraining
 from fedloom.engine import run_rounds
 from fedloom.sim import QuadraticExecutor
-from fedloom.studies._common import ParamsTrace, rounded, write_results
+from fedloom.studies._results import ParamsTrace, rounded, write_results
 
 __all__ = ["CENTERS", "CLIENT_STEPS", "run"]
 

@@ -20,7 +20,7 @@ from fedloom.data import Shards, federate, load_mnist
 from fedloom.engine import Callback
 from fedloom.models import mnist_2nn
 from fedloom.simulation import simulate
-from fedloom.studies._common import write_results
+from fedloom.studies._results import write_results
 from fedloom.types import RoundReport
 
 __all__ = ["VARIANTS", "run"]

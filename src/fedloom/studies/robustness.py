@@ -29,12 +29,12 @@ from fedloom.aggregate import (
     TrimmedMean,
 )
 from fedloom.algorithms import fedavg
-from fedloom.attacks import Attack
 from fedloom.client import LocalTraining
 from fedloom.data import IID, FederatedDataset, federate, load_digits, load_mnist
 from fedloom.models import digits_mlp, mnist_2nn
+from fedloom.sim.attacks import Attack
 from fedloom.simulation import simulate
-from fedloom.studies._common import write_results
+from fedloom.studies._results import write_results
 
 __all__ = ["AGGREGATORS", "ATTACKS", "FRACTIONS", "rule_for", "run"]
 

@@ -27,7 +27,7 @@ from fedloom.data.partitioners import Natural
 from fedloom.engine import LocalWork
 from fedloom.models import logistic_regression
 from fedloom.simulation import simulate
-from fedloom.studies._common import rounded, write_results
+from fedloom.studies._results import rounded, write_results
 
 __all__ = ["CURVES", "run"]
 

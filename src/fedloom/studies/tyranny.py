@@ -29,7 +29,7 @@ from fedloom.engine import Callback, Evaluator
 from fedloom.models import digits_mlp
 from fedloom.rng import numpy_rng
 from fedloom.simulation import initial_module, simulate
-from fedloom.studies._common import rounded, write_results
+from fedloom.studies._results import rounded, write_results
 from fedloom.types import RoundReport
 
 __all__ = ["CLIENTS", "run"]
