@@ -39,6 +39,8 @@ from typing import Any
 
 import torch
 
+from fedloom.aggregate.mean import weighted_mean
+
 __all__ = [
     "AGGREGATORS",
     "Aggregator",
@@ -52,7 +54,7 @@ __all__ = [
     "TrimmedMean",
     "column_chunks",
     "pairwise_sq_distances",
-    "row_norms",
+    "row_distances",
 ]
 
 DEFAULT_MEMORY_BYTES = 256 * 1024**2
@@ -66,12 +68,19 @@ def column_chunks(
     return [slice(start, min(start + width, num_columns)) for start in range(0, num_columns, width)]
 
 
-def row_norms(updates: torch.Tensor, *, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> torch.Tensor:
-    """The L2 norm of every row, from float32 chunks accumulated in float64."""
+def row_distances(
+    updates: torch.Tensor,
+    center: torch.Tensor | None = None,
+    *,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+) -> torch.Tensor:
+    """``||u_k - center||`` for every row (the row norms without a center): float32
+    differences per column chunk, accumulated across chunks in float64."""
     k, p = updates.shape
     squared = torch.zeros(k, dtype=torch.float64)
     for columns in column_chunks(k, p, bytes_per_value=4, memory_bytes=memory_bytes):
-        squared += updates[:, columns].pow(2).sum(1).double()
+        block = updates[:, columns] if center is None else updates[:, columns] - center[columns]
+        squared += block.pow(2).sum(1).double()
     return squared.sqrt()
 
 
@@ -145,7 +154,7 @@ class Mean(Aggregator):
     """The weighted mean ``sum_k w_k u_k`` (weights as given): FedAvg's rule."""
 
     def combine(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return weights.to(updates.dtype) @ updates
+        return weighted_mean(updates, weights)
 
 
 @dataclass(frozen=True)
@@ -297,23 +306,15 @@ class GeometricMedian(Aggregator):
     tol: float = 1e-6
     memory_bytes: int = DEFAULT_MEMORY_BYTES
 
-    def distances(self, updates: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        k, p = updates.shape
-        squared = torch.zeros(k, dtype=torch.float64)
-        for columns in column_chunks(k, p, bytes_per_value=4, memory_bytes=self.memory_bytes):
-            # float32 differences per chunk, accumulated across chunks in float64
-            squared += (updates[:, columns] - v[columns]).pow_(2).sum(1).double()
-        return squared.sqrt()
-
     def combine(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         alphas = weights.double() / weights.double().sum()
         v = (alphas.to(updates.dtype) @ updates).clone()
-        distances = self.distances(updates, v)
+        distances = row_distances(updates, v, memory_bytes=self.memory_bytes)
         objective = float((alphas * distances).sum())
         for _ in range(self.max_iter):
             betas = alphas / distances.clamp(min=self.nu)
             v = (betas / betas.sum()).to(updates.dtype) @ updates
-            distances = self.distances(updates, v)
+            distances = row_distances(updates, v, memory_bytes=self.memory_bytes)
             new_objective = float((alphas * distances).sum())
             if objective - new_objective <= self.tol * max(new_objective, 1e-30):
                 break
@@ -350,7 +351,7 @@ class NormBound(Aggregator):
         client_ids: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, Any]:
         _check_matrix(updates, weights)
-        norms = row_norms(updates, memory_bytes=DEFAULT_MEMORY_BYTES)
+        norms = row_distances(updates)
         factors = (self.max_norm / norms.clamp(min=1e-30)).clamp(max=1.0)
         if isinstance(self.inner, Mean):  # sum_k w_k (f_k u_k): fold the clipping into w
             folded = weights.double() * factors
@@ -389,7 +390,7 @@ class CenteredClipping(Aggregator):
         v = state.to(updates.dtype) if state is not None else torch.zeros(updates.shape[1])
         w = weights.double() / weights.double().sum()
         for _ in range(self.iterations):
-            distances = GeometricMedian(memory_bytes=self.memory_bytes).distances(updates, v)
+            distances = row_distances(updates, v, memory_bytes=self.memory_bytes)
             factors = (w * (self.tau / distances.clamp(min=1e-30)).clamp(max=1.0)).to(v.dtype)
             # sum_k c_k (u_k - v) without materializing the K x P differences
             v = v + factors @ updates - factors.sum() * v

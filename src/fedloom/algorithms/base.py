@@ -87,10 +87,6 @@ class Algorithm:
             wanted.add("update_variance")
         return replace(self.program, statistics=frozenset(wanted))
 
-    def with_weighting(self, weighting: Weighting) -> Algorithm:
-        """The same algorithm with another weighting."""
-        return replace(self, weighting=weighting)
-
     def with_aggregator(self, aggregator: Aggregator) -> Algorithm:
         """The same algorithm with another aggregation rule (e.g. a robust one)."""
         return replace(self, aggregator=aggregator)
