@@ -20,6 +20,7 @@ from fedloom.client import LocalTraining
 from fedloom.data import FederatedDataset
 from fedloom.engine import (
     Callback,
+    Checkpoints,
     Evaluator,
     Executor,
     History,
@@ -69,6 +70,7 @@ def simulate(
     eval_clients: bool = True,
     eval_train: bool = False,
     callbacks: Sequence[Callback] = (),
+    checkpoint: Checkpoints | None = None,
 ) -> History:
     """Simulate ``rounds`` rounds of ``algorithm`` in this process.
 
@@ -93,6 +95,8 @@ def simulate(
         eval_clients: also evaluate on every client's held-out split.
         eval_train: also measure the global training loss (``train_loss_global``).
         callbacks: observers (metrics files, progress bars).
+        checkpoint: save the state after every round there, and continue from it when it
+            already holds a checkpoint of this run (:class:`fedloom.engine.Checkpoints`).
     """
     if buffers not in ("average", "local"):
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
@@ -135,6 +139,7 @@ def simulate(
             evaluate=evaluate,
             eval_every=eval_every,
             callbacks=callbacks,
+            checkpoint=checkpoint,
         )
     finally:
         close = getattr(executor, "close", None)

@@ -1,6 +1,7 @@
 """The round loop, the executor protocol, evaluation and callbacks."""
 
 from fedloom.engine.callbacks import Callback, History
+from fedloom.engine.checkpoint import Checkpoints, Resumed
 from fedloom.engine.evaluation import Evaluator, spread_metrics
 from fedloom.engine.executor import Executor
 from fedloom.engine.loop import Evaluate, plans_for_round, run_rounds
@@ -8,6 +9,8 @@ from fedloom.engine.validation import Rejection, UpdatePolicy, check_update, val
 from fedloom.engine.work import LocalWork, assign_work
 
 __all__ = [
+    "Checkpoints",
+    "Resumed",
     "Callback",
     "Evaluate",
     "Evaluator",

@@ -42,6 +42,10 @@ class Callback:
     def on_start(self, num_rounds: int, state: ServerState) -> None:
         """Before the first round."""
 
+    def on_resume(self, reports: tuple[RoundReport, ...], state: ServerState) -> None:
+        """After :meth:`on_start` when the run continues from a checkpoint: the rounds
+        already done (``state`` is the state after the last of them)."""
+
     def on_round(self, report: RoundReport, state: ServerState) -> None:
         """After each round, with the round's report and the new server state."""
 

@@ -22,6 +22,7 @@ from fedloom.algorithms import (
 from fedloom.client import LocalContext, LocalTraining
 from fedloom.data import sample_cohort
 from fedloom.engine.callbacks import Callback, History, notify_round
+from fedloom.engine.checkpoint import Checkpoints
 from fedloom.engine.executor import Executor
 from fedloom.engine.validation import UpdatePolicy, validate_updates
 from fedloom.engine.work import LocalWork, assign_work
@@ -77,6 +78,7 @@ def run_rounds(
     evaluate: Evaluate | None = None,
     eval_every: int = 1,
     callbacks: Sequence[Callback] = (),
+    checkpoint: Checkpoints | None = None,
 ) -> History:
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
@@ -98,6 +100,9 @@ def run_rounds(
             averaging them.
         evaluate: called after a round (every ``eval_every`` rounds and after the last).
         callbacks: observers of the run.
+        checkpoint: where to save the state after every round; when it already holds a
+            checkpoint of this run, the run continues from there (and ends with the same
+            model as an uninterrupted run).
     """
     settings = settings or LocalTraining()
     work = work or LocalWork()
@@ -105,11 +110,19 @@ def run_rounds(
     needed = max(policy.min_updates, algorithm.aggregator.min_updates())
     state = server_init(algorithm, params, buffers)
     client_buffers: dict[int, torch.Tensor] = {}
+    reports: list[RoundReport] = []
+    resumed = checkpoint.load() if checkpoint is not None else None
+    if resumed is not None:
+        state, client_buffers, reports = (
+            resumed.state, dict(resumed.client_buffers), list(resumed.reports)
+        )  # fmt: skip
+        log.info("resuming after round %d from %s", len(reports), checkpoint.path)  # type: ignore[union-attr]
     for callback in callbacks:
         callback.on_start(rounds, state)
-    reports: list[RoundReport] = []
+        if reports:
+            callback.on_resume(tuple(reports), state)
     values_per_model = state.params.numel() + state.buffers.numel()
-    for t in range(rounds):
+    for t in range(len(reports), rounds):
         started = time.perf_counter()
         sampled = plans_for_round(num_clients, fraction, seed=seed, round=t)
         plans, dropped = assign_work(sampled, work, settings, seed=seed)
@@ -172,6 +185,8 @@ def run_rounds(
         metrics["wall_s"] = time.perf_counter() - started
         report = RoundReport(round=t + 1, metrics=metrics)
         reports.append(report)
+        if checkpoint is not None:
+            checkpoint.save(state, client_buffers, reports)
         notify_round(callbacks, report, state)
         if any(callback.stop_requested for callback in callbacks):
             log.info("round %d: a callback asked to stop", t + 1)

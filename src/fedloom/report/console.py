@@ -45,6 +45,10 @@ class ProgressBar(Callback):
         self.progress.start()
         self.task = self.progress.add_task(self.description, total=num_rounds, status="")
 
+    def on_resume(self, reports: tuple[RoundReport, ...], state: ServerState) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=len(reports), status="resumed")
+
     def on_round(self, report: RoundReport, state: ServerState) -> None:
         m = report.metrics
         wall = max(m.get("wall_s", 0.0), 1e-9)

@@ -28,6 +28,10 @@ class MetricsFiles(Callback):
     def on_start(self, num_rounds: int, state: ServerState) -> None:
         self.jsonl.write_text("")
 
+    def on_resume(self, reports: tuple[RoundReport, ...], state: ServerState) -> None:
+        for report in reports:
+            self.on_round(report, state)
+
     def on_round(self, report: RoundReport, state: ServerState) -> None:
         record = {k: _jsonable(v) for k, v in report.as_record().items()}
         with self.jsonl.open("a") as f:

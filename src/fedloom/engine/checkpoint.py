@@ -1,0 +1,170 @@
+"""Checkpoints of the round loop: everything needed to continue a run after a crash.
+
+One file, ``checkpoint.safetensors``: the tensors of the server state (global model, the
+server optimizer's moments, SCAFFOLD's control variates, the aggregator's state, clients'
+local buffers) as named safetensors entries, and a JSON header in the file's metadata with
+the structure of that state, the round number, the metrics so far and a fingerprint of the
+run. Loading it can never execute code (no pickle), so a checkpoint is safe to copy around.
+
+Writes are atomic: the new checkpoint goes to a temporary file that is flushed, synced and
+then renamed over the old one, so a ``kill -9`` at any moment leaves either the previous
+round's checkpoint or the new one, never a torn file.
+
+There is no separate random-number state to save: every random stream of a run (cohort
+sampling, client shuffles, dropout, stragglers) is derived from the run seed, the round and
+the client id (:func:`fedloom.rng.derive_seed`), so the round number *is* the RNG state, and
+a resumed run with the same seed makes exactly the choices the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from fedloom.algorithms import ServerState
+from fedloom.errors import FedloomError
+from fedloom.types import RoundReport
+
+__all__ = ["Checkpoints", "Resumed"]
+
+FORMAT = "fedloom-checkpoint-v1"
+FILE_NAME = "checkpoint.safetensors"
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What a checkpoint restores: the state after ``len(reports)`` rounds."""
+
+    state: ServerState
+    client_buffers: dict[int, torch.Tensor]
+    reports: tuple[RoundReport, ...]
+
+
+def _pack(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """A JSON description of ``value``; its tensors are moved into ``tensors``."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return {"v": value}
+    if isinstance(value, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = value.detach().cpu().clone().contiguous()
+        return {"t": name}
+    if isinstance(value, tuple | list):
+        kind = "tuple" if isinstance(value, tuple) else "list"
+        return {kind: [_pack(item, tensors) for item in value]}
+    if isinstance(value, Mapping):
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, int | str):
+                raise TypeError(f"cannot checkpoint a mapping key of type {type(key).__name__}")
+            items.append([key, _pack(item, tensors)])
+        return {"dict": items}
+    raise TypeError(
+        f"cannot checkpoint a {type(value).__name__}: server state must be made of tensors, "
+        "numbers, strings, None, tuples, lists and dicts"
+    )
+
+
+def _unpack(node: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if "v" in node:
+        return node["v"]
+    if "t" in node:
+        return tensors[node["t"]]
+    if "tuple" in node:
+        return tuple(_unpack(item, tensors) for item in node["tuple"])
+    if "list" in node:
+        return [_unpack(item, tensors) for item in node["list"]]
+    if "dict" in node:
+        return {key: _unpack(item, tensors) for key, item in node["dict"]}
+    raise ValueError(f"unknown checkpoint node {sorted(node)}")
+
+
+class Checkpoints:
+    """The checkpoint of one run in ``directory``; ``fingerprint`` identifies the run
+    (its resolved config), so a checkpoint is never resumed by a different run."""
+
+    def __init__(self, directory: str | Path, *, fingerprint: str = ""):
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+        self.path = self.directory / FILE_NAME
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def save(
+        self,
+        state: ServerState,
+        client_buffers: Mapping[int, torch.Tensor],
+        reports: tuple[RoundReport, ...] | list[RoundReport],
+    ) -> Path:
+        """Atomically replace the checkpoint with the state after ``len(reports)`` rounds."""
+        tensors: dict[str, torch.Tensor] = {}
+        structure = {
+            "params": _pack(state.params, tensors),
+            "buffers": _pack(state.buffers, tensors),
+            "transform_state": _pack(state.transform_state, tensors),
+            "round": state.round,
+            "control": _pack(state.control, tensors),
+            "client_controls": _pack(dict(state.client_controls), tensors),
+            "aggregator_state": _pack(state.aggregator_state, tensors),
+            "client_buffers": _pack(dict(client_buffers), tensors),
+        }
+        header = {
+            "fingerprint": self.fingerprint,
+            "rounds_done": len(reports),
+            "state": structure,
+            "reports": [{"round": r.round, "metrics": r.metrics} for r in reports],
+        }
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        save_file(
+            tensors, str(temporary), metadata={"format": FORMAT, "header": json.dumps(header)}
+        )
+        with temporary.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(temporary, self.path)
+        directory_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)  # make the rename itself durable
+        finally:
+            os.close(directory_fd)
+        return self.path
+
+    def load(self) -> Resumed | None:
+        """The saved state, or ``None`` when there is no checkpoint yet."""
+        if not self.path.exists():
+            return None
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        except Exception as exc:  # safetensors raises its own error types
+            raise FedloomError(f"cannot read the checkpoint {self.path}: {exc}") from exc
+        if metadata.get("format") != FORMAT:
+            raise FedloomError(f"{self.path} is not a fedloom checkpoint ({FORMAT})")
+        header = json.loads(metadata["header"])
+        if self.fingerprint and header["fingerprint"] != self.fingerprint:
+            raise FedloomError(
+                f"the checkpoint in {self.directory} belongs to a different run (its config "
+                "differs from this one); use another run name or output folder, or delete the "
+                "checkpoint to start over"
+            )
+        s = header["state"]
+        state = ServerState(
+            params=_unpack(s["params"], tensors),
+            buffers=_unpack(s["buffers"], tensors),
+            transform_state=_unpack(s["transform_state"], tensors),
+            round=int(s["round"]),
+            control=_unpack(s["control"], tensors),
+            client_controls=_unpack(s["client_controls"], tensors),
+            aggregator_state=_unpack(s["aggregator_state"], tensors),
+        )
+        reports = tuple(RoundReport(r["round"], r["metrics"]) for r in header["reports"])
+        return Resumed(state, _unpack(s["client_buffers"], tensors), reports)
