@@ -111,12 +111,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a run config to networked clients: the same algorithm and round "
         "loop as `fedloom run`, with clients connecting over gRPC. TLS with client "
         "certificates by default (--certs DIR from `fedloom certs`); --tokens FILE (YAML "
-        "client-id: token) authenticates by bearer tokens instead.",
-        epilog=_CONFIG_HELP,
+        "client-id: token) authenticates by bearer tokens instead. The run directory gets "
+        "metrics.jsonl and a checkpoint after every round; after a crash, the same command "
+        "continues from the last completed round. Every option is also a config key "
+        "(deploy.*), e.g. --set deploy.min_fit_clients=8.",
+        epilog=_CONFIG_HELP
+        + "  Deploy keys: deploy.{address,certs,tokens,insecure,clients,round_timeout_s,\n"
+        "        min_fit_clients,retries,close_early,compress,max_message_mb}\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_arguments(server)
-    server.add_argument("--address", default="127.0.0.1:8443", help="host:port to listen on")
+    server.add_argument("--address", help="host:port to listen on (default 127.0.0.1:8443)")
     server.add_argument("--certs", metavar="DIR", help="folder with server.pem, server.key, ca.pem")
     server.add_argument("--tokens", metavar="FILE", help="YAML mapping client id -> token")
     server.add_argument(
@@ -126,20 +131,37 @@ def _parser() -> argparse.ArgumentParser:
         "--clients", metavar="ID,...", help="client ids in order (default client-0..K-1)"
     )
     server.add_argument(
-        "--round-timeout", type=float, default=60.0, metavar="S", help="round deadline"
+        "--round-timeout", type=float, metavar="S", help="round deadline in seconds (default 60)"
+    )
+    server.add_argument(
+        "--min-fit-clients",
+        type=int,
+        metavar="N",
+        help="valid updates a round needs; fewer by the deadline: wait --retries more "
+        "deadlines, then stop (default 1)",
+    )
+    server.add_argument(
+        "--name", help="run name: the run directory (default <dataset>-<algo>-server)"
+    )
+    server.add_argument(
+        "--runs-dir", metavar="DIR", help="where run directories go (default: runs)"
     )
 
     client = commands.add_parser(
         "client",
-        help="take part in a run as a (demo) client",
-        description="Connect to a fedloom server and train on this client's share of the "
-        "config's dataset (--index). Real clients call fedloom.net.client.run_client with "
-        "their own data.",
+        help="take part in a run as a client",
+        description="Connect to a fedloom server and train on this client's data: a share of "
+        "the config's dataset (--index, for demos) or your own data (--data-hook FILE.py:FUNC, "
+        "a function returning (x, y) tensors). The server's task says how to train; the "
+        "config gives the model architecture. Connection problems are retried with backoff.",
     )
     _add_config_arguments(client)
     client.add_argument("--server", required=True, metavar="HOST:PORT")
     client.add_argument("--client-id", required=True)
-    client.add_argument("--index", type=int, required=True, help="which share of the data")
+    client.add_argument("--index", type=int, help="which share of the config's dataset")
+    client.add_argument(
+        "--data-hook", metavar="FILE.py:FUNC", help="a function returning this client's (x, y)"
+    )
     client.add_argument(
         "--certs", metavar="DIR", help="folder with ca.pem and client-<id>.pem/.key"
     )
@@ -151,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
         default=600.0,
         metavar="S",
         help="stop after this long without a working connection (default 600)",
+    )
+    client.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait this long before each submission, like a slow device (demos)",
     )
 
     certs = commands.add_parser(
@@ -235,55 +264,55 @@ def _cmd_study(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _server_credentials(args: argparse.Namespace):
-    from pathlib import Path
-
-    from fedloom.net.tls import server_credentials
-
-    if args.insecure:
-        return None
-    if not args.certs:
-        raise FedloomError("TLS is on by default: pass --certs DIR (see `fedloom certs`)")
-    folder = Path(args.certs)
-    return server_credentials(
-        folder / "server.pem",
-        folder / "server.key",
-        folder / "ca.pem",
-        require_client_auth=not args.tokens,
-    )
-
-
 def _cmd_server(args: argparse.Namespace, console: Console) -> int:
     from pathlib import Path
 
-    import yaml
-
     from fedloom.config import build_federated
-    from fedloom.net.deploy import serve
-    from fedloom.net.server import Access
+    from fedloom.net.deploy import deploy_access, serve, server_credentials_for
+    from fedloom.net.server import RoundStarved
 
-    config = _load(args)
-    num_clients = build_federated(config).num_clients
-    clients = (
-        tuple(c.strip() for c in args.clients.split(","))
-        if args.clients
-        else tuple(f"client-{k}" for k in range(num_clients))
+    flags = {
+        "address": args.address,
+        "certs": args.certs,
+        "tokens": args.tokens,
+        "clients": f"[{args.clients}]" if args.clients else None,
+        "round_timeout_s": args.round_timeout,
+        "min_fit_clients": args.min_fit_clients,
+    }
+    extra = [f"deploy.{key}={value}" for key, value in flags.items() if value is not None]
+    if args.insecure:
+        extra.append("deploy.insecure=true")
+    if args.runs_dir:
+        extra.append(f"output.runs_dir={args.runs_dir}")
+    config = _load(args, extra)
+    data = build_federated(config)
+    run_dir = Path(config.output.runs_dir) / (
+        args.name or config.name or f"{config.data.dataset}-{config.algorithm.name}-server"
     )
-    tokens = {}
-    if args.tokens:
-        mapping = yaml.safe_load(Path(args.tokens).read_text()) or {}
-        tokens = {str(token): str(client) for client, token in mapping.items()}
-    access = Access(clients, tokens, trust_claimed_ids=args.insecure)
-    history = serve(
-        config,
-        address=args.address,
-        access=access,
-        credentials=_server_credentials(args),
-        round_timeout_s=args.round_timeout,
-        on_listening=lambda port: console.print(f"listening on port {port}"),
-    )
+    logging.getLogger("fedloom.server").setLevel(logging.INFO)
+    access = deploy_access(config.deploy, data.num_clients)
+    try:
+        history = serve(
+            config,
+            access=access,
+            credentials=server_credentials_for(config.deploy),
+            run_dir=run_dir,
+            console=console,
+            on_listening=lambda port: console.print(
+                f"fedloom server: {config.algorithm.name}, {config.rounds} rounds, "
+                f"{data.num_clients} clients; listening on port {port}; run directory {run_dir}"
+            ),
+        )
+    except RoundStarved as exc:
+        print(f"fedloom: stopped: {exc}", file=sys.stderr)
+        return 3
     final = history.reports[-1].metrics if history.reports else {}
-    console.print(f"run over: {len(history.reports)} rounds, {final}")
+    accuracy = final.get("test_accuracy")
+    console.print(
+        f"run over: {len(history.reports)} rounds"
+        + (f", test accuracy {accuracy:.4f}" if accuracy is not None else "")
+        + f"; model, metrics and checkpoint in {run_dir}/"
+    )
     return 0
 
 
@@ -300,11 +329,13 @@ def _cmd_client(args: argparse.Namespace, console: Console) -> int:
             raise FedloomError("TLS is on by default: pass --certs DIR (see `fedloom certs`)")
         folder = Path(args.certs)
         own = folder / f"client-{args.client_id}.pem"
+        use_own = own.exists() and not args.token
         credentials = channel_credentials(
             folder / "ca.pem",
-            own if own.exists() and not args.token else None,
-            folder / f"client-{args.client_id}.key" if own.exists() and not args.token else None,
+            own if use_own else None,
+            folder / f"client-{args.client_id}.key" if use_own else None,
         )
+    logging.getLogger("fedloom.client").setLevel(logging.INFO)
     rounds = run_demo_client(
         config,
         address=args.server,
@@ -312,7 +343,9 @@ def _cmd_client(args: argparse.Namespace, console: Console) -> int:
         index=args.index,
         credentials=credentials,
         token=args.token,
+        data_hook=args.data_hook,
         give_up_after_s=args.give_up_after,
+        delay_s=args.delay,
     )
     console.print(f"{args.client_id}: trained {rounds} rounds")
     return 0

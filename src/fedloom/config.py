@@ -7,6 +7,8 @@ Every invalid value produces one line naming the field and what is allowed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -422,6 +424,36 @@ class OutputConfig(_Section):
     save_model: bool = True
 
 
+class DeployConfig(_Section):
+    """How ``fedloom server`` serves the run to networked clients."""
+
+    address: str = Field(default="127.0.0.1:8443", description="host:port to listen on")
+    certs: str | None = Field(
+        default=None, description="folder with server.pem, server.key, ca.pem (fedloom certs)"
+    )
+    tokens: str | None = Field(
+        default=None, description="YAML file client-id: token; bearer tokens, no client certs"
+    )
+    insecure: bool = Field(default=False, description="plaintext, ids taken on trust: tests only")
+    clients: list[str] | None = Field(
+        default=None, description="client ids in population order (default client-0..K-1)"
+    )
+    round_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    min_fit_clients: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="valid updates a round needs before it is aggregated"
+    )
+    retries: Annotated[int, Field(ge=0)] = Field(
+        default=2, description="extra deadlines to wait when too few updates arrived, then stop"
+    )
+    close_early: bool = Field(
+        default=False, description="aggregate as soon as min_fit_clients valid updates arrived"
+    )
+    compress: bool = Field(default=False, description="zlib-compress tensors on the wire")
+    max_message_mb: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="gRPC message limit; default twice the model size plus 1 MB"
+    )
+
+
 class RunConfig(_Section):
     """A whole experiment. Every field has a default: ``RunConfig()`` is ``fedloom run``."""
 
@@ -440,6 +472,7 @@ class RunConfig(_Section):
     attack: AttackConfig = AttackConfig()
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
+    deploy: DeployConfig = DeployConfig()
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -479,6 +512,12 @@ class RunConfig(_Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the run's numbers (not where outputs go or how
+        it is served), so a checkpoint is resumed only by the same experiment."""
+        decisive = self.model_dump(mode="json", exclude={"name", "output", "deploy"})
+        return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 
 
 def _section_at(path: Iterable[Any]) -> type[BaseModel] | None:
@@ -623,6 +662,10 @@ def build_federated(config: RunConfig, dataset: Dataset | None = None) -> Federa
         holdout_fraction=config.data.holdout_fraction,
         seed=config.seed,
     )
+
+
+NUM_CLASSES = {"digits": 10, "mnist": 10, "synthetic": 10}
+"""Labels per dataset, for clients that bring their own data (the model's output size)."""
 
 
 def build_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:

@@ -82,8 +82,8 @@ def test_only_selected_clients_train_once_in_the_open_round(served):
         "bob": stub.SubmitUpdate(_update(4), metadata=_as("t-bob"), timeout=10),
         "old round": stub.SubmitUpdate(_update(3), metadata=_as("t-alice"), timeout=10),
     }
-    assert refused["bob"].reason == "client was not selected for round 4"
-    assert refused["old round"].reason == "round 3 is not open"
+    assert refused["bob"].reason == "client was not selected for round 5"
+    assert refused["old round"].reason == "round 4 is not open"
     bad = _update(4)
     bad.update.dtype = "object"
     assert (
@@ -92,7 +92,7 @@ def test_only_selected_clients_train_once_in_the_open_round(served):
     )
     assert stub.SubmitUpdate(_update(4), metadata=_as("t-alice"), timeout=10).accepted
     again = stub.SubmitUpdate(_update(4, (9.0, 9.0)), metadata=_as("t-alice"), timeout=10)
-    assert again.reason == "client already submitted for round 4"
+    assert again.reason == "client already submitted for round 5"
     results = board.close()
     assert list(results) == [0] and results[0].update.tolist() == [0.5, 0.5]
 

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
+from fedloom.client.objectives import Objective
+from fedloom.client.terms import ProximalTerm
 from fedloom.errors import FedloomError
 from fedloom.net.codec import decode_tensor, encode_tensor
 from fedloom.net.proto import fedloom_pb2 as pb
@@ -54,19 +56,22 @@ def run_client(
     module: nn.Module,
     credentials: grpc.ChannelCredentials | None = None,
     token: str | None = None,
-    program: ClientProgram | None = None,
     max_message_bytes: int = 256 * 1024**2,
     max_backoff_s: float = 5.0,
     give_up_after_s: float = 600.0,
+    delay_s: float = 0.0,
     on_round: Callable[[int], None] | None = None,
 ) -> int:
     """Take part in a run until the server says it is over; returns the rounds trained.
 
-    ``credentials`` are TLS channel credentials (:func:`fedloom.net.tls.channel_credentials`);
-    ``None`` means plaintext, which a TLS server refuses. ``token`` is sent as a bearer token.
+    The server's task says how to train (local settings, the algorithm's proximal term and
+    statistics, SCAFFOLD's correction), so a client needs only its data and the model's
+    architecture. ``credentials`` are TLS channel credentials
+    (:func:`fedloom.net.tls.channel_credentials`); ``None`` means plaintext, which a TLS
+    server refuses. ``token`` is sent as a bearer token. ``delay_s`` makes the client wait
+    that long before each submission, as a slow device would (demos and tests of deadlines).
     """
-    program = program or ClientProgram()
-    objective = make_objective(module, param_spec(module), buffer_spec(module), terms=program.terms)
+    objectives = _Objectives(module)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     options = [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -95,12 +100,15 @@ def run_client(
                     if task.kind == "wait":
                         time.sleep(max(task.retry_after_s, 0.05))
                         continue
-                    update = _train(task, x, y, objective, program, max_message_bytes)
+                    log.info("%s: training round %d", client_id, task.round + 1)
+                    update = _train(task, x, y, objectives, max_message_bytes)
                     update.client_id = client_id
+                    if delay_s > 0:
+                        time.sleep(delay_s)
                     ack = stub.SubmitUpdate(update, metadata=metadata, timeout=60)
                     if not ack.accepted:
-                        log.warning("%s: round %d update refused: %s", client_id, task.round,
-                                    ack.reason)  # fmt: skip
+                        log.warning("%s: round %d update refused: %s", client_id,
+                                    task.round + 1, ack.reason)  # fmt: skip
                     trained += 1
                     if on_round is not None:
                         on_round(int(task.round))
@@ -108,6 +116,12 @@ def run_client(
             code = exc.code() if hasattr(exc, "code") else None
             if code in FINAL:
                 raise FedloomError(f"{client_id}: the server refused us: {exc.details()}") from None
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise FedloomError(
+                    f"{client_id}: a message exceeded the gRPC size limit ({exc.details()}); "
+                    "raise deploy.max_message_mb on the server and max_message_bytes here, or "
+                    "turn on deploy.compress"
+                ) from None
             if time.monotonic() - last_contact > give_up_after_s:
                 raise FedloomError(
                     f"{client_id}: no working connection to {address} for {give_up_after_s:g} s: "
@@ -119,41 +133,81 @@ def run_client(
             backoff = min(backoff * 2, max_backoff_s)
 
 
+class _Objectives:
+    """The client's objective for each program the server sends (built once per program)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.params, self.buffers = param_spec(module), buffer_spec(module)
+        self._built: dict[float, Objective] = {}
+
+    def program(self, message: pb.Program) -> ClientProgram:
+        mu = float(message.proximal_mu)
+        terms = (ProximalTerm(mu),) if mu > 0 else ()
+        return ClientProgram(terms=terms, statistics=frozenset(message.statistics))
+
+    def objective(self, program: ClientProgram) -> Objective:
+        mu = program.proximal_mu
+        if mu not in self._built:
+            self._built[mu] = make_objective(
+                self.module, self.params, self.buffers, terms=program.terms
+            )
+        return self._built[mu]
+
+
 def _train(
     task: pb.Task,
     x: torch.Tensor,
     y: torch.Tensor,
-    objective,
-    program: ClientProgram,
+    objectives: _Objectives,
     max_bytes: int,
 ) -> pb.Update:
+    started = time.perf_counter()
     params = decode_tensor(task.params, max_bytes=max_bytes)
     buffers = decode_tensor(task.buffers, max_bytes=max_bytes)
+    if (params.numel(), buffers.numel()) != (
+        objectives.params.num_params,
+        objectives.buffers.num_params,
+    ):
+        raise FedloomError(
+            f"the server's model has {params.numel()} parameters and {buffers.numel()} buffer "
+            f"values, this client's {objectives.params.num_params} and {objectives.buffers.num_params}: "
+            "client and server must use the same model (model.name in the config)"
+        )
+    correction = (
+        decode_tensor(task.extras["correction"], max_bytes=max_bytes)
+        if "correction" in task.extras
+        else None
+    )
     plan = ClientPlan(
         client_id=0,
         round=int(task.round),
         seed=int(task.seed),
         epochs=int(task.epochs) or None,
         steps=int(task.steps) or None,
+        correction=correction,
     )
+    program = objectives.program(task.program)
     result = train_client(
         plan,
         x,
         y,
         params,
         buffers,
-        objective=objective,
+        objective=objectives.objective(program),
         settings=_settings(task.local),
         context=LocalContext(params),
         program=program,
     )
+    compress = task.update_compression == "zlib"
     return pb.Update(
         round=task.round,
-        update=encode_tensor(result.update),
-        buffers=encode_tensor(result.buffers),
+        update=encode_tensor(result.update, compress=compress),
+        buffers=encode_tensor(result.buffers, compress=compress),
         num_examples=result.num_examples,
         num_steps=result.num_steps,
         num_example_passes=result.num_example_passes,
         train_loss=result.train_loss,
         statistics=dict(result.statistics),
+        compute_s=time.perf_counter() - started,
     )

@@ -2,19 +2,31 @@
 
 The server builds the algorithm, the initial model and the evaluation from the same
 :class:`~fedloom.config.RunConfig` as a simulation, and runs the same round loop with a
-:class:`~fedloom.net.server.NetworkExecutor`. A demo client builds the same federated
-dataset and trains on its own share (``--index``); real clients pass their own tensors to
-:func:`fedloom.net.client.run_client`.
+:class:`~fedloom.net.server.NetworkExecutor`. The config's ``deploy`` section says how it
+is served (address, TLS, deadlines, ``min_fit_clients``). With a run directory the server
+writes ``metrics.jsonl``, a checkpoint after every round, and at the end the model and a
+summary; started again with the same command after a crash, it continues from the last
+completed round.
+
+A demo client builds the same federated dataset and trains on its own share (``index``);
+real clients bring their own data through a data hook (:func:`load_data_hook`) or call
+:func:`fedloom.net.client.run_client` with their tensors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib.util
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 import torch
+from rich.console import Console
 
 from fedloom.config import (
+    NUM_CLASSES,
+    DeployConfig,
     RunConfig,
     build_algorithm,
     build_federated,
@@ -23,29 +35,79 @@ from fedloom.config import (
     build_model,
     build_policy,
 )
-from fedloom.engine import Callback, Evaluator, History, run_rounds
+from fedloom.data import Dataset
+from fedloom.engine import Callback, Checkpoints, Evaluator, History, UpdatePolicy, run_rounds
+from fedloom.errors import ConfigError, FedloomError
 from fedloom.net.client import run_client
 from fedloom.net.server import Access, NetworkExecutor, RoundBoard, start_server
+from fedloom.net.status import StatusLine
 from fedloom.params import flatten_buffers, flatten_params
+from fedloom.report import MetricsFiles, save_model
 from fedloom.simulation import initial_module
 
-__all__ = ["run_demo_client", "serve"]
+__all__ = ["deploy_access", "load_data_hook", "run_demo_client", "serve", "server_credentials_for"]
+
+
+def deploy_access(deploy: DeployConfig, num_clients: int) -> Access:
+    """Who may take part: the configured client ids (or client-0..K-1) and their tokens."""
+    clients = tuple(deploy.clients or (f"client-{k}" for k in range(num_clients)))
+    if len(clients) != num_clients:
+        raise ConfigError(
+            f"deploy.clients: {len(clients)} ids given, but the data has {num_clients} clients"
+        )
+    tokens: dict[str, str] = {}
+    if deploy.tokens:
+        import yaml
+
+        mapping = yaml.safe_load(Path(deploy.tokens).read_text()) or {}
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"deploy.tokens: {deploy.tokens} must map client ids to tokens")
+        tokens = {str(token): str(client) for client, token in mapping.items()}
+    return Access(clients, tokens, trust_claimed_ids=deploy.insecure)
+
+
+def server_credentials_for(deploy: DeployConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from ``deploy.certs`` (client certificates required unless tokens
+    authenticate); ``None`` only with ``deploy.insecure``."""
+    from fedloom.net.tls import server_credentials
+
+    if deploy.insecure:
+        return None
+    if not deploy.certs:
+        raise ConfigError(
+            "deploy.certs: TLS is on by default; pass --certs DIR (make one with `fedloom "
+            "certs`), or deploy.insecure=true for a plaintext test setup"
+        )
+    folder = Path(deploy.certs)
+    return server_credentials(
+        folder / "server.pem",
+        folder / "server.key",
+        folder / "ca.pem",
+        require_client_auth=not deploy.tokens,
+    )
 
 
 def serve(
     config: RunConfig,
     *,
-    address: str,
     access: Access,
     credentials: grpc.ServerCredentials | None,
-    round_timeout_s: float = 60.0,
+    address: str | None = None,
+    run_dir: Path | None = None,
     callbacks: Sequence[Callback] = (),
-    on_listening=None,
+    console: Console | None = None,
+    on_listening: Callable[[int], None] | None = None,
 ) -> History:
-    """Run ``config`` with networked clients; returns the history when the run is over."""
+    """Run ``config`` with networked clients; returns the history when the run is over.
+
+    With ``run_dir`` the run writes its metrics and a checkpoint there after every round,
+    continues from that checkpoint when one exists, and saves the final model and summary.
+    Raises :class:`~fedloom.net.server.RoundStarved` when a round gets too few updates.
+    """
+    deploy = config.deploy
     data = build_federated(config)
     if len(access.clients) != data.num_clients:
-        raise ValueError(
+        raise ConfigError(
             f"the config has {data.num_clients} clients but {len(access.clients)} client ids "
             "were given"
         )
@@ -53,18 +115,51 @@ def serve(
     module = initial_module(build_model(config, data.dataset), seed=config.seed)
     settings = algorithm.local_training(build_local_training(config.client))
     params, buffers = flatten_params(module), flatten_buffers(module)
-    max_bytes = 4 * (params.numel() + buffers.numel()) + (1 << 20)
-    board = RoundBoard(access, settings, max_tensor_bytes=max_bytes)
+    model_bytes = 4 * (params.numel() + buffers.numel())
+    max_message = (
+        int(deploy.max_message_mb * 2**20) if deploy.max_message_mb else 2 * model_bytes + 2**20
+    )
+    policy = build_policy(config.server)
+    board = RoundBoard(
+        access,
+        settings,
+        max_tensor_bytes=model_bytes + 2**20,
+        policy=policy,
+        program=algorithm.client_program(),
+        compress=deploy.compress,
+    )
     server, port = start_server(
-        board, address, credentials=credentials, max_message_bytes=2 * max_bytes
+        board,
+        address or deploy.address,
+        credentials=credentials,
+        max_message_bytes=max_message,
     )
     if on_listening is not None:
         on_listening(port)
     evaluator = Evaluator(module, data)
+    observers = list(callbacks)
+    checkpoint = None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.to_yaml())
+        checkpoint = Checkpoints(run_dir, fingerprint=config.fingerprint())
+        observers.append(MetricsFiles(run_dir))
+    status = StatusLine(board, console) if console is not None else None
+    if status is not None:
+        observers.append(status)
+    needed = max(deploy.min_fit_clients, policy.min_updates, algorithm.aggregator.min_updates())
+    executor = NetworkExecutor(
+        board,
+        round_timeout_s=deploy.round_timeout_s,
+        min_fit_clients=needed,
+        retries=deploy.retries,
+        close_early=deploy.close_early,
+    )
+    finished = False
     try:
-        return run_rounds(
+        history = run_rounds(
             algorithm,
-            NetworkExecutor(board, round_timeout_s=round_timeout_s),
+            executor,
             num_clients=data.num_clients,
             params=params,
             buffers=buffers,
@@ -73,16 +168,59 @@ def serve(
             seed=config.seed,
             settings=settings,
             work=build_local_work(config.client),
-            policy=build_policy(config.server),
+            policy=UpdatePolicy(policy.max_norm, policy.max_examples, needed),
             local_buffers=config.model.buffers == "local",
             evaluate=lambda state, _: evaluator.global_metrics(state.params, state.buffers),
             eval_every=config.eval.every,
-            callbacks=callbacks,
+            callbacks=observers,
+            checkpoint=checkpoint,
         )
+        finished = True
     finally:
-        board.finish()
-        board.wait_farewell(timeout_s=10.0)
+        if status is not None:
+            status.close()
+        if finished:
+            board.finish()  # tell the clients the run is over (not when the server failed)
+            board.wait_farewell(timeout_s=10.0)
         server.stop(grace=2.0)
+    if run_dir is not None:
+        final = history.final_state
+        if config.output.save_model:
+            save_model(run_dir / "model.safetensors", module, final.params, final.buffers)
+        records = history.records()
+        summary = {**(records[-1] if records else {}), "num_params": final.params.numel()}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return history
+
+
+def load_data_hook(spec: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Call a user's data hook ``path/to/file.py:function`` (or ``package.module:function``).
+
+    The function takes no arguments and returns ``(x, y)``: the client's training inputs
+    (float tensor, one row per example, shaped as the model expects) and integer labels.
+    """
+    target, _, name = spec.rpartition(":")
+    if not target or not name:
+        raise ConfigError(f"--data-hook {spec!r}: expected FILE.py:FUNCTION or MODULE:FUNCTION")
+    if target.endswith(".py"):
+        location = importlib.util.spec_from_file_location("fedloom_user_data", target)
+        if location is None or location.loader is None or not Path(target).exists():
+            raise ConfigError(f"--data-hook: cannot load {target}")
+        module = importlib.util.module_from_spec(location)
+        location.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ConfigError(f"--data-hook: {target} has no function {name!r}")
+    x, y = function()
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64)
+    if x.shape[0] != y.shape[0] or y.ndim != 1:
+        raise FedloomError(
+            f"--data-hook {spec}: x has {x.shape[0]} rows but y has shape {tuple(y.shape)}; "
+            "return (x, y) with one label per row"
+        )
+    return x, y
 
 
 def run_demo_client(
@@ -90,17 +228,30 @@ def run_demo_client(
     *,
     address: str,
     client_id: str,
-    index: int,
+    index: int | None,
     credentials: grpc.ChannelCredentials | None,
     token: str | None = None,
+    data_hook: str | None = None,
     give_up_after_s: float = 600.0,
+    delay_s: float = 0.0,
 ) -> int:
-    """Train as client ``index`` of the config's federated dataset."""
-    data = build_federated(config)
-    algorithm = build_algorithm(config, data.num_clients)
+    """Train as client ``index`` of the config's federated dataset, or on the data that
+    ``data_hook`` returns; the config gives the model architecture."""
+    if (index is None) == (data_hook is None):
+        raise ConfigError("give exactly one of --index (a demo share) and --data-hook")
+    if data_hook is not None:
+        x, y = load_data_hook(data_hook)
+        dataset = Dataset(  # only its shapes matter: it tells the model its input and output
+            "own-data", x, y, x[:0], y[:0], num_classes=NUM_CLASSES[config.data.dataset]
+        )
+    else:
+        data = build_federated(config)
+        if not 0 <= index < data.num_clients:  # type: ignore[operator]
+            raise ConfigError(f"--index {index}: the config has {data.num_clients} clients")
+        x, y = data.client_data(index)  # type: ignore[arg-type]
+        dataset = data.dataset
     torch.manual_seed(0)  # the template's own weights are never used; keep it deterministic
-    module = build_model(config, data.dataset)()
-    x, y = data.client_data(index)
+    module = build_model(config, dataset)()
     return run_client(
         address,
         client_id=client_id,
@@ -109,6 +260,6 @@ def run_demo_client(
         module=module,
         credentials=credentials,
         token=token,
-        program=algorithm.client_program(),
         give_up_after_s=give_up_after_s,
+        delay_s=delay_s,
     )

@@ -27,14 +27,25 @@ from dataclasses import dataclass, field
 import grpc
 import torch
 
-from fedloom.client import LocalContext, LocalTraining
+from fedloom.client import ClientProgram, LocalContext, LocalTraining
+from fedloom.client.terms import ProximalTerm
+from fedloom.engine.validation import UpdatePolicy, check_update
+from fedloom.errors import FedloomError
 from fedloom.net.codec import WireError, decode_tensor, encode_tensor
 from fedloom.net.proto import fedloom_pb2 as pb
 from fedloom.net.proto import fedloom_pb2_grpc as rpc
 from fedloom.net.tls import peer_identity
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
-__all__ = ["Access", "FederationService", "NetworkExecutor", "RoundBoard", "start_server"]
+__all__ = [
+    "Access",
+    "BoardStatus",
+    "FederationService",
+    "NetworkExecutor",
+    "RoundBoard",
+    "RoundStarved",
+    "start_server",
+]
 
 log = logging.getLogger("fedloom.server")
 
@@ -62,39 +73,109 @@ class _Round:
     plans: dict[int, ClientPlan]
     params: pb.Tensor
     buffers: pb.Tensor
+    num_params: int
+    num_buffers: int
+    corrections: dict[int, pb.Tensor] = field(default_factory=dict)
     results: dict[int, ClientResult] = field(default_factory=dict)
+    rejections: dict[int, list[str]] = field(default_factory=dict)
+    handed_out: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class BoardStatus:
+    """What the operator sees: the open round and who is around."""
+
+    round: int | None
+    selected: int
+    received: int
+    rejected: int
+    connected: int
+    joined: int
+
+
+MAX_REJECTIONS_PER_ROUND = 3  # a client may resend a refused update, but not forever
+CONNECTED_WITHIN_S = 30.0  # a client seen this recently (or training now) counts as connected
 
 
 class RoundBoard:
-    """The state clients see: the open round, who is selected, what has arrived."""
+    """The state clients see: the open round, who is selected, what has arrived.
 
-    def __init__(self, access: Access, local: LocalTraining, *, max_tensor_bytes: int):
+    Every update is decoded and validated when it arrives
+    (:func:`fedloom.engine.validation.check_update`, the same checks as in simulation), so a
+    client learns at once why its update was refused, and only valid updates count toward
+    the round's ``min_fit_clients``. A refused client may resend (a few times) until one of
+    its updates is accepted; an accepted one is final.
+    """
+
+    def __init__(
+        self,
+        access: Access,
+        local: LocalTraining,
+        *,
+        max_tensor_bytes: int,
+        policy: UpdatePolicy | None = None,
+        program: ClientProgram | None = None,
+        compress: bool = False,
+    ):
+        program = program or ClientProgram()
+        custom = [t for t in program.terms if not isinstance(t, ProximalTerm)]
+        if custom:
+            raise FedloomError(
+                f"the algorithm's client objective has terms that cannot travel over the "
+                f"network ({', '.join(type(t).__name__ for t in custom)}); deployed clients "
+                "support the proximal term only"
+            )
         self.access = access
         self.local = local
         self.max_tensor_bytes = max_tensor_bytes
+        self.policy = policy or UpdatePolicy()
+        self.program = program
+        self.compress = compress
         self._lock = threading.Condition()
         self._round: _Round | None = None
+        self._last_closed = -1
         self._done = False
-        self.connected: set[str] = set()
+        self.joined: dict[str, int] = {}  # client id -> the example count it announced
+        self.last_seen: dict[str, float] = {}
         self._told_done: set[int] = set()
 
+    # -- the round loop's side -------------------------------------------------------------
+
     def open(
-        self, plans: Sequence[ClientPlan], params: torch.Tensor, buffers: torch.Tensor
+        self,
+        plans: Sequence[ClientPlan],
+        params: torch.Tensor,
+        buffers: torch.Tensor,
     ) -> None:
         with self._lock:
             self._round = _Round(
                 number=plans[0].round if plans else -1,
                 plans={p.client_id: p for p in plans},
-                params=encode_tensor(params),
-                buffers=encode_tensor(buffers),
+                params=encode_tensor(params, compress=self.compress),
+                buffers=encode_tensor(buffers, compress=self.compress),
+                num_params=params.numel(),
+                num_buffers=buffers.numel(),
+                corrections={
+                    p.client_id: encode_tensor(p.correction, compress=self.compress)
+                    for p in plans
+                    if p.correction is not None
+                },
             )
             self._lock.notify_all()
 
     def close(self) -> dict[int, ClientResult]:
+        """End the open round: its valid results; later submissions are refused as late."""
         with self._lock:
-            results = dict(self._round.results) if self._round else {}
-            self._round = None
-            return results
+            current, self._round = self._round, None
+            if current is None:
+                return {}
+            self._last_closed = current.number
+            return dict(current.results)
+
+    def rejections(self) -> dict[int, list[str]]:
+        """The open round's refused updates: client index -> reasons."""
+        with self._lock:
+            return {k: list(v) for k, v in self._round.rejections.items()} if self._round else {}
 
     def finish(self) -> None:
         with self._lock:
@@ -103,7 +184,7 @@ class RoundBoard:
             self._lock.notify_all()
 
     def wait_for(self, count: int, deadline: float) -> int:
-        """Block until ``count`` results arrived or the deadline; the number arrived."""
+        """Block until ``count`` valid results arrived or the deadline; the number arrived."""
         with self._lock:
             while True:
                 arrived = len(self._round.results) if self._round else 0
@@ -116,12 +197,47 @@ class RoundBoard:
         """After :meth:`finish`: give connected clients time to hear that the run is over."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            expected = {self.access.index(c) for c in self.connected}
+            expected = {self.access.index(c) for c in self._connected()}
             while not expected <= self._told_done and time.monotonic() < deadline:
                 self._lock.wait(timeout=0.2)
 
+    def status(self) -> BoardStatus:
+        with self._lock:
+            current = self._round
+            return BoardStatus(
+                round=current.number + 1 if current else None,
+                selected=len(current.plans) if current else 0,
+                received=len(current.results) if current else 0,
+                rejected=sum(map(len, current.rejections.values())) if current else 0,
+                connected=len(self._connected()),
+                joined=len(self.joined),
+            )
+
+    def _connected(self) -> set[str]:
+        now = time.monotonic()
+        training = (
+            {self.access.clients[i] for i in self._round.handed_out - set(self._round.results)}
+            if self._round
+            else set()
+        )
+        recent = {c for c, t in self.last_seen.items() if now - t < CONNECTED_WITHIN_S}
+        return recent | training
+
+    # -- the clients' side -----------------------------------------------------------------
+
+    def join(self, index: int, num_examples: int) -> None:
+        name = self.access.clients[index]
+        with self._lock:
+            if name not in self.joined:
+                log.info("client %s joined (%d examples)", name, num_examples)
+            elif name not in self._connected():
+                log.info("client %s rejoined", name)
+            self.joined[name] = num_examples
+            self.last_seen[name] = time.monotonic()
+
     def task_for(self, index: int) -> pb.Task:
         with self._lock:
+            self.last_seen[self.access.clients[index]] = time.monotonic()
             if self._done:
                 self._told_done.add(index)
                 self._lock.notify_all()
@@ -129,13 +245,18 @@ class RoundBoard:
             current = self._round
             if current is None or index not in current.plans or index in current.results:
                 return pb.Task(kind="wait", retry_after_s=0.2)
+            current.handed_out.add(index)
             plan = current.plans[index]
             local = self.local
+            extras = (
+                {"correction": current.corrections[index]} if index in current.corrections else {}
+            )
             return pb.Task(
                 kind="train",
                 round=current.number,
                 params=current.params,
                 buffers=current.buffers,
+                extras=extras,
                 seed=plan.seed,
                 epochs=plan.epochs or 0,
                 steps=plan.steps or 0,
@@ -147,35 +268,65 @@ class RoundBoard:
                     momentum=local.momentum,
                     weight_decay=local.weight_decay,
                 ),
+                program=pb.Program(
+                    proximal_mu=self.program.proximal_mu,
+                    statistics=sorted(self.program.statistics),
+                ),
+                update_compression="zlib" if self.compress else "",
             )
 
     def submit(self, index: int, update: pb.Update) -> str | None:
-        """Store an update; the reason it is refused, or ``None``."""
+        """Store a valid update; the reason it is refused, or ``None``."""
+        name = self.access.clients[index]
         with self._lock:
+            self.last_seen[name] = time.monotonic()
             current = self._round
             if current is None or update.round != current.number:
-                return f"round {update.round} is not open"
+                if update.round == self._last_closed:
+                    return f"late: round {update.round + 1} already closed"
+                return f"round {update.round + 1} is not open"
             if index not in current.plans:
-                return f"client was not selected for round {update.round}"
+                return f"client was not selected for round {update.round + 1}"
             if index in current.results:
-                return f"client already submitted for round {update.round}"
-            try:
-                delta = decode_tensor(update.update, max_bytes=self.max_tensor_bytes)
-                buffers = decode_tensor(update.buffers, max_bytes=self.max_tensor_bytes)
-            except WireError as exc:
-                return f"malformed update: {exc}"
-            current.results[index] = ClientResult(
-                client_id=index,
-                update=delta,
-                buffers=buffers,
-                num_examples=int(update.num_examples),
-                num_steps=int(update.num_steps),
-                num_example_passes=int(update.num_example_passes),
-                train_loss=float(update.train_loss),
-                statistics=dict(update.statistics),
-            )
+                return f"client already submitted for round {update.round + 1}"
+            refused = current.rejections.setdefault(index, [])
+            if len(refused) >= MAX_REJECTIONS_PER_ROUND:
+                return f"too many refused updates in round {update.round + 1}"
+            reason = self._check(index, update, current)
+            if isinstance(reason, str):
+                refused.append(reason)
+                return reason
+            current.results[index] = reason
             self._lock.notify_all()
             return None
+
+    def _check(self, index: int, update: pb.Update, current: _Round) -> ClientResult | str:
+        try:
+            delta = decode_tensor(update.update, max_bytes=self.max_tensor_bytes)
+            buffers = decode_tensor(update.buffers, max_bytes=self.max_tensor_bytes)
+        except WireError as exc:
+            return f"malformed update: {exc}"
+        result = ClientResult(
+            client_id=index,
+            update=delta,
+            buffers=buffers,
+            num_examples=int(update.num_examples),
+            num_steps=int(update.num_steps),
+            num_example_passes=int(update.num_example_passes),
+            train_loss=float(update.train_loss),
+            statistics=dict(update.statistics),
+        )
+        missing = sorted(set(self.program.statistics) - set(result.statistics))
+        if missing:
+            return f"missing statistics {missing}"
+        problem = check_update(
+            result,
+            num_params=current.num_params,
+            num_buffers=current.num_buffers,
+            policy=self.policy,
+            known_examples=self.joined.get(self.access.clients[index]),
+        )
+        return problem or result
 
 
 class FederationService(rpc.FederationServicer):
@@ -204,11 +355,8 @@ class FederationService(rpc.FederationServicer):
 
     def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:  # noqa: N802
         index = self._identify(context, request.client_id)
-        name = self.board.access.clients[index]
-        if name not in self.board.connected:
-            log.info("client %s joined", name)
-        self.board.connected.add(name)
-        return pb.JoinReply(message=f"welcome {name}", run_id="fedloom")
+        self.board.join(index, int(request.num_examples))
+        return pb.JoinReply(message=f"welcome {self.board.access.clients[index]}", run_id="fedloom")
 
     def GetTask(self, request: pb.TaskRequest, context: grpc.ServicerContext) -> pb.Task:  # noqa: N802
         return self.board.task_for(self._identify(context, request.client_id))
@@ -217,22 +365,50 @@ class FederationService(rpc.FederationServicer):
         index = self._identify(context, request.client_id)
         reason = self.board.submit(index, request)
         if reason is not None:
-            log.warning("rejected the update of %s: %s", self.board.access.clients[index], reason)
+            log.warning(
+                "rejected the update of %s for round %d: %s",
+                self.board.access.clients[index],
+                request.round + 1,
+                reason,
+            )
             return pb.Ack(accepted=False, reason=reason)
         return pb.Ack(accepted=True)
+
+
+class RoundStarved(FedloomError):
+    """Too few valid updates arrived in a round, even after the retries."""
 
 
 class NetworkExecutor:
     """The :class:`~fedloom.engine.Executor` whose clients are on the network.
 
-    ``fit`` opens the round and waits until every selected client submitted, or
-    ``round_timeout_s`` passed; clients that did not report are failures ("no update before
-    the deadline"), which the round loop leaves out of the average.
+    ``fit`` opens the round and waits for the selected clients until ``round_timeout_s``.
+    With ``close_early`` the round closes as soon as ``min_fit_clients`` valid updates
+    arrived (over-select clients to use it, as cross-device systems do); otherwise it waits
+    for every selected client or the deadline. Clients that crashed or lost their connection
+    simply do not report and become failures; updates that come after the round closed are
+    refused as late. When fewer than ``min_fit_clients`` valid updates arrived by the
+    deadline, the round waits ``retries`` more deadlines (clients that come back get their
+    task again), and then raises :class:`RoundStarved`: the server stops, and its checkpoint
+    keeps every completed round.
     """
 
-    def __init__(self, board: RoundBoard, *, round_timeout_s: float = 60.0):
+    def __init__(
+        self,
+        board: RoundBoard,
+        *,
+        round_timeout_s: float = 60.0,
+        min_fit_clients: int = 1,
+        retries: int = 0,
+        close_early: bool = False,
+    ):
+        if min_fit_clients < 1:
+            raise ValueError(f"min_fit_clients must be >= 1, got {min_fit_clients}")
         self.board = board
         self.round_timeout_s = round_timeout_s
+        self.min_fit_clients = min_fit_clients
+        self.retries = retries
+        self.close_early = close_early
 
     def fit(
         self,
@@ -242,14 +418,47 @@ class NetworkExecutor:
         context: LocalContext,
     ) -> list[ClientResult | ClientFailure]:
         global_buffers = next(iter(buffers.values())) if buffers else torch.zeros(0)
+        number = plans[0].round + 1 if plans else 0
         self.board.open(plans, params, global_buffers)
-        self.board.wait_for(len(plans), time.monotonic() + self.round_timeout_s)
-        arrived = self.board.close()
-        return [
-            arrived.get(p.client_id)
-            or ClientFailure(p.client_id, f"no update within {self.round_timeout_s:g} s")
-            for p in plans
-        ]
+        target = min(self.min_fit_clients, len(plans)) if self.close_early else len(plans)
+        needed = min(self.min_fit_clients, len(plans)) if plans else 0
+        arrived = 0
+        for attempt in range(self.retries + 1):
+            arrived = self.board.wait_for(target, time.monotonic() + self.round_timeout_s)
+            if arrived >= needed:
+                break
+            if attempt < self.retries:
+                log.warning(
+                    "round %d: %d of %d needed valid updates by the deadline; waiting another "
+                    "%g s (retry %d of %d)",
+                    number, arrived, needed, self.round_timeout_s, attempt + 1, self.retries,
+                )  # fmt: skip
+        rejected = self.board.rejections()
+        results = self.board.close()
+        if len(results) < needed:
+            status = self.board.status()
+            raise RoundStarved(
+                f"round {number}: {len(results)} valid update(s), {needed} needed "
+                f"(min_fit_clients), after {self.retries + 1} deadline(s) of "
+                f"{self.round_timeout_s:g} s; {status.connected} of {len(self.board.access.clients)}"
+                " clients connected. The server stops here; its checkpoint keeps every "
+                "completed round: start it again with the same command to continue"
+            )
+        outcomes: list[ClientResult | ClientFailure] = []
+        for plan in plans:
+            if plan.client_id in results:
+                outcomes.append(results[plan.client_id])
+                continue
+            name = self.board.access.clients[plan.client_id]
+            if plan.client_id in rejected:
+                reason = f"every update refused: {rejected[plan.client_id][-1]}"
+            else:
+                reason = (
+                    f"dropped out: no update within the round ({self.round_timeout_s:g} s deadline)"
+                )
+                log.info("round %d: client %s dropped out (no update)", number, name)
+            outcomes.append(ClientFailure(plan.client_id, reason))
+        return outcomes
 
 
 def start_server(

@@ -41,7 +41,7 @@ class TaskRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "round", "retry_after_s", "params", "buffers", "extras", "seed", "epochs", "steps", "message", "local")
+    __slots__ = ("kind", "round", "retry_after_s", "params", "buffers", "extras", "seed", "epochs", "steps", "message", "local", "program", "update_compression")
     class ExtrasEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,8 @@ class Task(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LOCAL_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     kind: str
     round: int
     retry_after_s: float
@@ -71,7 +73,17 @@ class Task(_message.Message):
     steps: int
     message: str
     local: LocalSettings
-    def __init__(self, kind: _Optional[str] = ..., round: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., params: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., extras: _Optional[_Mapping[str, Tensor]] = ..., seed: _Optional[int] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., message: _Optional[str] = ..., local: _Optional[_Union[LocalSettings, _Mapping]] = ...) -> None: ...
+    program: Program
+    update_compression: str
+    def __init__(self, kind: _Optional[str] = ..., round: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., params: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., extras: _Optional[_Mapping[str, Tensor]] = ..., seed: _Optional[int] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., message: _Optional[str] = ..., local: _Optional[_Union[LocalSettings, _Mapping]] = ..., program: _Optional[_Union[Program, _Mapping]] = ..., update_compression: _Optional[str] = ...) -> None: ...
+
+class Program(_message.Message):
+    __slots__ = ("proximal_mu", "statistics")
+    PROXIMAL_MU_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    proximal_mu: float
+    statistics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, proximal_mu: _Optional[float] = ..., statistics: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LocalSettings(_message.Message):
     __slots__ = ("epochs", "steps", "batch_size", "lr", "momentum", "weight_decay")
@@ -90,7 +102,7 @@ class LocalSettings(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ...) -> None: ...
 
 class Update(_message.Message):
-    __slots__ = ("client_id", "round", "update", "buffers", "num_examples", "num_steps", "num_example_passes", "train_loss", "statistics")
+    __slots__ = ("client_id", "round", "update", "buffers", "num_examples", "num_steps", "num_example_passes", "train_loss", "statistics", "compute_s")
     class StatisticsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +119,7 @@ class Update(_message.Message):
     NUM_EXAMPLE_PASSES_FIELD_NUMBER: _ClassVar[int]
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round: int
     update: Tensor
@@ -116,7 +129,8 @@ class Update(_message.Message):
     num_example_passes: int
     train_loss: float
     statistics: _containers.ScalarMap[str, float]
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., update: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., num_examples: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_example_passes: _Optional[int] = ..., train_loss: _Optional[float] = ..., statistics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    compute_s: float
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., update: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., num_examples: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_example_passes: _Optional[int] = ..., train_loss: _Optional[float] = ..., statistics: _Optional[_Mapping[str, float]] = ..., compute_s: _Optional[float] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("accepted", "reason")
