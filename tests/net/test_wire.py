@@ -1,0 +1,226 @@
+"""Updates over a real TLS gRPC server: bad ones are refused and logged and never touch the
+model; algorithms with client state (SCAFFOLD, FedNova) match their simulation."""
+
+import logging
+import threading
+import time
+
+import grpc
+import pytest
+import torch
+
+import fedloom as fl
+from fedloom.client import LocalContext
+from fedloom.config import (
+    RunConfig,
+    build_algorithm,
+    build_federated,
+    build_local_training,
+    build_model,
+)
+from fedloom.engine import Callback, plans_for_round
+from fedloom.net.certs import write_quickstart
+from fedloom.net.client import run_client
+from fedloom.net.codec import encode_tensor
+from fedloom.net.deploy import serve
+from fedloom.net.proto import fedloom_pb2 as pb
+from fedloom.net.proto import fedloom_pb2_grpc as rpc
+from fedloom.net.server import Access
+from fedloom.net.tls import channel_credentials, server_credentials
+from fedloom.params import flatten_buffers, flatten_params
+from fedloom.sim import SequentialExecutor
+from fedloom.simulation import initial_module
+
+
+class Rounds(Callback):
+    def __init__(self):
+        self.finished = threading.Event()
+
+    def on_round(self, report, state):
+        self.finished.set()
+
+
+def _serve(config, clients, certs, callbacks=()):
+    started, outcome = threading.Event(), {}
+
+    def target():
+        outcome["history"] = serve(
+            config,
+            address="127.0.0.1:0",
+            access=Access(tuple(clients)),
+            credentials=server_credentials(
+                certs / "server.pem", certs / "server.key", certs / "ca.pem"
+            ),
+            callbacks=callbacks,
+            on_listening=lambda port: (outcome.__setitem__("port", port), started.set()),
+        )
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    assert started.wait(60)
+    return thread, outcome
+
+
+def _client_thread(config, data, certs, client_id, index, port):
+    def target():
+        run_client(
+            f"127.0.0.1:{port}",
+            client_id=client_id,
+            x=data.client_data(index)[0],
+            y=data.client_data(index)[1],
+            module=build_model(config, data.dataset)(),
+            credentials=channel_credentials(
+                certs / "ca.pem",
+                certs / f"client-{client_id}.pem",
+                certs / f"client-{client_id}.key",
+            ),
+            give_up_after_s=60,
+        )
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def _update(round_, values, *, dtype=None):
+    message = pb.Update(
+        round=round_,
+        update=encode_tensor(values),
+        buffers=encode_tensor(torch.zeros(0)),
+        num_examples=10,
+        num_steps=3,
+        num_example_passes=30,
+        train_loss=1.0,
+    )
+    if dtype:
+        message.update.dtype = dtype
+    return message
+
+
+def test_malformed_oversized_nan_and_wrong_shape_updates_are_refused_and_logged(tmp_path, caplog):
+    write_quickstart(tmp_path, ["honest", "mallory"])
+    config = RunConfig.model_validate(
+        {
+            "seed": 5,
+            "rounds": 1,
+            "data": {"dataset": "digits", "num_clients": 2, "partition": "iid"},
+            "model": {"name": "digits_mlp"},
+            "client": {"steps": 3, "batch_size": 10, "lr": 0.05},
+            "server": {"fraction": 1.0},
+            "eval": {"clients": False},
+            "deploy": {"close_early": True, "min_fit_clients": 1, "max_message_mb": 0.1},
+        }
+    )
+    data = build_federated(config)
+    rounds = Rounds()
+    with caplog.at_level(logging.INFO, logger="fedloom"):
+        server, outcome = _serve(config, ["honest", "mallory"], tmp_path, callbacks=[rounds])
+        channel = grpc.secure_channel(
+            f"127.0.0.1:{outcome['port']}",
+            channel_credentials(tmp_path / "ca.pem", tmp_path / "client-mallory.pem",
+                                tmp_path / "client-mallory.key"),
+        )  # fmt: skip
+        stub = rpc.FederationStub(channel)
+        stub.Join(pb.JoinRequest(num_examples=10), timeout=10)
+        task = stub.GetTask(pb.TaskRequest(), timeout=10)
+        while task.kind != "train":
+            time.sleep(0.05)
+            task = stub.GetTask(pb.TaskRequest(), timeout=10)
+        size = task.params.ByteSize() // 4  # 4,810 parameters
+        with pytest.raises(grpc.RpcError) as too_big:
+            stub.SubmitUpdate(_update(0, torch.zeros(60_000)), timeout=10)  # 240 kB > 0.1 MB
+        assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in too_big.value.details()
+        reasons = [
+            stub.SubmitUpdate(update, timeout=10).reason
+            for update in (
+                _update(0, torch.zeros(4810), dtype="object"),
+                _update(0, torch.zeros(4811)),
+                _update(0, torch.full((4810,), float("nan"))),
+                _update(0, torch.zeros(4810)),  # valid, but after three refusals
+            )
+        ]
+        assert size >= 4810
+        assert reasons[0].startswith("malformed update: unknown dtype 'object'")
+        assert reasons[1] == "update has shape (4811,), expected (4810,)"
+        assert reasons[2] == "update has 4810 non-finite values (NaN or inf)"
+        assert reasons[3] == "too many refused updates in round 1"
+
+        honest = _client_thread(config, data, tmp_path, "honest", 0, outcome["port"])
+        assert rounds.finished.wait(60)  # closed early: its one valid update is enough
+        late = stub.SubmitUpdate(_update(0, torch.zeros(4810)), timeout=10)
+        assert late.reason == "late: round 1 already closed"
+        stub.GetTask(pb.TaskRequest(), timeout=10)  # hears "done"
+        channel.close()
+        server.join(timeout=60)
+        honest.join(timeout=60)
+
+    history = outcome["history"]
+    metrics = history.reports[0].metrics
+    assert (metrics["num_results"], metrics["num_failures"]) == (1.0, 1.0)
+    # the new model is the honest update alone: nothing of mallory's touched it
+    module = initial_module(build_model(config, data.dataset), seed=5)
+    params, buffers = flatten_params(module), flatten_buffers(module)
+    plan = next(p for p in plans_for_round(2, 1.0, seed=5, round=0) if p.client_id == 0)
+    settings = build_local_training(config.client)
+    (expected,) = SequentialExecutor(module, data, settings).fit(
+        [plan], params, {0: buffers}, LocalContext(params)
+    )
+    assert torch.allclose(history.final_state.params, params + expected.update, atol=1e-6)
+    refusals = [
+        r.getMessage() for r in caplog.records if "rejected the update of mallory" in r.getMessage()
+    ]
+    assert len(refusals) == 5  # four in the round, one late; each with its reason
+    assert any("non-finite" in r for r in refusals) and any("late" in r for r in refusals)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "compress"),
+    [
+        ({"name": "scaffold"}, True),
+        ({"name": "fednova"}, False),
+        ({"name": "fedprox", "mu": 0.5}, False),
+    ],
+    ids=["scaffold-compressed", "fednova", "fedprox"],
+)
+def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
+    tmp_path, algorithm, compress
+):
+    clients = [f"c{k}" for k in range(4)]
+    write_quickstart(tmp_path, clients)
+    config = RunConfig.model_validate(
+        {
+            "seed": 7,
+            "rounds": 3,
+            "algorithm": algorithm,
+            "data": {"dataset": "digits", "num_clients": 4, "partition": "dirichlet"},
+            "model": {"name": "digits_mlp"},
+            "client": {"epochs": 1, "batch_size": 20, "lr": 0.05, "momentum": 0.5},
+            "server": {"fraction": 0.5},
+            "eval": {"clients": False},
+            "deploy": {"compress": compress},
+        }
+    )
+    data = build_federated(config)
+    server, outcome = _serve(config, clients, tmp_path)
+    workers = [
+        _client_thread(config, data, tmp_path, c, k, outcome["port"]) for k, c in enumerate(clients)
+    ]
+    server.join(timeout=120)
+    for worker in workers:
+        worker.join(timeout=60)
+    simulated = fl.simulate(
+        build_algorithm(config, 4),
+        data,
+        build_model(config, data.dataset),
+        rounds=3,
+        fraction=0.5,
+        local=build_local_training(config.client),
+        seed=7,
+        engine="sequential",
+        eval_clients=False,
+    ).final_state
+    networked = outcome["history"].final_state
+    assert torch.allclose(networked.params, simulated.params, atol=1e-6, rtol=0)
+    if networked.control is not None:
+        assert torch.allclose(networked.control, simulated.control, atol=1e-6, rtol=0)
