@@ -224,3 +224,7 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
     assert torch.allclose(networked.params, simulated.params, atol=1e-6, rtol=0)
     if networked.control is not None:
         assert torch.allclose(networked.control, simulated.control, atol=1e-6, rtol=0)
+    if not compress:  # the measured payload: two clients, one 4,810-float model each way
+        first = outcome["history"].reports[0].metrics
+        for key in ("wire_bytes_down", "wire_bytes_up"):
+            assert 2 * 4 * 4810 < first[key] < 2 * 4 * 4810 + 1000, (key, first[key])

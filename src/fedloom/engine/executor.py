@@ -1,8 +1,11 @@
 """The Executor protocol: whatever trains a cohort and returns its results.
 
-Simulation executors call client code in memory; the network executor (later) gets the same
+Simulation executors call client code in memory; the network executor gets the same
 :class:`~fedloom.types.ClientResult` values from remote clients. The round loop cannot tell
 them apart.
+
+An executor may also define ``round_metrics() -> dict[str, float]``: measurements of the
+round it just ran (bytes on the wire, client compute time), merged into the round's report.
 """
 
 from __future__ import annotations

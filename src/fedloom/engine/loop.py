@@ -130,6 +130,7 @@ def run_rounds(
         start_buffers = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
         context = LocalContext(global_params=state.params)
         outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
+        measured = getattr(executor, "round_metrics", None)
         returned = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
         for failure in failures:
@@ -157,6 +158,8 @@ def run_rounds(
             "bytes_down": float(len(sampled) * values_per_model * BYTES_PER_VALUE),
             "bytes_up": float(len(returned) * values_per_model * BYTES_PER_VALUE),
         }
+        if measured is not None and plans:
+            metrics.update(measured())
         if len(results) >= needed:
             state = server_update(
                 algorithm,

@@ -162,7 +162,6 @@ def _train(
     objectives: _Objectives,
     max_bytes: int,
 ) -> pb.Update:
-    started = time.perf_counter()
     params = decode_tensor(task.params, max_bytes=max_bytes)
     buffers = decode_tensor(task.buffers, max_bytes=max_bytes)
     if (params.numel(), buffers.numel()) != (
@@ -188,6 +187,7 @@ def _train(
         correction=correction,
     )
     program = objectives.program(task.program)
+    started = time.perf_counter()
     result = train_client(
         plan,
         x,
@@ -199,6 +199,7 @@ def _train(
         context=LocalContext(params),
         program=program,
     )
+    compute_s = time.perf_counter() - started
     compress = task.update_compression == "zlib"
     return pb.Update(
         round=task.round,
@@ -209,5 +210,5 @@ def _train(
         num_example_passes=result.num_example_passes,
         train_loss=result.train_loss,
         statistics=dict(result.statistics),
-        compute_s=time.perf_counter() - started,
+        compute_s=compute_s,
     )

@@ -79,6 +79,9 @@ class _Round:
     results: dict[int, ClientResult] = field(default_factory=dict)
     rejections: dict[int, list[str]] = field(default_factory=dict)
     handed_out: set[int] = field(default_factory=set)
+    bytes_down: int = 0  # protobuf payload of the training tasks handed out
+    bytes_up: int = 0  # protobuf payload of every update received (refused ones too)
+    compute_s: dict[int, float] = field(default_factory=dict)  # as the clients report it
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ class RoundBoard:
         self.joined: dict[str, int] = {}  # client id -> the example count it announced
         self.last_seen: dict[str, float] = {}
         self._told_done: set[int] = set()
+        self.last_traffic: dict[str, float] = {}
 
     # -- the round loop's side -------------------------------------------------------------
 
@@ -170,6 +174,13 @@ class RoundBoard:
             if current is None:
                 return {}
             self._last_closed = current.number
+            compute = list(current.compute_s.values()) or [0.0]
+            self.last_traffic = {
+                "wire_bytes_down": float(current.bytes_down),
+                "wire_bytes_up": float(current.bytes_up),
+                "client_compute_s_max": max(compute),
+                "client_compute_s_sum": sum(compute),
+            }
             return dict(current.results)
 
     def rejections(self) -> dict[int, list[str]]:
@@ -251,7 +262,7 @@ class RoundBoard:
             extras = (
                 {"correction": current.corrections[index]} if index in current.corrections else {}
             )
-            return pb.Task(
+            task = pb.Task(
                 kind="train",
                 round=current.number,
                 params=current.params,
@@ -274,6 +285,8 @@ class RoundBoard:
                 ),
                 update_compression="zlib" if self.compress else "",
             )
+            current.bytes_down += task.ByteSize()
+            return task
 
     def submit(self, index: int, update: pb.Update) -> str | None:
         """Store a valid update; the reason it is refused, or ``None``."""
@@ -289,6 +302,7 @@ class RoundBoard:
                 return f"client was not selected for round {update.round + 1}"
             if index in current.results:
                 return f"client already submitted for round {update.round + 1}"
+            current.bytes_up += update.ByteSize()
             refused = current.rejections.setdefault(index, [])
             if len(refused) >= MAX_REJECTIONS_PER_ROUND:
                 return f"too many refused updates in round {update.round + 1}"
@@ -297,6 +311,7 @@ class RoundBoard:
                 refused.append(reason)
                 return reason
             current.results[index] = reason
+            current.compute_s[index] = float(update.compute_s)
             self._lock.notify_all()
             return None
 
@@ -409,6 +424,11 @@ class NetworkExecutor:
         self.min_fit_clients = min_fit_clients
         self.retries = retries
         self.close_early = close_early
+        self.last_round_metrics: dict[str, float] = {}
+
+    def round_metrics(self) -> dict[str, float]:
+        """The last round's protobuf payload bytes each way and the clients' compute time."""
+        return self.last_round_metrics
 
     def fit(
         self,
@@ -444,6 +464,7 @@ class NetworkExecutor:
                 " clients connected. The server stops here; its checkpoint keeps every "
                 "completed round: start it again with the same command to continue"
             )
+        self.last_round_metrics = dict(self.board.last_traffic)
         outcomes: list[ClientResult | ClientFailure] = []
         for plan in plans:
             if plan.client_id in results:
