@@ -15,7 +15,7 @@ ifneq ($(wildcard ../shared/data/mnist),)
 export FEDLOOM_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench bench-deploy install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ test: install lint
 
 bench: install
 	$(BIN)/python -m benchmarks.run_workloads
+
+bench-deploy: install
+	$(BIN)/python -m benchmarks.run_deploy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

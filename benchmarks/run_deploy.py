@@ -20,8 +20,8 @@ Reported per N:
   and HTTP/2 framing not included);
 - the server process's peak resident memory (``ru_maxrss`` from ``wait4``).
 
-Run: ``python -m benchmarks.run_deploy`` (needs MNIST: ``--data-root`` or $FEDLOOM_DATA;
-writes benchmarks/results/deploy.json).
+Run: ``make bench-deploy`` or ``python -m benchmarks.run_deploy`` (MNIST from ``--data-root``
+or $FEDLOOM_DATA, else downloaded; writes benchmarks/results/deploy.json).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class _RoundTimes(Callback):
         self.wall.append(report.metrics["wall_s"])
 
 
-def _config(num_clients: int, rounds: int, data_root: str) -> dict:
+def _config(num_clients: int, rounds: int, data_root: str | None) -> dict:
     return {
         "name": "d1",
         "seed": 0,
@@ -85,7 +85,7 @@ def _config(num_clients: int, rounds: int, data_root: str) -> dict:
     }  # fmt: skip
 
 
-def measure(num_clients: int, rounds: int, data_root: str, console: Console) -> dict:
+def measure(num_clients: int, rounds: int, data_root: str | None, console: Console) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -182,8 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=os.environ.get("FEDLOOM_DATA"))
     parser.add_argument("--out", default="benchmarks/results/deploy.json")
     args = parser.parse_args(argv)
-    if not args.data_root:
-        parser.error("MNIST is needed: pass --data-root DIR or set FEDLOOM_DATA")
     console = Console(width=140)
     results = [measure(n, args.rounds, args.data_root, console) for n in args.clients]
     payload = {
