@@ -41,16 +41,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-import fedloom as fl
 from benchmarks.run_workloads import machine
-from fedloom.config import (
-    RunConfig,
-    build_algorithm,
-    build_federated,
-    build_local_training,
-    build_model,
-)
+from fedloom.config import RunConfig
 from fedloom.engine import Callback
+from fedloom.experiment import simulate_config
 from fedloom.net.certs import write_quickstart
 
 HOSTS = 10
@@ -125,21 +119,10 @@ def measure(num_clients: int, rounds: int, data_root: str | None, console: Conso
         records = [json.loads(line) for line in lines]
 
     console.print(f"N = {num_clients}: the same run with the sequential engine, no network")
-    config = RunConfig.model_validate(_config(num_clients, rounds, data_root))
-    data = build_federated(config)
+    config = RunConfig.model_validate({**_config(num_clients, rounds, data_root),
+                                       "engine": "sequential"})  # fmt: skip
     times = _RoundTimes()
-    fl.simulate(
-        build_algorithm(config, num_clients),
-        data,
-        build_model(config, data.dataset),
-        rounds=rounds,
-        fraction=1.0,
-        local=build_local_training(config.client),
-        seed=0,
-        engine="sequential",
-        eval_clients=False,
-        callbacks=[times],
-    )
+    simulate_config(config, callbacks=[times])
     per_round = []
     for record, compute in zip(records, times.wall, strict=True):
         per_round.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from fedloom.config import (
     build_model,
     build_policy,
 )
-from fedloom.engine import Callback, History
+from fedloom.data import FederatedDataset
+from fedloom.engine import Callback, Checkpoints, History
 from fedloom.report import (
     MetricsFiles,
     ProgressBar,
@@ -35,7 +37,7 @@ from fedloom.report import (
 )
 from fedloom.simulation import initial_module, simulate
 
-__all__ = ["ExperimentOutcome", "run_experiment"]
+__all__ = ["ExperimentOutcome", "run_experiment", "simulate_config"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,42 @@ class ExperimentOutcome:
     run_dir: Path
     history: History
     elapsed_s: float
+
+
+def simulate_config(
+    config: RunConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    checkpoint: Checkpoints | None = None,
+    data: FederatedDataset | None = None,
+) -> History:
+    """Simulate ``config`` in this process and return its history; writes no files.
+
+    The same data, model, algorithm and seed as ``fedloom run`` and ``fedloom server``, so
+    a deployed run can be checked against its simulation. ``data`` skips rebuilding the
+    federated dataset when the caller already has it.
+    """
+    data = data or build_federated(config)
+    return simulate(
+        build_algorithm(config, data.num_clients),
+        data,
+        build_model(config, data.dataset),
+        rounds=config.rounds,
+        fraction=config.server.fraction,
+        local=build_local_training(config.client),
+        work=build_local_work(config.client),
+        attack=build_attack(config.attack),
+        policy=build_policy(config.server),
+        seed=config.seed,
+        buffers=config.model.buffers,
+        engine=config.engine,
+        workers=config.workers,
+        eval_every=config.eval.every,
+        eval_clients=config.eval.clients,
+        eval_train=config.eval.train,
+        callbacks=callbacks,
+        checkpoint=checkpoint,
+    )
 
 
 def run_experiment(
@@ -68,25 +106,7 @@ def run_experiment(
     callbacks: list[Callback] = [MetricsFiles(run_dir)]
     if show_progress:
         callbacks.append(ProgressBar(console))
-    history = simulate(
-        algorithm,
-        data,
-        module,
-        rounds=config.rounds,
-        fraction=config.server.fraction,
-        local=build_local_training(config.client),
-        work=build_local_work(config.client),
-        attack=build_attack(config.attack),
-        policy=build_policy(config.server),
-        seed=config.seed,
-        buffers=config.model.buffers,
-        engine=config.engine,
-        workers=config.workers,
-        eval_every=config.eval.every,
-        eval_clients=config.eval.clients,
-        eval_train=config.eval.train,
-        callbacks=callbacks,
-    )
+    history = simulate_config(config, callbacks=callbacks, data=data)
     elapsed = time.perf_counter() - started
     final = history.final_state
     if config.output.save_model:

@@ -2,94 +2,20 @@
 
 import json
 import logging
-import os
-import queue
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
 import torch
 import yaml
+from _harness import client_process, fedloom, free_port, serve_in_thread, simulated
 from safetensors.torch import load_file
 
 import fedloom as fl
-from fedloom.config import (
-    build_algorithm,
-    build_federated,
-    build_local_training,
-    build_model,
-    load_config,
-)
+from fedloom.config import load_config
 from fedloom.engine import Callback
 from fedloom.net.certs import write_quickstart
-from fedloom.net.deploy import serve
-from fedloom.net.server import Access
-from fedloom.net.tls import server_credentials
 from fedloom.params import flatten_params
-
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Output:
-    """A process's output lines, read in the background so the pipe never fills."""
-
-    def __init__(self, process):
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(process,), daemon=True).start()
-
-    def _pump(self, process):
-        with process.stdout:
-            for line in process.stdout:
-                self.lines.put(line)
-        self.closed = True
-
-    def wait_for(self, text, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"{text!r} not seen in {timeout} s; output: {''.join(self.seen)}")
-
-    def rest(self):
-        deadline = time.monotonic() + 10
-        while not getattr(self, "closed", False) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the process has exited: let the pump read its last lines
-        while not self.lines.empty():
-            self.seen.append(self.lines.get())
-        return "".join(self.seen)
-
-
-def _fedloom(*args):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fedloom.cli", *args],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return process, Output(process)
-
-
-def _client(config_path, certs, client_id, index, port, *extra):
-    return _fedloom(
-        "client", "--config", str(config_path), "--server", f"127.0.0.1:{port}",
-        "--client-id", client_id, "--index", str(index), "--certs", str(certs), *extra,
-    )  # fmt: skip
 
 
 class RoundDone(Callback):
@@ -125,32 +51,24 @@ def test_a_client_killed_mid_round_does_not_block_the_round_and_rejoins(tmp_path
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     config = load_config(config_path)
-    port = _free_port()
+    port = free_port()
     rounds = RoundDone()
-    outcome = {}
-
-    def target():
-        outcome["history"] = serve(
-            config,
-            address=f"127.0.0.1:{port}",
-            access=Access(tuple(clients)),
-            credentials=server_credentials(
-                certs / "server.pem", certs / "server.key", certs / "ca.pem"
-            ),
-            callbacks=[rounds],
-        )
-
     with caplog.at_level(logging.INFO, logger="fedloom"):
-        server = threading.Thread(target=target, daemon=True)
-        server.start()
-        steady = [_client(config_path, certs, c, k, port)[0] for k, c in enumerate(clients[:3])]
+        server, outcome = serve_in_thread(
+            config, clients, certs, address=f"127.0.0.1:{port}", callbacks=[rounds]
+        )
+        steady = [
+            client_process(config_path, certs, c, k, port)[0] for k, c in enumerate(clients[:3])
+        ]
         # a slow device: it takes its task, then dies while "training"
-        doomed, doomed_output = _client(config_path, certs, "client-3", 3, port, "--delay", "60")
+        doomed, doomed_output = client_process(
+            config_path, certs, "client-3", 3, port, "--delay", "60"
+        )
         doomed_output.wait_for("client-3: training round 1", timeout=120)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=30)
         rounds.wait(1, timeout=60)  # closed at the deadline with the three others
-        back, back_output = _client(config_path, certs, "client-3", 3, port)  # it comes back
+        back, back_output = client_process(config_path, certs, "client-3", 3, port)  # it comes back
         server.join(timeout=180)
         assert back.wait(timeout=120) == 0, back_output.rest()
         for process in steady:
@@ -182,16 +100,17 @@ def test_the_server_killed_after_round_2_resumes_and_ends_with_the_uninterrupted
     }
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(raw))
-    port = _free_port()
+    port = free_port()
     command = (
         "server", "--config", str(config_path), "--certs", str(certs),
         "--address", f"127.0.0.1:{port}", "--runs-dir", str(tmp_path / "runs"), "--name", "r",
     )  # fmt: skip
     run_dir = tmp_path / "runs" / "r"
-    server, server_output = _fedloom(*command)
+    server, server_output = fedloom(*command)
     # clients that wait a second before each submission keep every round over a second long
     workers = [
-        _client(config_path, certs, c, k, port, "--delay", "1")[0] for k, c in enumerate(clients)
+        client_process(config_path, certs, c, k, port, "--delay", "1")[0]
+        for k, c in enumerate(clients)
     ]
     server_output.wait_for("round 2/5:", timeout=180)
     server.send_signal(signal.SIGKILL)
@@ -203,7 +122,7 @@ def test_the_server_killed_after_round_2_resumes_and_ends_with_the_uninterrupted
     )
     assert header["rounds_done"] == 2  # killed after round 2, before round 3 ended
 
-    restarted, restarted_output = _fedloom(*command)  # the same command
+    restarted, restarted_output = fedloom(*command)  # the same command
     assert restarted.wait(timeout=300) == 0, restarted_output.rest()
     text = restarted_output.rest()
     assert "resumed from the checkpoint after round 2" in text and "run over: 5 rounds" in text
@@ -213,20 +132,9 @@ def test_the_server_killed_after_round_2_resumes_and_ends_with_the_uninterrupted
 
     # the uninterrupted run: the same config, simulated in one go
     config = load_config(config_path)
-    data = build_federated(config)
-    uninterrupted = fl.simulate(
-        build_algorithm(config, data.num_clients),
-        data,
-        build_model(config, data.dataset),
-        rounds=5,
-        fraction=0.75,
-        local=build_local_training(config.client),
-        seed=2,
-        engine="sequential",
-        eval_clients=False,
-    ).final_state.params
+    uninterrupted = simulated(config).params
     saved = load_file(str(run_dir / "model.safetensors"))
-    module = build_model(config, data.dataset)()
+    module = fl.models.digits_mlp()
     module.load_state_dict({k: v for k, v in saved.items()}, strict=True)
     assert torch.allclose(flatten_params(module), uninterrupted, atol=1e-6, rtol=0)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

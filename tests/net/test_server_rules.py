@@ -109,3 +109,21 @@ def test_a_revoked_client_process_stops_with_a_clear_error(served):
             credentials=channel_credentials(certs / "ca.pem"),
             token="t-eve",
         )
+
+
+def test_the_status_line_counts_connected_clients_updates_and_refusals():
+    from fedloom.net.status import status_text
+
+    access = Access(("alice", "bob", "eve"), TOKENS)
+    board = RoundBoard(access, LocalTraining(), max_tensor_bytes=1 << 16)
+    board.join(0, 3)
+    board.join(1, 3)
+    board.open([ClientPlan(0, 4, 11), ClientPlan(1, 4, 12)], torch.zeros(2), torch.zeros(0))
+    assert board.submit(0, _update(4)) is None
+    assert "non-finite" in board.submit(1, _update(4, (float("nan"), 0.0)))
+    line = status_text(board, rounds=10, done=4, accuracy=0.9, elapsed_s=3.2)
+    assert line == "round 5/10 | 2/3 clients connected | 1/2 updates (1 refused) | acc 0.900 | 3 s"
+    board.close()
+    assert status_text(board, rounds=10, done=5, accuracy=None, elapsed_s=4) == (
+        "round 6/10 | 2/3 clients connected | aggregating | 4 s"
+    )

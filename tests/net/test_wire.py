@@ -8,12 +8,11 @@ import time
 import grpc
 import pytest
 import torch
+from _harness import serve_in_thread, simulated
 
-import fedloom as fl
 from fedloom.client import LocalContext
 from fedloom.config import (
     RunConfig,
-    build_algorithm,
     build_federated,
     build_local_training,
     build_model,
@@ -22,11 +21,9 @@ from fedloom.engine import Callback, plans_for_round
 from fedloom.net.certs import write_quickstart
 from fedloom.net.client import run_client
 from fedloom.net.codec import encode_tensor
-from fedloom.net.deploy import serve
 from fedloom.net.proto import fedloom_pb2 as pb
 from fedloom.net.proto import fedloom_pb2_grpc as rpc
-from fedloom.net.server import Access
-from fedloom.net.tls import channel_credentials, server_credentials
+from fedloom.net.tls import channel_credentials
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.sim import SequentialExecutor
 from fedloom.simulation import initial_module
@@ -38,27 +35,6 @@ class Rounds(Callback):
 
     def on_round(self, report, state):
         self.finished.set()
-
-
-def _serve(config, clients, certs, callbacks=()):
-    started, outcome = threading.Event(), {}
-
-    def target():
-        outcome["history"] = serve(
-            config,
-            address="127.0.0.1:0",
-            access=Access(tuple(clients)),
-            credentials=server_credentials(
-                certs / "server.pem", certs / "server.key", certs / "ca.pem"
-            ),
-            callbacks=callbacks,
-            on_listening=lambda port: (outcome.__setitem__("port", port), started.set()),
-        )
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    assert started.wait(60)
-    return thread, outcome
 
 
 def _client_thread(config, data, certs, client_id, index, port):
@@ -114,7 +90,9 @@ def test_malformed_oversized_nan_and_wrong_shape_updates_are_refused_and_logged(
     data = build_federated(config)
     rounds = Rounds()
     with caplog.at_level(logging.INFO, logger="fedloom"):
-        server, outcome = _serve(config, ["honest", "mallory"], tmp_path, callbacks=[rounds])
+        server, outcome = serve_in_thread(
+            config, ["honest", "mallory"], tmp_path, callbacks=[rounds]
+        )
         channel = grpc.secure_channel(
             f"127.0.0.1:{outcome['port']}",
             channel_credentials(tmp_path / "ca.pem", tmp_path / "client-mallory.pem",
@@ -202,28 +180,18 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
         }
     )
     data = build_federated(config)
-    server, outcome = _serve(config, clients, tmp_path)
+    server, outcome = serve_in_thread(config, clients, tmp_path)
     workers = [
         _client_thread(config, data, tmp_path, c, k, outcome["port"]) for k, c in enumerate(clients)
     ]
     server.join(timeout=120)
     for worker in workers:
         worker.join(timeout=60)
-    simulated = fl.simulate(
-        build_algorithm(config, 4),
-        data,
-        build_model(config, data.dataset),
-        rounds=3,
-        fraction=0.5,
-        local=build_local_training(config.client),
-        seed=7,
-        engine="sequential",
-        eval_clients=False,
-    ).final_state
+    reference = simulated(config)
     networked = outcome["history"].final_state
-    assert torch.allclose(networked.params, simulated.params, atol=1e-6, rtol=0)
+    assert torch.allclose(networked.params, reference.params, atol=1e-6, rtol=0)
     if networked.control is not None:
-        assert torch.allclose(networked.control, simulated.control, atol=1e-6, rtol=0)
+        assert torch.allclose(networked.control, reference.control, atol=1e-6, rtol=0)
     if not compress:  # the measured payload: two clients, one 4,810-float model each way
         first = outcome["history"].reports[0].metrics
         for key in ("wire_bytes_down", "wire_bytes_up"):
