@@ -268,6 +268,7 @@ def _cmd_server(args: argparse.Namespace, console: Console) -> int:
     from pathlib import Path
 
     from fedloom.config import build_federated
+    from fedloom.engine import Checkpoints
     from fedloom.net.deploy import deploy_access, serve, server_credentials_for
     from fedloom.net.server import RoundStarved
 
@@ -289,6 +290,13 @@ def _cmd_server(args: argparse.Namespace, console: Console) -> int:
     run_dir = Path(config.output.runs_dir) / (
         args.name or config.name or f"{config.data.dataset}-{config.algorithm.name}-server"
     )
+    done = Checkpoints(run_dir, fingerprint=config.fingerprint()).load()
+    if done is not None and len(done.reports) >= config.rounds:
+        console.print(
+            f"the run in {run_dir}/ is already complete ({len(done.reports)} rounds); give "
+            "another --name (or delete that folder) to start a new one"
+        )
+        return 0
     logging.getLogger("fedloom.server").setLevel(logging.INFO)
     access = deploy_access(config.deploy, data.num_clients)
     try:

@@ -139,3 +139,7 @@ def test_the_server_killed_after_round_2_resumes_and_ends_with_the_uninterrupted
     assert torch.allclose(flatten_params(module), uninterrupted, atol=1e-6, rtol=0)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [1, 2, 3, 4, 5]
+    # the same command once more: nothing to do, and it says so instead of waiting for clients
+    again, again_output = fedloom(*command)
+    assert again.wait(timeout=120) == 0
+    assert "is already complete (5 rounds)" in again_output.rest()

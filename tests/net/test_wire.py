@@ -196,3 +196,39 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
         first = outcome["history"].reports[0].metrics
         for key in ("wire_bytes_down", "wire_bytes_up"):
             assert 2 * 4 * 4810 < first[key] < 2 * 4 * 4810 + 1000, (key, first[key])
+
+
+def test_a_round_short_of_min_fit_clients_waits_another_deadline_for_a_late_client(
+    tmp_path, caplog
+):
+    clients = ["early", "late"]
+    write_quickstart(tmp_path, clients)
+    config = RunConfig.model_validate(
+        {
+            "seed": 3,
+            "rounds": 1,
+            "data": {"dataset": "digits", "num_clients": 2, "partition": "iid"},
+            "model": {"name": "digits_mlp"},
+            "client": {"steps": 2, "batch_size": 10, "lr": 0.05},
+            "server": {"fraction": 1.0},
+            "eval": {"clients": False},
+            "deploy": {"round_timeout_s": 2, "min_fit_clients": 2, "retries": 5},
+        }
+    )
+    data = build_federated(config)
+    with caplog.at_level(logging.WARNING, logger="fedloom"):
+        server, outcome = serve_in_thread(config, clients, tmp_path)
+        early = _client_thread(config, data, tmp_path, "early", 0, outcome["port"])
+        time.sleep(3)  # past the first deadline
+        late = _client_thread(config, data, tmp_path, "late", 1, outcome["port"])
+        server.join(timeout=60)
+        early.join(timeout=30)
+        late.join(timeout=30)
+    metrics = outcome["history"].reports[0].metrics
+    assert metrics["num_results"] == 2.0  # both, thanks to the extra deadline
+    assert (
+        "round 1: 1 of 2 needed valid updates by the deadline; waiting another 2 s" in caplog.text
+    )
+    assert torch.allclose(
+        outcome["history"].final_state.params, simulated(config).params, atol=1e-6
+    )
