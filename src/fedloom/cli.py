@@ -108,13 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     server = commands.add_parser(
         "server",
         help="run a config with networked clients (gRPC, TLS)",
-        description="Serve a run config to networked clients: the same algorithm and round "
-        "loop as `fedloom run`, with clients connecting over gRPC. TLS with client "
-        "certificates by default (--certs DIR from `fedloom certs`); --tokens FILE (YAML "
-        "client-id: token) authenticates by bearer tokens instead. The run directory gets "
-        "metrics.jsonl and a checkpoint after every round; after a crash, the same command "
-        "continues from the last completed round. Every option is also a config key "
-        "(deploy.*), e.g. --set deploy.min_fit_clients=8.",
+        description="Serve a run config to networked clients: the same algorithm and round\n"
+        "loop as `fedloom run`, with clients connecting over gRPC. TLS with client\n"
+        "certificates by default (--certs DIR from `fedloom certs`); --tokens FILE (YAML\n"
+        "client-id: token) authenticates by bearer tokens instead. The run directory gets\n"
+        "metrics.jsonl and a checkpoint after every round; after a crash, the same command\n"
+        "continues from the last completed round. Every option is also a config key\n"
+        "(deploy.*), e.g. --set deploy.min_fit_clients=8 --set deploy.close_early=true.",
         epilog=_CONFIG_HELP
         + "  Deploy keys: deploy.{address,certs,tokens,insecure,clients,round_timeout_s,\n"
         "        min_fit_clients,retries,close_early,compress,max_message_mb}\n",
@@ -137,8 +137,8 @@ def _parser() -> argparse.ArgumentParser:
         "--min-fit-clients",
         type=int,
         metavar="N",
-        help="valid updates a round needs; fewer by the deadline: wait --retries more "
-        "deadlines, then stop (default 1)",
+        help="valid updates a round needs; fewer by the deadline: wait deploy.retries more "
+        "deadlines (default 2), then stop with exit code 3 (default 1)",
     )
     server.add_argument(
         "--name", help="run name: the run directory (default <dataset>-<algo>-server)"
@@ -297,6 +297,11 @@ def _cmd_server(args: argparse.Namespace, console: Console) -> int:
             "another --name (or delete that folder) to start a new one"
         )
         return 0
+    if console.is_terminal:  # log lines print above the live status line, not through it
+        from rich.logging import RichHandler
+
+        root = logging.getLogger()
+        root.handlers = [RichHandler(console=console, show_path=False, show_time=False)]
     logging.getLogger("fedloom.server").setLevel(logging.INFO)
     access = deploy_access(config.deploy, data.num_clients)
     try:
