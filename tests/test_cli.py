@@ -127,3 +127,24 @@ def test_missing_mnist_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert code == 1
     err = capsys.readouterr().err
     assert "train-images-idx3-ubyte.gz" in err and str(tmp_path / "mnist") in err
+
+
+def test_resume_extends_a_finished_run_to_the_model_of_a_longer_one(tmp_path):
+    from safetensors.torch import load_file
+
+    settings = ("model.name=digits_mlp", "output.plots=false", "engine=sequential")
+    sets = [arg for s in settings for arg in ("--set", s)]
+    base = ["run", "--no-progress", "--runs-dir", str(tmp_path)]
+    assert main([*base, "--name", "long", "--set", "rounds=4", *sets]) == 0
+    assert main([*base, "--name", "short", "--set", "rounds=2", *sets]) == 0
+    assert main(["run", "--no-progress", "--resume", str(tmp_path / "short"),
+                 "--set", "rounds=4"]) == 0  # fmt: skip
+    extended = load_file(str(tmp_path / "short" / "model.safetensors"))
+    straight = load_file(str(tmp_path / "long" / "model.safetensors"))
+    assert all((extended[k] == straight[k]).all() for k in straight)  # bit for bit
+    lines = (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [1, 2, 3, 4]
+    # another experiment's checkpoint is refused, naming the problem
+    assert main(["run", "--no-progress", "--resume", str(tmp_path / "short"),
+                 "--set", "client.lr=0.5"]) == 1  # fmt: skip
+    assert main(["run", "--resume", str(tmp_path / "nowhere")]) == 1

@@ -27,7 +27,7 @@ configuration:
         model.{name,buffers}, client.{epochs,steps,batch_size,lr,momentum,weight_decay,
         heterogeneity.{low,high},stragglers.{fraction,policy}},
         server.{fraction,lr,weighting}, algorithm.{name,<its parameters>},
-        eval.{every,clients,train}, output.{runs_dir,plots,save_model}
+        eval.{every,clients,train}, output.{runs_dir,plots,save_model,checkpoint}
   Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural.
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),
@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         "--engine",
         choices=("auto", "sequential", "vectorized", "process", "ray"),
         help="simulation engine (default auto: vectorized where the model allows it)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its checkpoint, with its config.yaml (--set "
+        "rounds=N extends a finished run)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
@@ -235,11 +241,22 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         extra.append(f"output.runs_dir={args.runs_dir}")
     if args.engine:
         extra.append(f"engine={args.engine}")
+    resume = None
+    if args.resume:
+        from pathlib import Path
+
+        resume = Path(args.resume)
+        if args.config or not (resume / "checkpoint.safetensors").exists():
+            raise FedloomError(
+                f"--resume {resume}: expected a run directory with config.yaml and "
+                "checkpoint.safetensors, and no --config (the run's own config is used)"
+            )
+        args.config = str(resume / "config.yaml")
     config = _load(args, extra)
     if args.print_config:
         console.print(config.to_yaml(), markup=False, highlight=False)
         return 0
-    run_experiment(config, console=console, show_progress=not args.no_progress)
+    run_experiment(config, console=console, show_progress=not args.no_progress, resume=resume)
     return 0
 
 

@@ -422,6 +422,9 @@ class OutputConfig(_Section):
     runs_dir: str = "runs"
     plots: bool = True
     save_model: bool = True
+    checkpoint: bool = Field(
+        default=True, description="checkpoint.safetensors after every round, for --resume"
+    )
 
 
 class DeployConfig(_Section):
@@ -514,9 +517,13 @@ class RunConfig(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def fingerprint(self) -> str:
-        """A hash of everything that decides the run's numbers (not where outputs go or how
-        it is served), so a checkpoint is resumed only by the same experiment."""
-        decisive = self.model_dump(mode="json", exclude={"name", "output", "deploy"})
+        """A hash of everything that decides the run's numbers, so a checkpoint is resumed
+        only by the same experiment. Left out: where outputs go, how the run is served, the
+        engine (engines agree to float rounding), and the number of rounds, so a finished
+        run can be extended (a round depends only on the seed and its own number)."""
+        decisive = self.model_dump(
+            mode="json", exclude={"name", "output", "deploy", "rounds", "engine", "workers"}
+        )
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 
 

@@ -84,20 +84,34 @@ def simulate_config(
 
 
 def run_experiment(
-    config: RunConfig, *, console: Console | None = None, show_progress: bool = True
+    config: RunConfig,
+    *,
+    console: Console | None = None,
+    show_progress: bool = True,
+    resume: Path | None = None,
 ) -> ExperimentOutcome:
-    """Run ``config`` end to end and write its run directory."""
+    """Run ``config`` end to end and write its run directory.
+
+    With ``resume``, continue the run in that directory from its checkpoint (``config`` is
+    its ``config.yaml``, possibly with more rounds) instead of starting a new directory.
+    """
     console = console or Console(stderr=True, quiet=not show_progress)
     started = time.perf_counter()
     data = build_federated(config)
     algorithm = build_algorithm(config, data.num_clients)
     module = initial_module(build_model(config, data.dataset), seed=config.seed)
-    run_dir = create_run_dir(
-        config.output.runs_dir,
-        config.name,
-        default_stem=f"{config.data.dataset}-{algorithm.name}",
-    )
+    if resume is not None:
+        run_dir = resume
+    else:
+        run_dir = create_run_dir(
+            config.output.runs_dir,
+            config.name,
+            default_stem=f"{config.data.dataset}-{algorithm.name}",
+        )
     (run_dir / "config.yaml").write_text(config.to_yaml())
+    checkpoint = (
+        Checkpoints(run_dir, fingerprint=config.fingerprint()) if config.output.checkpoint else None
+    )
     console.print(
         f"[bold]fedloom[/] {algorithm.name} on {data.dataset.name}: {data.num_clients} clients "
         f"({config.data.partition.kind}), {config.rounds} rounds, C = {config.server.fraction}, "
@@ -106,7 +120,7 @@ def run_experiment(
     callbacks: list[Callback] = [MetricsFiles(run_dir)]
     if show_progress:
         callbacks.append(ProgressBar(console))
-    history = simulate_config(config, callbacks=callbacks, data=data)
+    history = simulate_config(config, callbacks=callbacks, data=data, checkpoint=checkpoint)
     elapsed = time.perf_counter() - started
     final = history.final_state
     if config.output.save_model:
