@@ -111,12 +111,11 @@ def run_rounds(
     state = server_init(algorithm, params, buffers)
     client_buffers: dict[int, torch.Tensor] = {}
     reports: list[RoundReport] = []
-    resumed = checkpoint.load() if checkpoint is not None else None
-    if resumed is not None:
+    if checkpoint is not None and (resumed := checkpoint.load()) is not None:
         state, client_buffers, reports = (
             resumed.state, dict(resumed.client_buffers), list(resumed.reports)
         )  # fmt: skip
-        log.info("resuming after round %d from %s", len(reports), checkpoint.path)  # type: ignore[union-attr]
+        log.info("resuming after round %d from %s", len(reports), checkpoint.path)
     for callback in callbacks:
         callback.on_start(rounds, state)
         if reports:
@@ -130,7 +129,6 @@ def run_rounds(
         start_buffers = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
         context = LocalContext(global_params=state.params)
         outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
-        measured = getattr(executor, "round_metrics", None)
         returned = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
         for failure in failures:
@@ -158,6 +156,7 @@ def run_rounds(
             "bytes_down": float(len(sampled) * values_per_model * BYTES_PER_VALUE),
             "bytes_up": float(len(returned) * values_per_model * BYTES_PER_VALUE),
         }
+        measured = getattr(executor, "round_metrics", None)
         if measured is not None and plans:
             metrics.update(measured())
         if len(results) >= needed:

@@ -424,11 +424,10 @@ class NetworkExecutor:
         self.min_fit_clients = min_fit_clients
         self.retries = retries
         self.close_early = close_early
-        self.last_round_metrics: dict[str, float] = {}
 
     def round_metrics(self) -> dict[str, float]:
         """The last round's protobuf payload bytes each way and the clients' compute time."""
-        return self.last_round_metrics
+        return dict(self.board.last_traffic)
 
     def fit(
         self,
@@ -440,8 +439,8 @@ class NetworkExecutor:
         global_buffers = next(iter(buffers.values())) if buffers else torch.zeros(0)
         number = plans[0].round + 1 if plans else 0
         self.board.open(plans, params, global_buffers)
-        target = min(self.min_fit_clients, len(plans)) if self.close_early else len(plans)
-        needed = min(self.min_fit_clients, len(plans)) if plans else 0
+        needed = min(self.min_fit_clients, len(plans))
+        target = needed if self.close_early else len(plans)
         arrived = 0
         for attempt in range(self.retries + 1):
             arrived = self.board.wait_for(target, time.monotonic() + self.round_timeout_s)
@@ -464,7 +463,6 @@ class NetworkExecutor:
                 " clients connected. The server stops here; its checkpoint keeps every "
                 "completed round: start it again with the same command to continue"
             )
-        self.last_round_metrics = dict(self.board.last_traffic)
         outcomes: list[ClientResult | ClientFailure] = []
         for plan in plans:
             if plan.client_id in results:
