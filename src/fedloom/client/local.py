@@ -5,9 +5,7 @@ The round loop never sees an optimizer object: client state is an explicit
 way, the same step runs for one client (sequential engine) or a stacked cohort (``vmap``), and
 local objectives compose (see :mod:`fedloom.client.objectives`).
 
-The optimizer is SGD with optional momentum and weight decay, with exactly the semantics of
-``torch.optim.SGD`` (dampening 0, no Nesterov): ``g = grad + wd * w``, ``v = mu * v + g``,
-``w = w - lr * v``.
+The optimizer step itself is :func:`fedloom.client.optim.sgd_step`, shared by every engine.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from fedloom.client.objectives import LocalContext, Objective
+from fedloom.client.optim import accumulate_gradient_moments, sgd_step
 from fedloom.types import ClientResult
 
 __all__ = [
@@ -142,18 +141,18 @@ def local_step(
     grad, loss = objective.grad_and_value(state.params, buffers, x, y, context)
     grad_sum, grad_sq_sum = state.grad_sum, state.grad_sq_sum
     if grad_sum is not None and grad_sq_sum is not None:
-        grad_sum = grad_sum + grad.double()
-        grad_sq_sum = grad_sq_sum + grad.double().pow(2).sum()
-    if correction is not None:
-        grad = grad + correction
-    if settings.weight_decay:
-        grad = grad.add(state.params, alpha=settings.weight_decay)
-    velocity = state.velocity
-    if velocity is not None:
-        velocity = velocity.mul(settings.momentum).add_(grad)
-        grad = velocity
+        grad_sum, grad_sq_sum = accumulate_gradient_moments(grad_sum, grad_sq_sum, grad)
+    params, velocity = sgd_step(
+        state.params,
+        grad,
+        state.velocity,
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        correction=correction,
+    )
     return LocalState(
-        params=state.params.add(grad, alpha=-settings.lr),
+        params=params,
         buffers=buffers,
         velocity=velocity,
         num_steps=state.num_steps + 1,

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, work_norm
+from fedloom.client.optim import sgd_step
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
 __all__ = ["QuadraticExecutor"]
@@ -86,14 +87,19 @@ class QuadraticExecutor:
             default = self.client_steps[k] if self.client_steps else None
             steps = plan.steps or plan.epochs or default or settings.steps or settings.epochs
             w = params.double().clone()
-            velocity = torch.zeros_like(w)
+            velocity = torch.zeros_like(w) if settings.momentum else None
+            correction = None if plan.correction is None else plan.correction.double()
             for _ in range(steps):
                 grad = a * (w - b) + mu * (w - params.double())
-                if plan.correction is not None:
-                    grad = grad + plan.correction.double()
-                grad = grad + settings.weight_decay * w
-                velocity = velocity * settings.momentum + grad
-                w = w - settings.lr * velocity
+                w, velocity = sgd_step(
+                    w,
+                    grad,
+                    velocity,
+                    lr=settings.lr,
+                    momentum=settings.momentum,
+                    weight_decay=settings.weight_decay,
+                    correction=correction,
+                )
             statistics: dict[str, float] = {}
             if "initial_loss" in self.program.statistics:
                 statistics["initial_loss"] = self.loss(k, params)
