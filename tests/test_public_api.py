@@ -8,6 +8,7 @@ def test_public_api_is_pinned():
             "Callback",
             "ConfigError",
             "DataError",
+            "Dataset",
             "FederatedDataset",
             "FedloomError",
             "History",
@@ -35,6 +36,8 @@ def test_public_api_is_pinned():
             "run_experiment",
             "scaffold",
             "simulate",
+            "Task",
+            "tasks",
         ]
     )
     for name in fedloom.__all__:
@@ -46,7 +49,7 @@ def test_core_does_not_import_runtimes():
     import pathlib
 
     root = pathlib.Path(fedloom.__file__).parent
-    for folder in ("data", "client", "aggregate", "algorithms", "engine"):
+    for folder in ("data", "client", "aggregate", "algorithms", "engine", "tasks"):
         for path in (root / folder).glob("*.py"):
             text = path.read_text()
             assert "fedloom.sim" not in text and "fedloom.net" not in text, path

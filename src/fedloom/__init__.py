@@ -6,7 +6,7 @@ The public surface is small and curated; everything else lives in subpackages
 
 __version__ = "0.1.0"
 
-from fedloom import data, models  # noqa: E402
+from fedloom import data, models, tasks  # noqa: E402
 from fedloom.algorithms import (  # noqa: E402
     Algorithm,
     fedadagrad,
@@ -23,6 +23,7 @@ from fedloom.algorithms import (  # noqa: E402
 from fedloom.client import LocalTraining  # noqa: E402
 from fedloom.config import RunConfig, load_config  # noqa: E402
 from fedloom.data import (  # noqa: E402
+    Dataset,
     FederatedDataset,
     federate,
     load_digits,
@@ -34,12 +35,14 @@ from fedloom.engine import Callback, History, LocalWork  # noqa: E402
 from fedloom.errors import ConfigError, DataError, FedloomError  # noqa: E402
 from fedloom.experiment import run_experiment  # noqa: E402
 from fedloom.simulation import simulate  # noqa: E402
+from fedloom.tasks import Task  # noqa: E402
 
 __all__ = [
     "Algorithm",
     "Callback",
     "ConfigError",
     "DataError",
+    "Dataset",
     "FederatedDataset",
     "FedloomError",
     "History",
@@ -67,4 +70,6 @@ __all__ = [
     "run_experiment",
     "scaffold",
     "simulate",
+    "Task",
+    "tasks",
 ]

@@ -32,6 +32,7 @@ from fedloom.params import flatten_buffers, flatten_params
 from fedloom.rng import derive_seed
 from fedloom.sim import Engine, make_executor
 from fedloom.sim.attacks import Attack, AttackedExecutor, choose_attackers, flip_labels
+from fedloom.tasks import Task
 
 __all__ = ["initial_module", "simulate"]
 
@@ -59,6 +60,7 @@ def simulate(
     rounds: int,
     fraction: float = 0.1,
     local: LocalTraining | None = None,
+    task: Task | None = None,
     work: LocalWork | None = None,
     attack: Attack | None = None,
     policy: UpdatePolicy | None = None,
@@ -81,6 +83,8 @@ def simulate(
         rounds: number of rounds.
         fraction: C, the share of clients sampled each round.
         local: local training settings (epochs, batch size, learning rate...).
+        task: what the model learns: its loss and metrics (default
+            :func:`fedloom.tasks.classification`; see :mod:`fedloom.tasks`).
         work: per-client local work and stragglers (:class:`fedloom.engine.LocalWork`).
         attack: malicious clients and what they do (:class:`fedloom.sim.attacks.Attack`).
         policy: update validation (:class:`fedloom.engine.UpdatePolicy`).
@@ -108,11 +112,17 @@ def simulate(
         flip_labels(data, attackers, data.dataset.num_classes) if attack.poisons_data else data
     )
     executor: Executor = make_executor(
-        engine, module, train_data, settings, program=algorithm.client_program(), workers=workers
+        engine,
+        module,
+        train_data,
+        settings,
+        program=algorithm.client_program(),
+        task=task,
+        workers=workers,
     )
     if attack.poisons_updates:
         executor = AttackedExecutor(executor, attack, attackers, seed=seed)
-    evaluator = Evaluator(module, data)  # clean labels: attackers' held-out data too
+    evaluator = Evaluator(module, data, task=task)  # clean labels: attackers' held-out data too
 
     def evaluate(state: ServerState, client_buffers: dict[int, torch.Tensor]) -> dict[str, float]:
         metrics = evaluator.global_metrics(state.params, state.buffers)

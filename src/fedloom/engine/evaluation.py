@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn import functional as F
 
 from fedloom.data import FederatedDataset
 from fedloom.params import buffer_spec, param_spec
+from fedloom.tasks import Batch, Task, classification
 
 __all__ = ["Evaluator", "spread_metrics"]
 
@@ -21,15 +21,17 @@ def spread_metrics(
     prefix: str = "client_accuracy",
     *,
     sizes: np.ndarray | None = None,
+    higher_is_better: bool = True,
 ) -> dict[str, float]:
-    """Mean, std, and the mean of the worst and best 10% (at least one client) of accuracies.
+    """Mean, std, and the mean of the worst and best 10% (at least one client) of scores.
 
-    With ``sizes`` (each client's number of training examples) also the mean accuracy of the
-    smallest 10% of clients (``_smallest10``): the ones example weighting neglects.
+    With ``sizes`` (each client's number of training examples) also the mean score of the
+    smallest 10% of clients (``_smallest10``): the ones example weighting neglects. Where
+    lower is better (an error), the worst clients are those with the highest values.
     """
     if len(accuracies) == 0:
         return {}
-    ordered = np.sort(accuracies)
+    ordered = np.sort(accuracies) if higher_is_better else np.sort(accuracies)[::-1]
     tail = max(int(np.ceil(0.1 * len(ordered))), 1)
     metrics = {
         f"{prefix}_mean": float(ordered.mean()),
@@ -44,10 +46,23 @@ def spread_metrics(
 
 
 class Evaluator:
-    """Batched, gradient-free evaluation through ``functional_call`` on a template module."""
+    """Batched, gradient-free evaluation through ``functional_call`` on a template module.
 
-    def __init__(self, module: nn.Module, data: FederatedDataset, *, batch_size: int = 2048):
+    Metric names come from the task (:mod:`fedloom.tasks`): ``test_loss`` and
+    ``test_<metric>`` on the global test set, ``client_<score>_*`` for the spread of the
+    task's score over the clients' held-out splits.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        data: FederatedDataset,
+        *,
+        task: Task | None = None,
+        batch_size: int = 2048,
+    ):
         self.module = module
+        self.task = task or classification()
         self.spec = param_spec(module)
         self.buffer_spec = buffer_spec(module)
         self.data = data
@@ -58,7 +73,9 @@ class Evaluator:
         self._holdout_sizes = np.array([len(ix) for ix in holdout])
 
     @torch.no_grad()
-    def _logits(self, params: torch.Tensor, buffers: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _outputs(
+        self, params: torch.Tensor, buffers: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
         self.module.eval()
         tensors = {**self.spec.views(params), **self.buffer_spec.views(buffers)}
         return torch.cat(
@@ -68,50 +85,67 @@ class Evaluator:
             ]
         )
 
+    def _mean_metrics(self, outputs: torch.Tensor, batch: Batch, prefix: str) -> dict[str, float]:
+        values = self.task.example_metrics(outputs, batch)
+        means = {name: np.asarray(float(v.mean())) for name, v in values.items()}
+        return {f"{prefix}{name}": float(v) for name, v in self.task.summarize(means).items()}
+
     def global_metrics(self, params: torch.Tensor, buffers: torch.Tensor) -> dict[str, float]:
-        """``test_loss`` (mean cross-entropy) and ``test_accuracy`` on the global test set."""
+        """``test_loss`` (the task's mean loss) and ``test_<metric>`` for each of the task's
+        metrics (``test_accuracy`` for classification) on the global test set."""
         dataset = self.data.dataset
-        logits = self._logits(params, buffers, dataset.test_x)
+        outputs = self._outputs(params, buffers, dataset.test_x)
+        batch = {"x": dataset.test_x, "y": dataset.test_y}
         return {
-            "test_loss": float(F.cross_entropy(logits, dataset.test_y)),
-            "test_accuracy": float((logits.argmax(1) == dataset.test_y).float().mean()),
+            "test_loss": float(self.task.batch_loss(outputs, batch)),
+            **self._mean_metrics(outputs, batch, "test_"),
         }
 
     def train_metrics(self, params: torch.Tensor, buffers: torch.Tensor) -> dict[str, float]:
-        """``train_loss_global``: the mean cross-entropy over every client's training split,
-        the objective ``sum_k p_k F_k`` with example weights (what the FedProx paper plots)."""
+        """``train_loss_global``: the task's mean loss over every client's training split, the
+        objective ``sum_k p_k F_k`` with example weights (what the FedProx paper plots)."""
         index = torch.from_numpy(np.concatenate(self.data.client_train).astype(np.int64))
         dataset = self.data.dataset
-        logits = self._logits(params, buffers, dataset.train_x[index])
-        return {"train_loss_global": float(F.cross_entropy(logits, dataset.train_y[index]))}
+        x, y = dataset.train_x[index], dataset.train_y[index]
+        outputs = self._outputs(params, buffers, x)
+        return {"train_loss_global": float(self.task.batch_loss(outputs, {"x": x, "y": y}))}
 
-    def client_accuracies(
+    def client_scores(
         self,
         params: torch.Tensor,
         buffers: torch.Tensor,
         client_buffers: Mapping[int, torch.Tensor] | None = None,
     ) -> np.ndarray:
-        """Accuracy of the global model on each client's held-out split (NaN if it has none).
+        """The task's score of the global model on each client's held-out split (NaN if it
+        has none): accuracy for classification.
 
         With ``client_buffers`` (buffers kept local), each client is evaluated with its own
         buffers when it has trained before.
         """
-        accuracies = np.full(self.data.num_clients, np.nan)
+        scores = np.full(self.data.num_clients, np.nan)
         if self._holdout_index is None or len(self._holdout_index) == 0:
-            return accuracies
+            return scores
         x = self.data.dataset.train_x[self._holdout_index]
         y = self.data.dataset.train_y[self._holdout_index]
-        correct = (self._logits(params, buffers, x).argmax(1) == y).numpy()
+        values = self.task.example_metrics(self._outputs(params, buffers, x), {"x": x, "y": y})
+        per_example = {name: v.numpy().astype(np.float64) for name, v in values.items()}
         if client_buffers:
             for client_id, own in client_buffers.items():
                 rows = self._holdout_owner == client_id
                 if rows.any():
-                    own_logits = self._logits(params, own, x[torch.from_numpy(rows)])
-                    correct[rows] = (own_logits.argmax(1) == y[torch.from_numpy(rows)]).numpy()
-        sums = np.bincount(self._holdout_owner, weights=correct, minlength=self.data.num_clients)
+                    selected = torch.from_numpy(rows)
+                    own_outputs = self._outputs(params, own, x[selected])
+                    own_batch = {"x": x[selected], "y": y[selected]}
+                    own_values = self.task.example_metrics(own_outputs, own_batch)
+                    for name, value in own_values.items():
+                        per_example[name][rows] = value.numpy()
         has = self._holdout_sizes > 0
-        accuracies[has] = sums[has] / self._holdout_sizes[has]
-        return accuracies
+        means = {}
+        for name, array in per_example.items():
+            sums = np.bincount(self._holdout_owner, weights=array, minlength=self.data.num_clients)
+            means[name] = sums[has] / self._holdout_sizes[has]
+        scores[has] = self.task.summarize(means)[self.task.score]
+        return scores
 
     def client_metrics(
         self,
@@ -119,9 +153,14 @@ class Evaluator:
         buffers: torch.Tensor,
         client_buffers: Mapping[int, torch.Tensor] | None = None,
     ) -> dict[str, float]:
-        """Spread of per-client held-out accuracy (see :func:`spread_metrics`), including the
-        smallest clients' accuracy."""
-        accuracies = self.client_accuracies(params, buffers, client_buffers)
-        measured = ~np.isnan(accuracies)
+        """Spread of the per-client held-out score (see :func:`spread_metrics`), including
+        the smallest clients' score: ``client_accuracy_mean`` ... for classification."""
+        scores = self.client_scores(params, buffers, client_buffers)
+        measured = ~np.isnan(scores)
         sizes = np.asarray(self.data.client_sizes)[measured]
-        return spread_metrics(accuracies[measured], sizes=sizes)
+        return spread_metrics(
+            scores[measured],
+            f"client_{self.task.score}",
+            sizes=sizes,
+            higher_is_better=self.task.higher_is_better,
+        )

@@ -24,10 +24,11 @@ __all__ = ["ProgressBar", "summary_table"]
 
 
 class ProgressBar(Callback):
-    """A rich progress bar: round, test accuracy, clients/s and examples/s."""
+    """A rich progress bar: round, the task's test score, clients/s and examples/s."""
 
-    def __init__(self, console: Console, description: str = "rounds"):
+    def __init__(self, console: Console, description: str = "rounds", *, score: str = "accuracy"):
         self.console = console
+        self.score = score
         self.description = description
         self.progress: Progress | None = None
         self.task: TaskID | None = None
@@ -53,8 +54,8 @@ class ProgressBar(Callback):
         m = report.metrics
         wall = max(m.get("wall_s", 0.0), 1e-9)
         parts = []
-        if "test_accuracy" in m:
-            parts.append(f"acc {m['test_accuracy']:.3f}")
+        if f"test_{self.score}" in m:
+            parts.append(f"{_short(self.score)} {m[f'test_{self.score}']:.3f}")
         parts.append(f"{m.get('num_results', 0) / wall:,.0f} clients/s")
         parts.append(f"{m.get('examples_processed', 0) / wall:,.0f} ex/s")
         if self.progress is not None and self.task is not None:
@@ -72,8 +73,21 @@ def _last(records: Sequence[dict], key: str) -> float | None:
     return None
 
 
-def summary_table(history: History, *, title: str, run_dir: Path | None, elapsed_s: float) -> Table:
-    """The end-of-run table: final and best accuracy, client spread, time and traffic."""
+def _short(score: str) -> str:
+    return "acc" if score == "accuracy" else score
+
+
+def summary_table(
+    history: History,
+    *,
+    title: str,
+    run_dir: Path | None,
+    elapsed_s: float,
+    score: str = "accuracy",
+    higher_is_better: bool = True,
+) -> Table:
+    """The end-of-run table: the final and best value of the task's ``score`` (accuracy),
+    its spread over clients, time and traffic."""
     records = history.records()
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
@@ -82,16 +96,19 @@ def summary_table(history: History, *, title: str, run_dir: Path | None, elapsed
     def row(label: str, value: float | None, fmt: str) -> None:
         table.add_row(label, "-" if value is None else format(value, fmt))
 
-    accuracies = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
+    key, label = f"test_{score}", score.replace("_", " ")
+    values = [r[key] for r in records if r.get(key) is not None]
+    best = (max if higher_is_better else min)(values) if values else None
     row("rounds", len(records), "d")
-    row("final test accuracy", _last(records, "test_accuracy"), ".4f")
-    row("best test accuracy", max(accuracies) if accuracies else None, ".4f")
+    row(f"final test {label}", _last(records, key), ".4f")
+    row(f"best test {label}", best, ".4f")
     row("final test loss", _last(records, "test_loss"), ".4f")
-    row("client accuracy mean", _last(records, "client_accuracy_mean"), ".4f")
-    row("client accuracy std", _last(records, "client_accuracy_std"), ".4f")
-    row("client accuracy worst 10%", _last(records, "client_accuracy_worst10"), ".4f")
-    row("client accuracy best 10%", _last(records, "client_accuracy_best10"), ".4f")
-    row("smallest 10% of clients", _last(records, "client_accuracy_smallest10"), ".4f")
+    client = f"client_{score}"
+    row(f"client {label} mean", _last(records, f"{client}_mean"), ".4f")
+    row(f"client {label} std", _last(records, f"{client}_std"), ".4f")
+    row(f"client {label} worst 10%", _last(records, f"{client}_worst10"), ".4f")
+    row(f"client {label} best 10%", _last(records, f"{client}_best10"), ".4f")
+    row("smallest 10% of clients", _last(records, f"{client}_smallest10"), ".4f")
     row("examples processed", sum(r.get("examples_processed", 0) for r in records), ",.0f")
     row("MB down + up", sum(r["bytes_down"] + r["bytes_up"] for r in records) / 1e6, ",.1f")
     row("wall seconds", elapsed_s, ".1f")

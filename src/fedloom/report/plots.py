@@ -1,4 +1,5 @@
-"""PNG plots of a run: global accuracy and loss per round, and the per-client accuracy spread."""
+"""PNG plots of a run: the task's score (accuracy) and loss per round, and its per-client
+spread."""
 
 from __future__ import annotations
 
@@ -18,57 +19,62 @@ def _series(records: Sequence[dict], key: str) -> tuple[list[float], list[float]
     return [r["round"] for r in rows], [r[key] for r in rows]
 
 
-def plot_run(records: Sequence[dict], out_dir: Path, *, title: str = "") -> list[Path]:
-    """Write ``accuracy.png`` and (when measured) ``client_accuracy.png``; return their paths."""
+def plot_run(
+    records: Sequence[dict], out_dir: Path, *, title: str = "", score: str = "accuracy"
+) -> list[Path]:
+    """Write ``<score>.png`` and (when measured) ``client_<score>.png`` (``accuracy.png`` and
+    ``client_accuracy.png`` for classification); return their paths."""
     written = []
+    client = f"client_{score}"
+    label = score.replace("_", " ")
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    acc_ax.plot(*_series(records, "test_accuracy"), marker=".", label="global test")
-    if any("client_accuracy_mean" in r for r in records):
-        acc_ax.plot(*_series(records, "client_accuracy_mean"), marker=".", label="client mean")
-    acc_ax.set(xlabel="round", ylabel="accuracy", title="accuracy")
+    acc_ax.plot(*_series(records, f"test_{score}"), marker=".", label="global test")
+    if any(f"{client}_mean" in r for r in records):
+        acc_ax.plot(*_series(records, f"{client}_mean"), marker=".", label="client mean")
+    acc_ax.set(xlabel="round", ylabel=label, title=label)
     acc_ax.legend()
     acc_ax.grid(alpha=0.3)
     loss_ax.plot(*_series(records, "test_loss"), marker=".", label="global test")
     loss_ax.plot(*_series(records, "train_loss"), marker=".", label="client training")
-    loss_ax.set(xlabel="round", ylabel="cross-entropy", title="loss")
+    loss_ax.set(xlabel="round", ylabel="task loss", title="loss")
     loss_ax.legend()
     loss_ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    written.append(out_dir / "accuracy.png")
+    written.append(out_dir / f"{score}.png")
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
-    if any("client_accuracy_mean" in r for r in records):
-        rounds, mean = _series(records, "client_accuracy_mean")
-        _, worst = _series(records, "client_accuracy_worst10")
-        _, best = _series(records, "client_accuracy_best10")
-        _, std = _series(records, "client_accuracy_std")
+    if any(f"{client}_mean" in r for r in records):
+        rounds, mean = _series(records, f"{client}_mean")
+        _, worst = _series(records, f"{client}_worst10")
+        _, best = _series(records, f"{client}_best10")
+        _, std = _series(records, f"{client}_std")
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.fill_between(rounds, worst, best, alpha=0.2, label="worst 10% .. best 10%")
         ax.fill_between(
             rounds,
-            [max(m - s, 0.0) for m, s in zip(mean, std, strict=True)],
-            [min(m + s, 1.0) for m, s in zip(mean, std, strict=True)],
+            [m - s for m, s in zip(mean, std, strict=True)],
+            [m + s for m, s in zip(mean, std, strict=True)],
             alpha=0.3,
-            label="mean ± std (clipped to [0, 1])",
+            label="mean ± std",
         )
         ax.plot(rounds, mean, marker=".", label="mean")
-        if any("client_accuracy_smallest10" in r for r in records):
+        if any(f"{client}_smallest10" in r for r in records):
             ax.plot(
-                *_series(records, "client_accuracy_smallest10"),
+                *_series(records, f"{client}_smallest10"),
                 linestyle="--",
                 label="smallest 10% of clients",
             )
         ax.set(
             xlabel="round",
-            ylabel="held-out accuracy",
-            title="per-client accuracy spread",
+            ylabel=f"held-out {label}",
+            title=f"per-client {label} spread",
         )
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        written.append(out_dir / "client_accuracy.png")
+        written.append(out_dir / f"{client}.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     return written

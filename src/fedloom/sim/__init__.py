@@ -14,6 +14,7 @@ from fedloom.sim.process import ProcessExecutor
 from fedloom.sim.quadratic import QuadraticExecutor
 from fedloom.sim.sequential import SequentialExecutor
 from fedloom.sim.vectorized import VectorizedExecutor, vectorization_problem
+from fedloom.tasks import Task
 
 __all__ = [
     "ENGINES",
@@ -38,6 +39,7 @@ def make_executor(
     settings: LocalTraining,
     *,
     program: ClientProgram | None = None,
+    task: Task | None = None,
     workers: int | None = None,
 ) -> Executor:
     """The executor for ``engine``.
@@ -52,14 +54,16 @@ def make_executor(
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if engine == "process":
-        return ProcessExecutor(module, data, settings, program=program, num_workers=workers)
+        return ProcessExecutor(
+            module, data, settings, program=program, task=task, num_workers=workers
+        )
     if engine == "ray":
         from fedloom.sim.ray_executor import RayExecutor  # Ray is an optional dependency
 
-        return RayExecutor(module, data, settings, program=program, num_workers=workers)
+        return RayExecutor(module, data, settings, program=program, task=task, num_workers=workers)
     if engine in ("auto", "vectorized"):
         problem = vectorization_problem(module)
         if problem is None:
-            return VectorizedExecutor(module, data, settings, program=program)
+            return VectorizedExecutor(module, data, settings, program=program, task=task)
         log.warning("the vectorized engine cannot train this model (%s); using sequential", problem)
-    return SequentialExecutor(module, data, settings, program=program)
+    return SequentialExecutor(module, data, settings, program=program, task=task)

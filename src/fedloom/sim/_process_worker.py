@@ -33,6 +33,7 @@ def main(address: str) -> None:
             setup["data"],
             setup["settings"],
             program=setup["program"],
+            task=setup["task"],
         )
         connection.send(("ready", type(executor).__name__))
     except Exception:

@@ -37,6 +37,7 @@ from torch import nn
 from fedloom.client import ClientProgram, LocalContext, LocalTraining
 from fedloom.data import FederatedDataset
 from fedloom.errors import FedloomError
+from fedloom.tasks import Task
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
 __all__ = ["ProcessExecutor", "Share", "balance", "gather_results", "split_cohort"]
@@ -151,6 +152,7 @@ class ProcessExecutor:
         settings: local training.
         program: the algorithm's client program; its objective terms must be picklable
             (module-level classes or functions), since workers are separate interpreters.
+        task: the loss and metrics (picklable too; default classification).
         num_workers: worker processes (default: one per core).
         inner: the engine each worker runs (``auto`` = vectorized where possible).
 
@@ -164,6 +166,7 @@ class ProcessExecutor:
         settings: LocalTraining,
         *,
         program: ClientProgram | None = None,
+        task: Task | None = None,
         num_workers: int | None = None,
         inner: str = "auto",
     ):
@@ -176,6 +179,7 @@ class ProcessExecutor:
             "data": data,
             "settings": settings,
             "program": program,
+            "task": task,
             "inner": inner,
             "threads": max(1, cores // self.num_workers),
         }

@@ -25,6 +25,7 @@ from fedloom.client import ClientProgram, LocalContext, LocalTraining
 from fedloom.data import FederatedDataset
 from fedloom.errors import FedloomError
 from fedloom.sim.process import gather_results, split_cohort
+from fedloom.tasks import Task
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
 if TYPE_CHECKING:
@@ -55,13 +56,14 @@ class _Worker:
         data: FederatedDataset,
         settings: LocalTraining,
         program: ClientProgram | None,
+        task: Task | None,
         inner: Engine,
         threads: int,
     ):
         from fedloom.sim import make_executor
 
         torch.set_num_threads(threads)
-        self.executor = make_executor(inner, module, data, settings, program=program)
+        self.executor = make_executor(inner, module, data, settings, program=program, task=task)
 
     def engine(self) -> str:
         return type(self.executor).__name__
@@ -80,8 +82,8 @@ class RayExecutor:
     """Train a cohort on Ray actors; results equal the in-process engines'.
 
     Args:
-        module, data, settings, program: as for the other executors (terms must be
-            picklable).
+        module, data, settings, program, task: as for the other executors (terms and
+            task functions must be picklable).
         num_workers: actors (default: the cluster's CPUs).
         inner: the engine each actor runs (``auto`` = vectorized where possible).
         address: a Ray cluster to join; ``None`` joins the current session or starts a
@@ -95,6 +97,7 @@ class RayExecutor:
         settings: LocalTraining,
         *,
         program: ClientProgram | None = None,
+        task: Task | None = None,
         num_workers: int | None = None,
         inner: Engine = "auto",
         address: str | None = None,
@@ -119,7 +122,7 @@ class RayExecutor:
         actor = ray.remote(num_cpus=min(threads, cpus))(_Worker)
         data_ref = ray.put(data)  # once, shared by the actors of a node
         self._actors = [
-            actor.remote(module, data_ref, settings, program, inner, threads)
+            actor.remote(module, data_ref, settings, program, task, inner, threads)
             for _ in range(self.num_workers)
         ]
         self.inner_engines = self._get([a.engine.remote() for a in self._actors], "start-up")

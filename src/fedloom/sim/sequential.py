@@ -13,6 +13,7 @@ from torch import nn
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
 from fedloom.data import FederatedDataset
 from fedloom.params import buffer_spec, param_spec
+from fedloom.tasks import Task
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
 __all__ = ["SequentialExecutor"]
@@ -28,12 +29,13 @@ class SequentialExecutor:
         settings: LocalTraining,
         *,
         program: ClientProgram | None = None,
+        task: Task | None = None,
     ):
         self.module = module
         self.settings = settings
         self.program = program or ClientProgram()
         self.objective = make_objective(
-            module, param_spec(module), buffer_spec(module), terms=self.program.terms
+            module, param_spec(module), buffer_spec(module), terms=self.program.terms, task=task
         )
         # Each client's training tensors, gathered once rather than every round.
         self._client_data = [data.client_data(k) for k in range(data.num_clients)]

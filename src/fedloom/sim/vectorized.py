@@ -43,8 +43,10 @@ from fedloom.client import (
     plan_settings,
     work_norm,
 )
+from fedloom.client.optim import accumulate_gradient_moments, sgd_step
 from fedloom.data import FederatedDataset
 from fedloom.params import buffer_spec, param_spec
+from fedloom.tasks import Task
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
 __all__ = ["VectorizedExecutor", "default_slots", "vectorization_problem"]
@@ -68,8 +70,9 @@ def vectorization_problem(module: nn.Module) -> str | None:
     return None
 
 
-def _activation_floats_per_example(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Floats of every submodule's output for one example: the forward activations."""
+def _activation_floats_per_example(module: nn.Module, example: torch.Tensor) -> int:
+    """Floats of every submodule's output for one example (a ``[1, ...]`` input of the
+    data's own dtype: token ids are integers): the forward activations."""
     total = 0
 
     def count(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -80,7 +83,7 @@ def _activation_floats_per_example(module: nn.Module, input_shape: tuple[int, ..
     hooks = [m.register_forward_hook(count) for m in module.modules() if m is not module]
     try:
         with torch.no_grad():
-            module(torch.zeros(1, *input_shape))
+            module(torch.zeros_like(example))
     finally:
         for hook in hooks:
             hook.remove()
@@ -115,6 +118,7 @@ class VectorizedExecutor:
         data: the clients' data.
         settings: local training (SGD with momentum and weight decay).
         program: the algorithm's objective terms and client statistics.
+        task: the loss (default: classification; see :mod:`fedloom.tasks`).
         slots: clients trained side by side (default: :func:`default_slots`).
         memory_budget_bytes: caps the default number of slots.
     """
@@ -126,6 +130,7 @@ class VectorizedExecutor:
         settings: LocalTraining,
         *,
         program: ClientProgram | None = None,
+        task: Task | None = None,
         slots: int | None = None,
         memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
     ):
@@ -136,7 +141,7 @@ class VectorizedExecutor:
         self.program = program or ClientProgram()
         self.spec = param_spec(module)
         self.objective = make_objective(
-            module, self.spec, buffer_spec(module), terms=self.program.terms
+            module, self.spec, buffer_spec(module), terms=self.program.terms, task=task
         )
         self._corrected = False
         self._track_gradients = False
@@ -146,7 +151,7 @@ class VectorizedExecutor:
         batch = settings.batch_size or int(max(len(ix) for ix in data.client_train))
         self.slots = slots or default_slots(
             self.spec.num_params,
-            _activation_floats_per_example(module, data.dataset.input_shape),
+            _activation_floats_per_example(module, data.dataset.train_x[:1]),
             batch,
             memory_budget_bytes=memory_budget_bytes,
         )
@@ -251,19 +256,22 @@ class VectorizedExecutor:
             if self._track_gradients:
                 squared = torch.zeros(len(rows), dtype=torch.float64)
                 for name in self.spec.names:
-                    g64 = grads[name].double()
-                    state[f"g:{name}"] += g64
-                    squared += g64.pow(2).flatten(1).sum(1)
+                    accumulate_gradient_moments(
+                        state[f"g:{name}"], squared, grads[name], cohort_dims=1, in_place=True
+                    )
                 state["gsq"] += squared
             for name, weight in weights.items():
-                grad = grads[name]
-                if self._corrected:
-                    grad = grad.add(state[f"c:{name}"])
-                if settings.weight_decay:
-                    grad = grad.add(weight, alpha=settings.weight_decay)
-                if settings.momentum:
-                    grad = state[f"v:{name}"].mul_(settings.momentum).add_(grad)
-                weight.add_(grad, alpha=-settings.lr)
+                velocity = state[f"v:{name}"] if settings.momentum else None
+                sgd_step(
+                    weight,
+                    grads[name],
+                    velocity,
+                    lr=settings.lr,
+                    momentum=settings.momentum,
+                    weight_decay=settings.weight_decay,
+                    correction=state[f"c:{name}"] if self._corrected else None,
+                    in_place=True,
+                )
             state["loss"] += loss.detach().double() * step_mask.sum(1).double()
             position = [p + 1 for p in position]
             finished = {r for r, p in enumerate(position) if p == len(schedules[rows[r]])}

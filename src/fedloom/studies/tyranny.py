@@ -70,7 +70,7 @@ class ClientAccuracies(Callback):
         self.rows: list[list[float]] = []
 
     def on_round(self, report: RoundReport, state: Any) -> None:
-        accuracies = self.evaluator.client_accuracies(state.params, state.buffers)
+        accuracies = self.evaluator.client_scores(state.params, state.buffers)
         self.rows.append([float(a) for a in accuracies])
 
 

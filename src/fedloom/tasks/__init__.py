@@ -1,0 +1,17 @@
+"""Tasks: what a model is trained to do, as a value (loss, metrics, what a batch holds).
+
+Nothing below this layer knows about labels or cross-entropy: local training asks the task
+for the loss, evaluation asks it for metrics. Built in:
+
+- :func:`classification`: cross-entropy, accuracy (today's behaviour, bit for bit);
+- :func:`regression`: mean squared error, MSE and R^2;
+- :func:`next_token`: next-token prediction over sequences, loss per token, perplexity.
+
+A task of your own is a :class:`Task` built from two functions of ``(outputs, batch)``; see
+``examples/custom_task.py``.
+"""
+
+from fedloom.tasks.base import Batch, Task
+from fedloom.tasks.builtin import TASKS, classification, next_token, regression
+
+__all__ = ["TASKS", "Batch", "Task", "classification", "next_token", "regression"]

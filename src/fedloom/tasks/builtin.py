@@ -1,0 +1,121 @@
+"""The built-in tasks: classification, regression, next-token prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from fedloom.tasks.base import Batch, Task
+
+__all__ = ["TASKS", "classification", "next_token", "regression"]
+
+
+def _cross_entropy(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    return F.cross_entropy(outputs, batch["y"], reduction="none")
+
+
+def _mean_cross_entropy(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    return F.cross_entropy(outputs, batch["y"])
+
+
+def _accuracy(outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+    return {"accuracy": (outputs.argmax(1) == batch["y"]).float()}
+
+
+def classification() -> Task:
+    """Logits ``[B, C]`` against integer labels ``[B]``: cross-entropy, accuracy.
+
+    >>> task = classification()
+    >>> logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    >>> task.example_metrics(logits, {"x": logits, "y": labels})["accuracy"]
+    tensor([1., 0.])
+    """
+    return Task(
+        name="classification",
+        loss=_cross_entropy,
+        metrics=_accuracy,
+        score="accuracy",
+        mean_loss=_mean_cross_entropy,
+    )
+
+
+def _squared_error(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    error = outputs.reshape(outputs.shape[0], -1) - batch["y"].reshape(outputs.shape[0], -1)
+    return error.pow(2).mean(1)
+
+
+def _regression_metrics(outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+    y = batch["y"].reshape(outputs.shape[0], -1).float()
+    return {
+        "mse": _squared_error(outputs, batch),
+        "target_mean": y.mean(1),
+        "target_sq_mean": y.pow(2).mean(1),
+    }
+
+
+def _r2(means: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``R^2 = 1 - MSE / Var(y)``, with ``Var(y) = E[y^2] - E[y]^2`` over the evaluated set.
+
+    Scalar targets give the usual coefficient of determination; vector targets pool all
+    coordinates. NaN where the targets do not vary.
+    """
+    variance = np.asarray(means["target_sq_mean"]) - np.asarray(means["target_mean"]) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(variance > 0, 1.0 - np.asarray(means["mse"]) / variance, np.nan)
+    return {"r2": r2}
+
+
+def regression() -> Task:
+    """Real-valued outputs against targets of the same size: MSE loss; MSE and R^2.
+
+    >>> task = regression()
+    >>> out, y = torch.tensor([[1.0], [3.0]]), torch.tensor([1.0, 1.0])
+    >>> task.batch_loss(out, {"x": out, "y": y})
+    tensor(2.)
+    """
+    return Task(
+        name="regression",
+        loss=_squared_error,
+        metrics=_regression_metrics,
+        score="r2",
+        derive=_r2,
+    )
+
+
+def _token_loss(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy over a sequence's tokens: logits ``[B, T, V]``, targets ``[B, T]``."""
+    per_token = F.cross_entropy(outputs.flatten(0, 1), batch["y"].flatten(), reduction="none")
+    return per_token.view(outputs.shape[0], -1).mean(1)
+
+
+def _token_metrics(outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+    correct = (outputs.argmax(-1) == batch["y"]).float()
+    return {"token_loss": _token_loss(outputs, batch), "token_accuracy": correct.mean(1)}
+
+
+def _perplexity(means: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``exp`` of the mean token loss (sequences of equal length: the per-token mean)."""
+    return {"perplexity": np.exp(np.asarray(means["token_loss"]))}
+
+
+def next_token() -> Task:
+    """Next-token prediction: logits ``[B, T, V]`` for targets ``[B, T]`` (the input shifted
+    by one); loss per token; token accuracy and perplexity."""
+    return Task(
+        name="next_token",
+        loss=_token_loss,
+        metrics=_token_metrics,
+        score="token_accuracy",
+        derive=_perplexity,
+    )
+
+
+TASKS: dict[str, Callable[[], Task]] = {
+    "classification": classification,
+    "regression": regression,
+    "next_token": next_token,
+}
+"""The built-in tasks by config name."""
