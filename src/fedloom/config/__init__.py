@@ -1,0 +1,65 @@
+"""The run configuration: pydantic models, YAML in, resolved YAML out.
+
+This is the only place where strings become choices. Names of algorithms, aggregation
+rules, partitions, models and tasks are looked up in :data:`fedloom.registry.REGISTRY`, so
+a registered entry is usable from YAML at once; every invalid value produces one line
+naming the field and what is allowed. One module per section:
+
+- :mod:`~fedloom.config.data`: the data set and its partition;
+- :mod:`~fedloom.config.server`: aggregation rules, clipping, hierarchy, validation;
+- :mod:`~fedloom.config.algorithms`: the registered algorithms and their options;
+- :mod:`~fedloom.config.run`: the run as a whole, the smaller sections, YAML and ``--set``;
+- :mod:`~fedloom.config.build`: the objects a config describes.
+"""
+
+from fedloom.config.algorithms import SERVER_OPTIONS, register_algorithm
+from fedloom.config.build import (
+    NUM_CLASSES,
+    build_algorithm,
+    build_attack,
+    build_federated,
+    build_local_training,
+    build_local_work,
+    build_model,
+)
+from fedloom.config.data import DataConfig, build_dataset, build_partitioner
+from fedloom.config.run import (
+    AttackConfig,
+    ClientConfig,
+    DeployConfig,
+    EvalConfig,
+    ModelConfig,
+    OutputConfig,
+    RunConfig,
+    apply_overrides,
+    load_config,
+)
+from fedloom.config.server import ServerConfig, build_aggregator, build_policy, build_rule
+
+__all__ = [
+    "NUM_CLASSES",
+    "SERVER_OPTIONS",
+    "AttackConfig",
+    "ClientConfig",
+    "DataConfig",
+    "DeployConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "RunConfig",
+    "ServerConfig",
+    "apply_overrides",
+    "build_aggregator",
+    "build_algorithm",
+    "build_attack",
+    "build_dataset",
+    "build_federated",
+    "build_local_training",
+    "build_local_work",
+    "build_model",
+    "build_partitioner",
+    "build_policy",
+    "build_rule",
+    "load_config",
+    "register_algorithm",
+]

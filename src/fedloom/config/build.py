@@ -1,0 +1,100 @@
+"""Strings become objects: the values a :class:`RunConfig` describes."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import numpy as np
+from torch import nn
+
+from fedloom.algorithms import Algorithm
+from fedloom.client import LocalTraining
+from fedloom.config.algorithms import build_algorithm_from
+from fedloom.config.data import build_federated_data
+from fedloom.config.run import AttackConfig, ClientConfig, RunConfig
+from fedloom.config.server import build_aggregator
+from fedloom.data import Dataset, FederatedDataset
+from fedloom.engine import LocalWork
+from fedloom.errors import ConfigError
+from fedloom.registry import REGISTRY
+from fedloom.sim.attacks import Attack
+
+__all__ = [
+    "NUM_CLASSES",
+    "build_algorithm",
+    "build_attack",
+    "build_federated",
+    "build_local_training",
+    "build_local_work",
+    "build_model",
+]
+
+NUM_CLASSES = {"digits": 10, "mnist": 10, "synthetic": 10}
+"""Labels per dataset, for clients that bring their own data (the model's output size)."""
+
+REFERENCE_MODELS = {"digits": "digits_cnn", "mnist": "mnist_2nn"}
+"""What ``model.name: auto`` means for each dataset (logistic regression otherwise)."""
+
+
+def build_federated(config: RunConfig, dataset: Dataset | None = None) -> FederatedDataset:
+    """Load (unless given) and partition the configured dataset."""
+    return build_federated_data(config.data, seed=config.seed, dataset=dataset)
+
+
+def build_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
+    """The model factory; ``auto`` picks the reference model of the dataset."""
+    name: str = config.model.name
+    if name == "auto":
+        name = REFERENCE_MODELS.get(config.data.dataset, "logistic_regression")
+    factory = REGISTRY.entry("model", name).factory
+    if "num_features" in inspect.signature(factory).parameters:
+        num_features = int(np.prod(dataset.input_shape))
+        return lambda: factory(num_features, dataset.num_classes)
+    return lambda: factory(dataset.num_classes)
+
+
+def build_local_training(config: ClientConfig) -> LocalTraining:
+    return LocalTraining(
+        epochs=config.epochs,
+        steps=config.steps,
+        batch_size=None if config.batch_size == "full" else config.batch_size,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+
+
+def build_local_work(config: ClientConfig) -> LocalWork:
+    """Heterogeneous local work and stragglers from the ``client`` section."""
+    spread = config.heterogeneity
+    if spread is not None and spread.low > spread.high:
+        raise ConfigError(
+            f"client.heterogeneity: low ({spread.low}) must not exceed high ({spread.high})"
+        )
+    return LocalWork(
+        low=spread.low if spread else None,
+        high=spread.high if spread else None,
+        straggler_fraction=config.stragglers.fraction,
+        drop_stragglers=config.stragglers.policy == "drop",
+        redraw=spread.redraw if spread else "round",
+    )
+
+
+def build_attack(config: AttackConfig) -> Attack:
+    return Attack(**config.model_dump())
+
+
+def build_algorithm(config: RunConfig, num_clients: int | None = None) -> Algorithm:
+    """The algorithm value of the ``algorithm`` and ``server`` sections."""
+    server = config.server
+    if server.lr is None or server.weighting is None:  # filled when the config was validated
+        raise ConfigError("server.lr and server.weighting must be resolved; use RunConfig")
+    algorithm = build_algorithm_from(
+        config.algorithm, server_lr=server.lr, weighting=server.weighting
+    )
+    if server.hierarchy is None and server.clip_norm is None and server.aggregator.name == "mean":
+        return algorithm
+    if server.hierarchy is not None and num_clients is None:
+        raise ConfigError("server.hierarchy: the number of clients is needed to build the tree")
+    return algorithm.with_aggregator(build_aggregator(server, num_clients or 0))

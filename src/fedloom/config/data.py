@@ -1,0 +1,149 @@
+"""The ``data`` section: which dataset, how it is split across clients (registered
+partitions), and building the federated dataset from it."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import Field, SerializeAsAny, field_validator
+
+from fedloom.config._dispatch import dispatch, registry_field
+from fedloom.data import Dataset, FederatedDataset, federate
+from fedloom.data.partitioners import IID, Dirichlet, Natural, Partitioner, QuantitySkew, Shards
+from fedloom.errors import ConfigError
+from fedloom.registry import REGISTRY, Kinded, Section
+
+__all__ = [
+    "DataConfig",
+    "DirichletPartition",
+    "IIDPartition",
+    "NaturalPartition",
+    "QuantityPartition",
+    "ShardsPartition",
+    "SyntheticConfig",
+    "build_dataset",
+    "build_federated_data",
+    "build_partitioner",
+]
+
+
+class IIDPartition(Kinded):
+    """Shuffle and split evenly."""
+
+    kind: Literal["iid"] = "iid"
+
+
+class ShardsPartition(Kinded):
+    """McMahan et al.'s pathological non-IID: label-sorted shards, S per client."""
+
+    kind: Literal["shards"] = "shards"
+    shards_per_client: Annotated[int, Field(ge=1)] = 2
+
+
+class DirichletPartition(Kinded):
+    """Label skew: each client's label mix ~ Dir(alpha * p)."""
+
+    kind: Literal["dirichlet"] = "dirichlet"
+    alpha: Annotated[float, Field(gt=0)] = 0.5
+
+
+class QuantityPartition(Kinded):
+    """Log-normal client sizes with a minimum, IID labels."""
+
+    kind: Literal["quantity"] = "quantity"
+    sigma: Annotated[float, Field(ge=0)] = 1.0
+    min_size: Annotated[int, Field(ge=1)] = 10
+
+
+class NaturalPartition(Kinded):
+    """One client per natural owner (e.g. a Synthetic device)."""
+
+    kind: Literal["natural"] = "natural"
+
+
+for _name, _factory, _section in (
+    ("iid", IID, IIDPartition),
+    ("shards", Shards, ShardsPartition),
+    ("dirichlet", Dirichlet, DirichletPartition),
+    ("quantity", QuantitySkew, QuantityPartition),
+    ("natural", Natural, NaturalPartition),
+):
+    REGISTRY.register("partition", _name, _factory, section=_section)
+
+
+class SyntheticConfig(Section):
+    alpha: Annotated[float, Field(ge=0)] = 1.0
+    beta: Annotated[float, Field(ge=0)] = 1.0
+    num_devices: Annotated[int, Field(ge=1)] = 30
+    iid: bool = False
+
+
+class DataConfig(Section):
+    dataset: Literal["digits", "mnist", "synthetic"] = "digits"
+    root: str | None = Field(
+        default=None, description="data root; default $FEDLOOM_DATA or ~/.cache/fedloom"
+    )
+    num_clients: Annotated[int, Field(ge=1)] | None = Field(
+        default=20, description="K; leave empty with the natural partition"
+    )
+    partition: SerializeAsAny[Kinded] = registry_field(
+        "partition", DirichletPartition(), "how the data is split (a registered partition)"
+    )
+    holdout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("partition", mode="before")
+    @classmethod
+    def _partition(cls, value: Any) -> Any:
+        return dispatch("partition", value, default="dirichlet")
+
+
+def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
+    """Load the configured dataset."""
+    from fedloom.data import load_digits, load_mnist, load_synthetic
+
+    if config.dataset == "digits":
+        return load_digits()
+    if config.dataset == "mnist":
+        return load_mnist(config.root)
+    synthetic = config.synthetic
+    return load_synthetic(
+        synthetic.alpha,
+        synthetic.beta,
+        num_devices=synthetic.num_devices,
+        iid=synthetic.iid,
+        seed=seed,
+    )
+
+
+def build_partitioner(config: DataConfig) -> Partitioner:
+    """The partitioner value the ``data.partition`` section describes."""
+    spec = config.partition
+    kind = spec.kind
+    entry = REGISTRY.entry("partition", kind)
+    options = spec.model_dump(exclude={"kind"})
+    if "num_clients" in inspect.signature(entry.factory).parameters:
+        if config.num_clients is None:
+            raise ConfigError(f"data.num_clients: required for the {kind!r} partition")
+        options["num_clients"] = config.num_clients
+    partitioner: Partitioner = entry.factory(**options)
+    return partitioner
+
+
+def build_federated_data(
+    config: DataConfig, *, seed: int, dataset: Dataset | None = None
+) -> FederatedDataset:
+    """Load (unless given) and partition the configured dataset."""
+    dataset = dataset if dataset is not None else build_dataset(config, seed=seed)
+    partitioner = build_partitioner(config)
+    if isinstance(partitioner, Natural) and dataset.train_owner is not None:
+        natural_clients = len(np.unique(dataset.train_owner))
+        if config.num_clients not in (None, natural_clients):
+            raise ConfigError(
+                f"data.num_clients: {dataset.name} has {natural_clients} natural clients, got "
+                f"{config.num_clients}; leave num_clients empty (null) with the natural "
+                "partition"
+            )
+    return federate(dataset, partitioner, holdout_fraction=config.holdout_fraction, seed=seed)

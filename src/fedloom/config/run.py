@@ -1,0 +1,257 @@
+"""The whole run: :class:`RunConfig` and its smaller sections, YAML in and out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
+
+from fedloom.config._dispatch import dispatch, registry_field
+from fedloom.config._errors import describe_errors
+from fedloom.config.algorithms import FedAvgConfig, server_defaults
+from fedloom.config.data import DataConfig
+from fedloom.config.server import ServerConfig
+from fedloom.errors import ConfigError
+from fedloom.models import MODELS
+from fedloom.registry import REGISTRY, Named, Section
+from fedloom.tasks import TASKS
+
+__all__ = [
+    "AttackConfig",
+    "ClientConfig",
+    "DeployConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "RunConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+for _name, _model in MODELS.items():
+    REGISTRY.register("model", _name, _model)
+for _name, _task in TASKS.items():
+    REGISTRY.register("task", _name, _task)
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        default="auto", description="a registered model, or auto: the dataset's reference model"
+    )
+    buffers: Literal["average", "local"] = "average"
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        names = ("auto", *REGISTRY.names("model"))
+        if value not in names:
+            raise ValueError(f"unknown model {value!r}; registered: {', '.join(names)}")
+        return value
+
+
+class HeterogeneityConfig(Section):
+    """Each sampled client's work drawn uniformly from {low..high} (epochs, or steps)."""
+
+    low: Annotated[int, Field(ge=1)]
+    high: Annotated[int, Field(ge=1)]
+    redraw: Literal["round", "never"] = "round"
+
+
+class StragglersConfig(Section):
+    """A fraction of each cohort does 1..E-1 epochs (or steps); drop or keep their work."""
+
+    fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    policy: Literal["keep", "drop"] = "keep"
+
+
+class ClientConfig(Section):
+    epochs: Annotated[int, Field(ge=1)] = 3
+    steps: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Annotated[int, Field(ge=1)] | Literal["full"] = 10
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    heterogeneity: HeterogeneityConfig | None = None
+    stragglers: StragglersConfig = StragglersConfig()
+
+
+class AttackConfig(Section):
+    """Simulated malicious clients (a fixed fraction of the population)."""
+
+    kind: Literal["none", "scaling", "sign_flip", "gaussian", "alie", "ipm", "label_flip"] = "none"
+    fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    factor: float = Field(default=100.0, description="scaling: the boost")
+    sigma: Annotated[float, Field(ge=0)] = Field(default=1.0, description="gaussian: noise std")
+    z: float | None = Field(default=None, description="alie: z; default from the paper")
+    epsilon: float = Field(default=0.5, description="ipm: the attackers send -epsilon * mean")
+    omniscient: bool = Field(default=True, description="alie/ipm see the honest updates")
+
+
+class EvalConfig(Section):
+    every: Annotated[int, Field(ge=1)] = 1
+    clients: bool = True
+    train: bool = Field(default=False, description="also the global training loss")
+
+
+class OutputConfig(Section):
+    runs_dir: str = "runs"
+    plots: bool = True
+    save_model: bool = True
+    checkpoint: bool = Field(
+        default=True, description="checkpoint.safetensors after every round, for --resume"
+    )
+
+
+class DeployConfig(Section):
+    """How ``fedloom server`` serves the run to networked clients."""
+
+    address: str = Field(default="127.0.0.1:8443", description="host:port to listen on")
+    certs: str | None = Field(
+        default=None, description="folder with server.pem, server.key, ca.pem (fedloom certs)"
+    )
+    tokens: str | None = Field(
+        default=None, description="YAML file client-id: token; bearer tokens, no client certs"
+    )
+    insecure: bool = Field(default=False, description="plaintext, ids taken on trust: tests only")
+    clients: list[str] | None = Field(
+        default=None, description="client ids in population order (default client-0..K-1)"
+    )
+    round_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    min_fit_clients: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="valid updates a round needs before it is aggregated"
+    )
+    retries: Annotated[int, Field(ge=0)] = Field(
+        default=2, description="extra deadlines to wait when too few updates arrived, then stop"
+    )
+    close_early: bool = Field(
+        default=False, description="aggregate as soon as min_fit_clients valid updates arrived"
+    )
+    compress: bool = Field(default=False, description="zlib-compress tensors on the wire")
+    max_message_mb: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="gRPC message limit; default twice the model size plus 1 MB"
+    )
+
+
+class RunConfig(Section):
+    """A whole experiment. Every field has a default: ``RunConfig()`` is ``fedloom run``."""
+
+    name: str | None = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    rounds: Annotated[int, Field(ge=1)] = 40
+    engine: Literal["auto", "sequential", "vectorized", "process", "ray"] = "auto"
+    workers: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="processes for the process engine; default one per core"
+    )
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    client: ClientConfig = ClientConfig()
+    server: ServerConfig = ServerConfig()
+    algorithm: SerializeAsAny[Named] = registry_field(
+        "algorithm", FedAvgConfig(), "the algorithm (a registered one) and its options"
+    )
+    attack: AttackConfig = AttackConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+    deploy: DeployConfig = DeployConfig()
+
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _algorithm(cls, value: Any) -> Any:
+        return dispatch("algorithm", value, default="fedavg")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _algorithm_defaults(cls, raw: Any) -> Any:
+        """Fill ``server.lr`` and ``server.weighting`` with the algorithm's defaults, so the
+        resolved config shows the values used."""
+        if not isinstance(raw, dict):
+            return raw
+        algorithm = raw.get("algorithm", "fedavg")
+        name = algorithm if isinstance(algorithm, str) else getattr(algorithm, "name", None)
+        if isinstance(algorithm, dict):
+            name = algorithm.get("name", "fedavg")
+        server = raw.get("server") or {}
+        if not isinstance(server, dict) or str(name) not in REGISTRY.names("algorithm"):
+            return raw
+        lr, weighting = server_defaults(str(name))
+        server = dict(server)
+        if server.get("lr") is None:
+            server["lr"] = lr
+        if server.get("weighting") is None:
+            server["weighting"] = weighting
+        return {**raw, "server": server}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Validate a plain dict; raises :class:`ConfigError` with one line per problem."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(describe_errors(exc.errors(), cls, raw)) from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the run's numbers, so a checkpoint is resumed
+        only by the same experiment. Left out: where outputs go, how the run is served, the
+        engine (engines agree to float rounding), and the number of rounds, so a finished
+        run can be extended (a round depends only on the seed and its own number)."""
+        decisive = self.model_dump(
+            mode="json", exclude={"name", "output", "deploy", "rounds", "engine", "workers"}
+        )
+        return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
+
+
+SHORTHAND_TAGS = {"partition": "kind", "algorithm": "name", "aggregator": "name"}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``key.path=value`` overrides applied (values are YAML)."""
+    result = _deep_copy(raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set rounds=10")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {override!r}: value is not valid YAML ({exc})") from None
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str) and part in SHORTHAND_TAGS:
+                child = {SHORTHAND_TAGS[part]: child}
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Read a YAML config (or start from the defaults), apply ``--set`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        raw = loaded or {}
+    return RunConfig.from_dict(apply_overrides(raw, overrides))

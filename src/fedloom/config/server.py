@@ -1,0 +1,168 @@
+"""The ``server`` section: aggregation rules (registered), clipping, hierarchy, validation,
+and the server's learning rate and weighting."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, SerializeAsAny, field_validator
+
+from fedloom import aggregate
+from fedloom.config._dispatch import dispatch, registry_field
+from fedloom.engine import UpdatePolicy
+from fedloom.errors import ConfigError
+from fedloom.registry import REGISTRY, Named, Section
+
+__all__ = [
+    "HierarchyConfig",
+    "ServerConfig",
+    "ValidationConfig",
+    "build_aggregator",
+    "build_policy",
+    "build_rule",
+]
+
+
+class MeanRule(Named):
+    """The weighted mean (FedAvg)."""
+
+    name: Literal["mean"] = "mean"
+
+
+class MedianRule(Named):
+    """Coordinate-wise median (Yin et al. 2018)."""
+
+    name: Literal["median"] = "median"
+
+
+class TrimmedMeanRule(Named):
+    """Coordinate-wise trimmed mean: cut floor(beta K) from each end."""
+
+    name: Literal["trimmed_mean"] = "trimmed_mean"
+    beta: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
+
+
+class KrumRule(Named):
+    """Krum / Multi-Krum (Blanchard et al. 2017): f assumed attackers, m selected."""
+
+    name: Literal["krum"] = "krum"
+    f: Annotated[int, Field(ge=0)] = 1
+    m: Annotated[int, Field(ge=1)] = 1
+
+
+class BulyanRule(Named):
+    """Bulyan over Krum (El Mhamdi et al. 2018): needs K >= 4f + 3."""
+
+    name: Literal["bulyan"] = "bulyan"
+    f: Annotated[int, Field(ge=0)] = 1
+
+
+class GeometricMedianRule(Named):
+    """Smoothed Weiszfeld geometric median (RFA, Pillutla et al. 2022)."""
+
+    name: Literal["geometric_median"] = "geometric_median"
+    nu: Annotated[float, Field(gt=0)] = 1e-6
+    max_iter: Annotated[int, Field(ge=1)] = 100
+
+
+class CenteredClippingRule(Named):
+    """Centered clipping (Karimireddy et al. 2021) around the previous aggregate."""
+
+    name: Literal["centered_clipping"] = "centered_clipping"
+    tau: Annotated[float, Field(gt=0)] = 1.0
+    iterations: Annotated[int, Field(ge=1)] = 1
+
+
+for _name, _factory, _section in (
+    ("mean", aggregate.Mean, MeanRule),
+    ("median", aggregate.CoordinateMedian, MedianRule),
+    ("trimmed_mean", aggregate.TrimmedMean, TrimmedMeanRule),
+    ("krum", aggregate.Krum, KrumRule),
+    ("bulyan", aggregate.Bulyan, BulyanRule),
+    ("geometric_median", aggregate.GeometricMedian, GeometricMedianRule),
+    ("centered_clipping", aggregate.CenteredClipping, CenteredClippingRule),
+):
+    REGISTRY.register("aggregator", _name, _factory, section=_section)
+
+
+def _rule(value: Any) -> Any:
+    return dispatch("aggregator", value, default="mean")
+
+
+class HierarchyConfig(Section):
+    """Clients in contiguous blocks of branching[0] under edges, edges in blocks of
+    branching[1], ...; one rule per level (edges first, root last)."""
+
+    branching: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    aggregators: list[Annotated[SerializeAsAny[Named], BeforeValidator(_rule)]] | None = Field(
+        default=None,
+        description="one per level, root last; default mean below the root",
+        json_schema_extra={"registry": "aggregator", "default": "mean"},
+    )
+
+
+class ValidationConfig(Section):
+    """Update validation: bounds, and the fewest valid updates a round needs."""
+
+    max_norm: Annotated[float, Field(gt=0)] | None = None
+    max_examples: Annotated[int, Field(ge=1)] | None = None
+    min_updates: Annotated[int, Field(ge=1)] = 1
+
+
+class ServerConfig(Section):
+    fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    lr: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="server learning rate; default: the algorithm's own"
+    )
+    weighting: Literal["examples", "uniform", "inverse_variance"] | None = Field(
+        default=None, description="default: the algorithm's own (examples; SCAFFOLD uniform)"
+    )
+    aggregator: SerializeAsAny[Named] = registry_field(
+        "aggregator", MeanRule(), "the aggregation rule (a registered aggregator)"
+    )
+    clip_norm: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="clip each update to this L2 norm before aggregating"
+    )
+    validation: ValidationConfig = ValidationConfig()
+    hierarchy: HierarchyConfig | None = None
+
+    @field_validator("aggregator", mode="before")
+    @classmethod
+    def _aggregator(cls, value: Any) -> Any:
+        return _rule(value)
+
+
+def build_rule(config: Named) -> aggregate.Aggregator:
+    """One aggregation rule from its config section."""
+    name = config.name
+    rule: aggregate.Aggregator = REGISTRY.entry("aggregator", name).factory(
+        **config.model_dump(exclude={"name"})
+    )
+    return rule
+
+
+def build_aggregator(config: ServerConfig, num_clients: int) -> aggregate.Aggregator:
+    """The server's aggregation: clipping, then the rule, or the tree of rules."""
+    rule = build_rule(config.aggregator)
+    if config.hierarchy is not None:
+        depth = len(config.hierarchy.branching) + 1
+        if config.hierarchy.aggregators is None:
+            rules = [aggregate.Mean()] * (depth - 1) + [rule]
+        else:
+            if len(config.hierarchy.aggregators) != depth:
+                raise ConfigError(
+                    f"server.hierarchy.aggregators: {len(config.hierarchy.branching)} branching "
+                    f"levels need {depth} rules (edges first, root last), got "
+                    f"{len(config.hierarchy.aggregators)}"
+                )
+            rules = [build_rule(r) for r in config.hierarchy.aggregators]
+        tree = aggregate.contiguous_tree(num_clients, config.hierarchy.branching, rules)
+        rule = aggregate.Hierarchical(tree)
+    if config.clip_norm is not None:
+        rule = aggregate.NormBound(config.clip_norm, rule)
+    return rule
+
+
+def build_policy(config: ServerConfig) -> UpdatePolicy:
+    v = config.validation
+    return UpdatePolicy(v.max_norm, v.max_examples, v.min_updates)
