@@ -130,6 +130,11 @@ class Registry:
         self._entries[kind][name] = entry
         return entry
 
+    def unregister(self, kind: str, name: str) -> None:
+        """Remove ``name`` from ``kind`` (tests and notebooks that register temporarily)."""
+        self.entry(kind, name)
+        del self._entries[kind][name]
+
     def entry(self, kind: str, name: str) -> Entry:
         try:
             return self._entries[kind][name]
@@ -165,7 +170,9 @@ def section_from_factory(
         annotation = hints.get(parameter.name, Any)
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
         fields[parameter.name] = (annotation, default)
-    model = create_model(f"{name.title().replace('_', '')}Config", __base__=Section, **fields)
+    model = create_model(
+        f"{name.title().replace('_', '')}Config", __base__=base_section(kind), **fields
+    )
     model.__doc__ = (factory.__doc__ or name).strip().splitlines()[0]
     return model
 

@@ -18,7 +18,7 @@ from fedloom.config.data import DataConfig
 from fedloom.config.server import ServerConfig
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS
-from fedloom.registry import REGISTRY, Named, Section
+from fedloom.registry import REGISTRY, Named, Section, section_from_factory
 from fedloom.tasks import TASKS
 
 __all__ = [
@@ -33,8 +33,9 @@ __all__ = [
     "load_config",
 ]
 
-for _name, _model in MODELS.items():
-    REGISTRY.register("model", _name, _model)
+for _name, _model in MODELS.items():  # a model's sizes come from the data, not the config
+    _section = section_from_factory("model", _name, _model, exclude=("num_classes", "num_features"))
+    REGISTRY.register("model", _name, _model, section=_section)
 for _name, _task in TASKS.items():
     REGISTRY.register("task", _name, _task)
 

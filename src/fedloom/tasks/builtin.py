@@ -102,8 +102,9 @@ def _perplexity(means: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def next_token() -> Task:
-    """Next-token prediction: logits ``[B, T, V]`` for targets ``[B, T]`` (the input shifted
-    by one); loss per token; token accuracy and perplexity."""
+    """Next-token prediction: token loss, token accuracy, perplexity.
+
+    Logits ``[B, T, V]`` for targets ``[B, T]`` (the input sequence shifted by one)."""
     return Task(
         name="next_token",
         loss=_token_loss,

@@ -1,0 +1,53 @@
+"""Documentation generated from the registry, so help texts and the README never drift.
+
+``python -m fedloom.config.docs`` prints the README's table of registered names; a test
+checks that the README holds exactly this table, and ``fedloom run --help`` shows the same
+entries as text.
+"""
+
+from __future__ import annotations
+
+from fedloom.registry import KINDS, REGISTRY, Entry
+
+__all__ = ["registry_table", "registry_text"]
+
+
+def _options(entry: Entry) -> str:
+    options = entry.options()
+    return ", ".join(f"`{k}` = {v!r}" for k, v in options.items()) if options else ""
+
+
+def _key(kind: str) -> str:
+    return {
+        "algorithm": "algorithm",
+        "aggregator": "server.aggregator",
+        "partition": "data.partition",
+        "model": "model.name",
+        "task": "task (Python: `simulate(task=...)`)",
+    }[kind]
+
+
+def registry_table() -> str:
+    """A Markdown table of every registered name: config key, name, options, summary."""
+    rows = ["| config key | name | options (defaults) | what it is |", "|---|---|---|---|"]
+    for kind in KINDS:
+        for entry in REGISTRY.entries(kind):
+            summary = entry.summary.replace("``", "`").replace("|", "\\|")
+            options = _options(entry).replace("|", "\\|")
+            rows.append(f"| {_key(kind)} | `{entry.name}` | {options} | {summary} |")
+    return "\n".join(rows) + "\n"
+
+
+def registry_text() -> str:
+    """The registered names as plain text, for ``--help``."""
+    lines = ["registered names (set with --set KEY=NAME, options with --set KEY.OPTION=VALUE):"]
+    for kind in KINDS:
+        names = ", ".join(REGISTRY.names(kind))
+        lines.append(f"  {_key(kind).split(' ')[0]}: {names}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import fedloom.config  # noqa: F401  (registers the built-in entries)
+
+    print(registry_table(), end="")
