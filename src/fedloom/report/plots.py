@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
+from typing import Any
 
 __all__ = ["plot_run"]
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot with the file-only Agg backend, imported on first plot.
+
+    Imported here rather than at the top so that ``import fedloom`` (and every run with
+    ``output.plots: false``) does not pay for matplotlib.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _series(records: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
@@ -20,6 +30,7 @@ def _series(records: Sequence[dict], key: str) -> tuple[list[float], list[float]
 
 def plot_run(records: Sequence[dict], out_dir: Path, *, title: str = "") -> list[Path]:
     """Write ``accuracy.png`` and (when measured) ``client_accuracy.png``; return their paths."""
+    plt = _pyplot()
     written = []
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
     acc_ax.plot(*_series(records, "test_accuracy"), marker=".", label="global test")
