@@ -1,7 +1,7 @@
-"""The ``fedloom`` command line: ``run``, ``study``, ``data describe``, ``server``, ``client``,
-``certs``.
+"""The ``fedloom`` command line: experiments in one process, and runs over the network.
 
-The parser is built from light modules only (no torch, matplotlib, gRPC or cryptography), so
+Commands: ``run``, ``study``, ``data describe``, ``server``, ``client``, ``certs``. The
+parser is built from light modules only (no torch, matplotlib, gRPC or cryptography), so
 ``fedloom --help`` and ``fedloom COMMAND --help`` answer at once; each command's handler
 imports what it needs when it runs. Commands live by group: :mod:`fedloom.cli._experiment`
 (in-process experiments) and :mod:`fedloom.cli._deploy` (the network).
