@@ -91,6 +91,32 @@ def test_help_explains_each_command(argv, expected, capsys):
     assert expected in capsys.readouterr().out
 
 
+def test_help_lists_every_choice_the_config_accepts():
+    """The help's lists are prose built without torch; this keeps them in step with the config."""
+    import re
+    import typing
+
+    from fedloom.aggregate import WEIGHTINGS
+    from fedloom.cli._config_args import CONFIG_HELP
+    from fedloom.config import RunConfig
+    from fedloom.names import ENGINES
+    from fedloom.registry import REGISTRY
+
+    fields = RunConfig.model_fields
+    data_fields = fields["data"].annotation.model_fields  # type: ignore[union-attr]
+    assert typing.get_args(fields["engine"].annotation) == ENGINES
+    choices = CONFIG_HELP.split("Datasets:", 1)[1]
+    for name in (
+        *typing.get_args(data_fields["dataset"].annotation),
+        *REGISTRY.names("partition"),
+        *REGISTRY.names("algorithm"),
+        *REGISTRY.names("aggregator"),
+        *WEIGHTINGS,
+        *ENGINES,
+    ):
+        assert re.search(rf"\b{name}\b", choices), f"{name} is missing from fedloom run --help"
+
+
 def test_data_describe_prints_sizes_and_histograms(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     assert (

@@ -18,6 +18,7 @@ from fedloom.config.data import DataConfig
 from fedloom.config.server import ServerConfig
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS
+from fedloom.names import Engine
 from fedloom.registry import REGISTRY, Named, Section, section_from_factory
 from fedloom.tasks import TASKS
 
@@ -144,7 +145,7 @@ class RunConfig(Section):
     name: str | None = None
     seed: Annotated[int, Field(ge=0)] = 0
     rounds: Annotated[int, Field(ge=1)] = 40
-    engine: Literal["auto", "sequential", "vectorized", "process", "ray"] = "auto"
+    engine: Engine = "auto"
     workers: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="processes for the process engine; default one per core"
     )

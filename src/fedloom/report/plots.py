@@ -5,13 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
+from typing import Any
 
 __all__ = ["plot_run"]
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot with the file-only Agg backend, imported on first plot.
+
+    Imported here rather than at the top so that ``import fedloom`` (and every run with
+    ``output.plots: false``) does not pay for matplotlib.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _series(records: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
@@ -24,6 +34,7 @@ def plot_run(
 ) -> list[Path]:
     """Write ``<score>.png`` and (when measured) ``client_<score>.png`` (``accuracy.png`` and
     ``client_accuracy.png`` for classification); return their paths."""
+    plt = _pyplot()
     written = []
     client = f"client_{score}"
     label = score.replace("_", " ")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 from torch import nn
 
 from fedloom.client import ClientProgram, LocalTraining
 from fedloom.data import FederatedDataset
 from fedloom.engine import Executor
+from fedloom.names import ENGINES, Engine
 from fedloom.sim.process import ProcessExecutor
 from fedloom.sim.quadratic import QuadraticExecutor
 from fedloom.sim.sequential import SequentialExecutor
@@ -27,9 +27,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fedloom")
-
-Engine = Literal["auto", "sequential", "vectorized", "process", "ray"]
-ENGINES = ("auto", "sequential", "vectorized", "process", "ray")
 
 
 def make_executor(

@@ -1,0 +1,77 @@
+"""The config options every run-describing command shares: --config, --set, --data-root.
+
+``fedloom run``, ``server``, ``client`` and ``data describe`` all read one run config; this
+module gives them the same three options, the same help text and the same way of turning
+them into a :class:`~fedloom.config.RunConfig`. It imports nothing heavy: the config module
+(and with it torch) loads only when a command actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from fedloom.names import ENGINES
+
+if TYPE_CHECKING:
+    from fedloom.config import RunConfig
+
+__all__ = ["CONFIG_HELP", "add_config_arguments", "load_run_config"]
+
+# The lists below are prose for people, kept free of heavy imports so that --help answers at
+# once; tests/test_cli.py checks them against the registry (fedloom.registry), so a built-in
+# algorithm, rule or partition missing here fails a test.
+CONFIG_HELP = f"""\
+configuration:
+  A run is described by a YAML config (see examples/). Every key has a default, so
+  `fedloom run` alone runs FedAvg on scikit-learn's bundled digits, 20 clients with
+  Dirichlet(0.5) label skew, 40 rounds. Override any key with --set, e.g.
+    --set rounds=50 --set data.dataset=mnist --set data.partition=shards
+    --set data.partition.shards_per_client=2 --set client.epochs=5 --set server.fraction=0.1
+  Keys: name, seed, rounds, engine, workers,
+        data.{{dataset,root,num_clients,partition,holdout_fraction,synthetic}},
+        model.{{name,buffers}}, client.{{epochs,steps,batch_size,lr,momentum,weight_decay,
+        heterogeneity.{{low,high}},stragglers.{{fraction,policy}}}},
+        server.{{fraction,lr,weighting}}, algorithm.{{name,<its parameters>}},
+        eval.{{every,clients,train}}, output.{{runs_dir,plots,save_model,checkpoint}}
+  Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural.
+  Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
+  fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),
+  qffl (q, lipschitz), e.g. --set algorithm=fedprox --set algorithm.mu=0.1
+  Aggregators (server.aggregator): mean, median, trimmed_mean (beta), krum (f, m),
+  bulyan (f), geometric_median (nu, max_iter), centered_clipping (tau, iterations).
+  Weightings: examples, uniform, inverse_variance.
+  Every registered name with its options: python -m fedloom.config.docs
+  Engines: {", ".join(ENGINES[:-1])} and {ENGINES[-1]} (with workers=N).
+"""
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --config, --set and --data-root to one command's parser."""
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML config file")
+    parser.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one config key (repeatable), e.g. --set data.partition.alpha=0.1",
+    )
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="folder holding dataset folders such as mnist/ (default: $FEDLOOM_DATA or "
+        "~/.cache/fedloom)",
+    )
+
+
+def load_run_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> RunConfig:
+    """The run config the options describe; ``extra`` overrides come last and win."""
+    from fedloom.config import load_config
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    return load_config(args.config, [*overrides, *extra])
