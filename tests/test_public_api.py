@@ -91,3 +91,17 @@ def test_lazy_table_matches_all_and_the_type_checking_imports():
         module = importlib.import_module(source)
         expected = module if source == f"fedloom.{name}" else getattr(module, name)
         assert getattr(fedloom, name) is expected, name
+
+
+def test_deployment_does_not_import_the_simulation():
+    """A deployed server or client loads net/, the config and the core, never sim/."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fedloom.net.deploy, fedloom.net.server, fedloom.net.client; "
+        "print(sorted(m for m in sys.modules if m.startswith(('fedloom.sim', "
+        "'fedloom.simulation', 'fedloom.experiment', 'fedloom.studies'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
+
+from fedloom.rng import derive_seed
 
 __all__ = [
     "MODELS",
+    "ModelSource",
+    "initial_module",
     "digits_cnn",
     "digits_mlp",
     "logistic_regression",
@@ -78,3 +83,20 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "digits_mlp": digits_mlp,
     "digits_cnn": digits_cnn,
 }
+
+
+ModelSource = nn.Module | Callable[[], nn.Module]
+"""A model factory, or a module whose weights start the run."""
+
+
+def initial_module(model: ModelSource, *, seed: int) -> nn.Module:
+    """The model whose weights start the run.
+
+    A factory is called under a seeded, forked RNG so that the initial weights depend only
+    on the run seed and the global torch RNG is left as it was. A module is used as given.
+    """
+    if isinstance(model, nn.Module):
+        return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        return model()

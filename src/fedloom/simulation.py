@@ -9,11 +9,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from torch import nn
 
 from fedloom.algorithms import Algorithm, ServerState
 from fedloom.client import LocalTraining
@@ -28,28 +27,13 @@ from fedloom.engine import (
     UpdatePolicy,
     run_rounds,
 )
+from fedloom.models import ModelSource, initial_module
 from fedloom.params import flatten_buffers, flatten_params
-from fedloom.rng import derive_seed
 from fedloom.sim import Engine, make_executor
 from fedloom.sim.attacks import Attack, AttackedExecutor, choose_attackers, flip_labels
 from fedloom.tasks import Task
 
 __all__ = ["initial_module", "simulate"]
-
-ModelSource = nn.Module | Callable[[], nn.Module]
-
-
-def initial_module(model: ModelSource, *, seed: int) -> nn.Module:
-    """The model whose weights start the run.
-
-    A factory is called under a seeded, forked RNG so that the initial weights depend only
-    on the run seed and the global torch RNG is left as it was. A module is used as given.
-    """
-    if isinstance(model, nn.Module):
-        return model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init"))
-        return model()
 
 
 def simulate(

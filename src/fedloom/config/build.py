@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
@@ -18,7 +19,9 @@ from fedloom.data import Dataset, FederatedDataset
 from fedloom.engine import LocalWork
 from fedloom.errors import ConfigError
 from fedloom.registry import REGISTRY
-from fedloom.sim.attacks import Attack
+
+if TYPE_CHECKING:
+    from fedloom.sim.attacks import Attack
 
 __all__ = [
     "NUM_CLASSES",
@@ -82,6 +85,9 @@ def build_local_work(config: ClientConfig) -> LocalWork:
 
 
 def build_attack(config: AttackConfig) -> Attack:
+    """The simulated attack (simulation only: deployment never imports it)."""
+    from fedloom.sim.attacks import Attack
+
     return Attack(**config.model_dump())
 
 

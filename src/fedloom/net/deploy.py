@@ -38,12 +38,12 @@ from fedloom.config import (
 from fedloom.data import Dataset
 from fedloom.engine import Callback, Checkpoints, Evaluator, History, UpdatePolicy, run_rounds
 from fedloom.errors import ConfigError, FedloomError
+from fedloom.models import initial_module
 from fedloom.net.client import run_client
 from fedloom.net.server import Access, NetworkExecutor, RoundBoard, start_server
 from fedloom.net.status import StatusLine
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.report import MetricsFiles, save_model
-from fedloom.simulation import initial_module
 
 __all__ = ["deploy_access", "load_data_hook", "run_demo_client", "serve", "server_credentials_for"]
 
