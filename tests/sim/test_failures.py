@@ -8,9 +8,9 @@ import logging
 
 import pytest
 import torch
-from _faults import break_labels, dying_digits_mlp, mark_client
 
 import fedloom as fl
+from _faults import break_labels, dying_digits_mlp, mark_client
 from fedloom.client import LocalContext, LocalTraining
 from fedloom.data import IID, FederatedDataset, federate
 from fedloom.engine import plans_for_round

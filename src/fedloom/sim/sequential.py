@@ -65,12 +65,16 @@ class SequentialExecutor:
         context: LocalContext,
     ) -> ClientResult:
         x, y = self._client_data[plan.client_id]
+        if self.objective.buffer_spec.num_params == 0:  # none to pass (as on the vectorized
+            start = torch.zeros(0)  # engine, which callers may have handed no buffers)
+        else:
+            start = buffers[plan.client_id]
         return train_client(
             plan,
             x,
             y,
             params,
-            buffers[plan.client_id],
+            start,
             objective=self.objective,
             settings=self.settings,
             context=context,
