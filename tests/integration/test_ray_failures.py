@@ -55,6 +55,7 @@ def _run(data, engine, model=fl.models.digits_mlp):
     )
 
 
+@pytest.mark.slow
 def test_a_raising_client_on_ray_fails_alone(cluster, six):
     history = _run(break_labels(six, BROKEN), "ray")
     without = FederatedDataset(six.dataset, six.client_train[:-1], six.client_holdout[:-1])
@@ -66,6 +67,7 @@ def test_a_raising_client_on_ray_fails_alone(cluster, six):
     assert float((a - b).norm() / (b - start).norm()) < 1e-5
 
 
+@pytest.mark.slow
 def test_a_dead_actor_costs_its_share_and_is_replaced(cluster, six, caplog):
     from fedloom.sim.ray_executor import RayExecutor
 

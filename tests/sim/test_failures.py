@@ -94,7 +94,9 @@ def test_the_isolation_costs_nothing_without_a_failure(six):
     assert all(isinstance(r, ClientResult) for r in results)
 
 
-@pytest.mark.parametrize("engine", ["sequential", "vectorized", "process"])
+@pytest.mark.parametrize(
+    "engine", ["sequential", "vectorized", pytest.param("process", marks=pytest.mark.slow)]
+)
 def test_a_run_with_a_raising_client_equals_the_run_without_it(six, engine, caplog):
     with caplog.at_level(logging.WARNING, logger="fedloom"):
         history = _run(break_labels(six, BROKEN), engine)
@@ -118,6 +120,7 @@ def test_abort_stops_at_the_first_failure_and_names_it(six):
         _run(six, "sequential", on_client_error="ignore")
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_round_costs_its_share_and_is_replaced(six):
     data = mark_client(six, BROKEN)
     module = dying_digits_mlp()
@@ -146,6 +149,7 @@ def test_a_worker_killed_mid_round_costs_its_share_and_is_replaced(six):
         assert torch.allclose(a.update, b.update, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_a_run_whose_worker_is_killed_every_round_finishes(six, caplog):
     data = mark_client(six, BROKEN)
     plans = plans_for_round(6, 1.0, seed=0, round=0)
