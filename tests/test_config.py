@@ -212,3 +212,16 @@ def test_every_example_config_is_valid(path):
 
     config = load_config(path)
     assert build_algorithm(config, 100).name == config.algorithm.name
+
+
+def test_on_client_error_is_skip_or_abort_and_not_part_of_the_fingerprint():
+    default = load_config(None, [])
+    abort = load_config(None, ["server.on_client_error=abort"])
+    assert (default.server.on_client_error, abort.server.on_client_error) == ("skip", "abort")
+    assert default.fingerprint() == abort.fingerprint()  # a resumed run may change its policy
+    assert default.fingerprint() != load_config(None, ["server.fraction=0.2"]).fingerprint()
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["server.on_client_error=retry"])
+    assert info.value.problems == [
+        "server.on_client_error: Input should be 'skip' or 'abort' (got 'retry')"
+    ]

@@ -7,7 +7,7 @@ seen and how to fix it.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "FedloomError"]
+__all__ = ["ClientError", "ConfigError", "DataError", "FedloomError"]
 
 
 class FedloomError(Exception):
@@ -24,3 +24,13 @@ class ConfigError(FedloomError, ValueError):
 
 class DataError(FedloomError):
     """A dataset is missing, malformed, or cannot be partitioned as asked."""
+
+
+class ClientError(FedloomError):
+    """A client failed during a round and the run was told to stop at the first failure
+    (``server.on_client_error: abort``). ``client_id``, ``round`` (1-based, as logged) and
+    ``reason`` say which client, when and why."""
+
+    def __init__(self, message: str, *, client_id: int, round: int, reason: str):
+        super().__init__(message)
+        self.client_id, self.round, self.reason = client_id, round, reason

@@ -80,6 +80,7 @@ def simulate_config(
         eval_train=config.eval.train,
         callbacks=callbacks,
         checkpoint=checkpoint,
+        on_client_error=config.server.on_client_error,
     )
 
 

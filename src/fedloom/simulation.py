@@ -24,6 +24,7 @@ from fedloom.engine import (
     Executor,
     History,
     LocalWork,
+    OnClientError,
     UpdatePolicy,
     run_rounds,
 )
@@ -57,6 +58,7 @@ def simulate(
     eval_train: bool = False,
     callbacks: Sequence[Callback] = (),
     checkpoint: Checkpoints | None = None,
+    on_client_error: OnClientError = "skip",
 ) -> History:
     """Simulate ``rounds`` rounds of ``algorithm`` in this process.
 
@@ -85,6 +87,10 @@ def simulate(
         callbacks: observers (metrics files, progress bars).
         checkpoint: save the state after every round there, and continue from it when it
             already holds a checkpoint of this run (:class:`fedloom.engine.Checkpoints`).
+        on_client_error: a client whose training raises, or whose worker process or Ray
+            actor dies, is a failure counted in ``num_failures``: ``"skip"`` goes on with
+            the others, ``"abort"`` stops the run with a :class:`fedloom.errors.ClientError`
+            naming the client, round and error.
     """
     if buffers not in ("average", "local"):
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
@@ -134,6 +140,7 @@ def simulate(
             eval_every=eval_every,
             callbacks=callbacks,
             checkpoint=checkpoint,
+            on_client_error=on_client_error,
         )
     finally:
         close = getattr(executor, "close", None)

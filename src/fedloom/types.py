@@ -64,10 +64,24 @@ class ClientResult:
 
 @dataclass(frozen=True)
 class ClientFailure:
-    """A client that did not produce a usable result this round, and why."""
+    """A client that did not produce a usable result this round, and why.
+
+    Failures are values, not exceptions, so that one client cannot stop a round: the round
+    loop counts them (``num_failures``), logs them and judges them by its failure policy
+    (``on_client_error``).
+
+    Attributes:
+        client_id: the client.
+        reason: one line for the log: the exception type and message when the client's
+            training raised (``"IndexError: Target 10 is out of bounds."``), else what
+            happened (``"worker process 1 died (signal 9, SIGKILL)"``, ``"dropped out: ..."``).
+        round: the round the client was planned for (0-based, like
+            :attr:`ClientPlan.round`); ``None`` when the executor did not say.
+    """
 
     client_id: int
     reason: str
+    round: int | None = None
 
 
 @dataclass(frozen=True)

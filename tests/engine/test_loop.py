@@ -3,12 +3,14 @@
 import logging
 
 import numpy as np
+import pytest
 import torch
 
 import fedloom as fl
 from fedloom.client import LocalTraining
 from fedloom.data import cohort_size, federate, partition, sample_cohort
 from fedloom.engine import Evaluator, run_rounds
+from fedloom.errors import ClientError
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.sim import SequentialExecutor
 from fedloom.types import ClientFailure
@@ -102,3 +104,26 @@ def test_cohort_sampling():
         np.concatenate([sample_cohort(20, 0.25, seed=1, round=r) for r in range(400)]), minlength=20
     )
     assert counts.min() > 60 and counts.max() < 140  # expected 100
+
+
+def test_abort_raises_on_the_first_failure_and_saves_nothing_of_its_round(digits, tmp_path):
+    data, module, executor = _setup(digits)
+    checkpoint = fl.engine.Checkpoints(tmp_path, fingerprint="abort")
+    with pytest.raises(ClientError) as caught:
+        run_rounds(
+            fl.fedavg(),
+            DropClients(executor, {1, 3}),
+            num_clients=4,
+            params=flatten_params(module),
+            buffers=flatten_buffers(module),
+            rounds=2,
+            fraction=1.0,
+            checkpoint=checkpoint,
+            on_client_error="abort",
+        )
+    assert str(caught.value).startswith(
+        "round 1: client 1 failed: device went offline (and 1 more client(s)). The run stops "
+        "because on_client_error is 'abort'"
+    )
+    assert (caught.value.client_id, caught.value.round) == (1, 1)
+    assert checkpoint.load() is None  # a resumed run repeats the round

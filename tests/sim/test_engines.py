@@ -18,7 +18,7 @@ from fedloom.client import LocalContext, LocalTraining
 from fedloom.data import Dirichlet, QuantitySkew, Shards, federate
 from fedloom.engine import plans_for_round
 from fedloom.params import flatten_params
-from fedloom.sim import SequentialExecutor, VectorizedExecutor, make_executor
+from fedloom.sim import IsolatedExecutor, SequentialExecutor, VectorizedExecutor, make_executor
 from fedloom.sim.vectorized import default_slots, vectorization_problem
 from fedloom.simulation import initial_module
 
@@ -136,9 +136,9 @@ def test_batch_norm_falls_back_to_sequential_and_says_so(digits, caplog):
 
 def test_auto_picks_vectorized_where_possible(digits):
     data = federate(digits, Dirichlet(6, 1.0))
-    assert isinstance(
-        make_executor("auto", fl.models.digits_mlp(), data, LocalTraining()), VectorizedExecutor
-    )
+    executor = make_executor("auto", fl.models.digits_mlp(), data, LocalTraining())
+    assert isinstance(executor, IsolatedExecutor)  # a failing client fails alone
+    assert isinstance(executor.cohort, VectorizedExecutor)
     with pytest.raises(ValueError, match="unknown engine"):
         make_executor("warp", fl.models.digits_mlp(), data, LocalTraining())
 

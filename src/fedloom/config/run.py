@@ -202,10 +202,13 @@ class RunConfig(Section):
     def fingerprint(self) -> str:
         """A hash of everything that decides the run's numbers, so a checkpoint is resumed
         only by the same experiment. Left out: where outputs go, how the run is served, the
-        engine (engines agree to float rounding), and the number of rounds, so a finished
-        run can be extended (a round depends only on the seed and its own number)."""
+        engine (engines agree to float rounding), the failure policy (it stops a run, it
+        does not change a completed round), and the number of rounds, so a finished run can
+        be extended (a round depends only on the seed and its own number)."""
+        ignored = {"name", "output", "deploy", "rounds", "engine", "workers"}
         decisive = self.model_dump(
-            mode="json", exclude={"name", "output", "deploy", "rounds", "engine", "workers"}
+            mode="json",
+            exclude={**dict.fromkeys(ignored, True), "server": {"on_client_error": True}},
         )
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 

@@ -125,6 +125,15 @@ class ServerConfig(Section):
     )
     validation: ValidationConfig = ValidationConfig()
     hierarchy: HierarchyConfig | None = None
+    on_client_error: Literal["skip", "abort"] = Field(
+        default="skip",
+        description=(
+            "a client whose training raises, or whose worker process or Ray actor dies, is a "
+            "failure counted in num_failures: skip (leave it out of its round and go on with "
+            "the others) or abort (stop the run with an error naming the client, round and "
+            "error); simulation engines only"
+        ),
+    )
 
     @field_validator("aggregator", mode="before")
     @classmethod

@@ -4,11 +4,14 @@ from fedloom.engine.callbacks import Callback, History
 from fedloom.engine.checkpoint import Checkpoints, Resumed
 from fedloom.engine.evaluation import Evaluator, spread_metrics
 from fedloom.engine.executor import Executor
+from fedloom.engine.failures import ON_CLIENT_ERROR, OnClientError
 from fedloom.engine.loop import Evaluate, plans_for_round, run_rounds
 from fedloom.engine.validation import Rejection, UpdatePolicy, check_update, validate_updates
 from fedloom.engine.work import LocalWork, assign_work
 
 __all__ = [
+    "ON_CLIENT_ERROR",
+    "OnClientError",
     "Checkpoints",
     "Resumed",
     "Callback",

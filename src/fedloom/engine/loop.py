@@ -24,6 +24,7 @@ from fedloom.data import sample_cohort
 from fedloom.engine.callbacks import Callback, History, notify_round
 from fedloom.engine.checkpoint import Checkpoints
 from fedloom.engine.executor import Executor
+from fedloom.engine.failures import OnClientError, check_on_client_error, judge_failures
 from fedloom.engine.validation import UpdatePolicy, validate_updates
 from fedloom.engine.work import LocalWork, assign_work
 from fedloom.rng import derive_seed
@@ -79,6 +80,7 @@ def run_rounds(
     eval_every: int = 1,
     callbacks: Sequence[Callback] = (),
     checkpoint: Checkpoints | None = None,
+    on_client_error: OnClientError = "skip",
 ) -> History:
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
@@ -103,7 +105,12 @@ def run_rounds(
         checkpoint: where to save the state after every round; when it already holds a
             checkpoint of this run, the run continues from there (and ends with the same
             model as an uninterrupted run).
+        on_client_error: what a failed client (an exception in its training, a dead worker)
+            does: ``"skip"`` leaves it out of its round (counted in ``num_failures``),
+            ``"abort"`` stops the run with a :class:`~fedloom.errors.ClientError` (see
+            :mod:`fedloom.engine.failures`).
     """
+    on_client_error = check_on_client_error(on_client_error)
     settings = settings or LocalTraining()
     work = work or LocalWork()
     policy = policy or UpdatePolicy()
@@ -131,8 +138,7 @@ def run_rounds(
         outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
         returned = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
-        for failure in failures:
-            log.warning("round %d: client %d failed: %s", t + 1, failure.client_id, failure.reason)
+        judge_failures(failures, round_number=t + 1, on_client_error=on_client_error)
         results, rejections = validate_updates(
             returned,
             num_params=state.params.numel(),

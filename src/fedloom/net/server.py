@@ -476,7 +476,7 @@ class NetworkExecutor:
                     f"dropped out: no update within the round ({self.round_timeout_s:g} s deadline)"
                 )
                 log.info("round %d: client %s dropped out (no update)", number, name)
-            outcomes.append(ClientFailure(plan.client_id, reason))
+            outcomes.append(ClientFailure(plan.client_id, reason, round=plan.round))
         return outcomes
 
 

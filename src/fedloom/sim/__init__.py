@@ -10,6 +10,7 @@ from fedloom.client import ClientProgram, LocalTraining
 from fedloom.data import FederatedDataset
 from fedloom.engine import Executor
 from fedloom.names import ENGINES, Engine
+from fedloom.sim.isolation import IsolatedExecutor
 from fedloom.sim.process import ProcessExecutor
 from fedloom.sim.quadratic import QuadraticExecutor
 from fedloom.sim.sequential import SequentialExecutor
@@ -19,6 +20,7 @@ from fedloom.tasks import Task
 __all__ = [
     "ENGINES",
     "Engine",
+    "IsolatedExecutor",
     "ProcessExecutor",
     "QuadraticExecutor",
     "SequentialExecutor",
@@ -47,6 +49,11 @@ def make_executor(
     spreads the cohort over ``workers`` processes (default: one per core), each running
     ``auto``; ``ray`` does the same with Ray actors (joining the current Ray session, or
     starting a local one on 127.0.0.1). Call the executor's ``close()`` when done.
+
+    On every engine a client whose training raises (or whose worker process or Ray actor
+    dies) comes back as a :class:`~fedloom.types.ClientFailure` and the others train on: the
+    vectorized engine is wrapped in an :class:`IsolatedExecutor` that retrains a failed
+    cohort client by client with the sequential engine.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
@@ -61,6 +68,9 @@ def make_executor(
     if engine in ("auto", "vectorized"):
         problem = vectorization_problem(module)
         if problem is None:
-            return VectorizedExecutor(module, data, settings, program=program, task=task)
+            return IsolatedExecutor(
+                VectorizedExecutor(module, data, settings, program=program, task=task),
+                lambda: SequentialExecutor(module, data, settings, program=program, task=task),
+            )
         log.warning("the vectorized engine cannot train this model (%s); using sequential", problem)
     return SequentialExecutor(module, data, settings, program=program, task=task)

@@ -19,6 +19,7 @@ def main(address: str) -> None:
     import torch
 
     from fedloom.sim import make_executor
+    from fedloom.sim.isolation import engine_name
 
     authkey = bytes.fromhex(os.environ["FEDLOOM_WORKER_AUTHKEY"])
     # Shared-memory tensors from the parent are fetched with the process authkey.
@@ -35,7 +36,8 @@ def main(address: str) -> None:
             program=setup["program"],
             task=setup["task"],
         )
-        connection.send(("ready", type(executor).__name__))
+        # the parent matches connections (in the order they came) to processes by pid
+        connection.send(("ready", {"engine": engine_name(executor), "pid": os.getpid()}))
     except Exception:
         connection.send(("error", traceback.format_exc()))
         return

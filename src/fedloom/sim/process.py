@@ -14,13 +14,20 @@ Forking a process whose torch thread pools are running can deadlock, and multipr
 challenge on a random key, so only this process's own workers can exchange (pickled)
 messages with it. Model classes must be importable by the workers: ``torch.nn`` layers,
 fedloom's models, or classes in an importable module (not in ``__main__``).
+
+A client whose training raises is a failure inside its worker (:mod:`fedloom.sim.isolation`).
+A worker process that dies mid-round (killed, out of memory, a crash in native code) costs
+its share of the cohort: those clients come back as failures naming the worker and how it
+ended, and a fresh worker takes its place before the next round.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -41,6 +48,8 @@ from fedloom.tasks import Task
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
 __all__ = ["ProcessExecutor", "Share", "balance", "gather_results", "split_cohort"]
+
+log = logging.getLogger("fedloom")
 
 
 def balance(work: Sequence[int], num_workers: int) -> list[list[int]]:
@@ -143,6 +152,53 @@ def _accept(
     return accepted
 
 
+class _WorkerDied(FedloomError):
+    """A worker's connection closed while the parent waited for it."""
+
+
+def _receive(connection: Connection, stage: str) -> Any:
+    """The payload of a worker's next message; raises if it failed or died."""
+    try:
+        status, payload = connection.recv()
+    except (EOFError, OSError):
+        raise _WorkerDied(f"a worker process died during {stage}; see its output above") from None
+    if status == "error":
+        raise FedloomError(f"a worker process failed during {stage}:\n{payload}")
+    return payload
+
+
+def _death(worker: int, process: subprocess.Popen) -> str:
+    """How worker number ``worker`` ended: ``"worker process 1 died (signal 9, SIGKILL)"``."""
+    try:
+        code = process.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # its connection broke but it lives on: end it
+        process.kill()
+        code = process.wait()
+    if code < 0:
+        try:
+            how = f"signal {-code}, {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"signal {-code}"
+    else:
+        how = f"exit code {code}"
+    return f"worker process {worker} died ({how})"
+
+
+def _stop(processes: Sequence[subprocess.Popen], connections: Sequence[Connection]) -> None:
+    """Ask workers to exit, wait for them (killing any that do not), close connections."""
+    for connection in connections:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            connection.send(None)
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for connection in connections:
+        connection.close()
+
+
 class ProcessExecutor:
     """Train a cohort across worker processes; results equal the in-process engines'.
 
@@ -174,7 +230,7 @@ class ProcessExecutor:
         self.num_workers = max(1, num_workers or cores)
         self._client_sizes = data.client_sizes
         self._settings = settings
-        setup = {
+        self._setup = {
             "module": module,
             "data": data,
             "settings": settings,
@@ -183,6 +239,12 @@ class ProcessExecutor:
             "inner": inner,
             "threads": max(1, cores // self.num_workers),
         }
+        self._processes: list[subprocess.Popen] = []
+        self._connections: list[Connection] = []
+        self._processes, self._connections, self.inner_engines = self._start(self.num_workers)
+
+    def _start(self, count: int) -> tuple[list[subprocess.Popen], list[Connection], list[str]]:
+        """``count`` new workers, connected and set up: processes, connections, engines."""
         # The process authkey (random per interpreter) also authenticates torch's
         # shared-memory tensor transfers, so the workers adopt it rather than a second key.
         authkey = bytes(multiprocessing.current_process().authkey)
@@ -193,34 +255,39 @@ class ProcessExecutor:
             # the workers import what this process can import (model factories, tests)
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
         }
-        self._processes = [
+        processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "fedloom.sim._process_worker", str(listener.address)],
                 env=environment,
             )
-            for _ in range(self.num_workers)
+            for _ in range(count)
         ]
-        self._connections: list[Connection] = []
         try:
-            self._connections = _accept(listener, self._processes, timeout_s=START_TIMEOUT_S)
+            connections = _accept(listener, processes, timeout_s=START_TIMEOUT_S)
         finally:
             listener.close()
-        for connection in self._connections:
-            connection.send(setup)
-        self.inner_engines = [self._receive(c, "start-up")[1] for c in self._connections]
-
-    def _receive(self, connection: Connection, stage: str) -> tuple[str, Any]:
         try:
-            status, payload = connection.recv()
-        except EOFError:
+            for connection in connections:
+                connection.send(self._setup)
+            ready = [_receive(c, "start-up") for c in connections]
+        except BaseException:
+            _stop(processes, connections)
+            raise
+        # Workers connect in any order: list the processes in the order of the connections.
+        by_pid = {process.pid: process for process in processes}
+        processes = [by_pid[r["pid"]] for r in ready]
+        return processes, connections, [r["engine"] for r in ready]
+
+    def _replace(self, worker: int, reason: str) -> None:
+        """Start a new worker in place of ``worker``, which died (``reason``)."""
+        log.warning("%s; starting a new one", reason)
+        _stop([self._processes[worker]], [self._connections[worker]])
+        try:
+            processes, connections, _ = self._start(1)
+        except BaseException:
             self.close()
-            raise FedloomError(
-                f"a worker process died during {stage}; see its output above"
-            ) from None
-        if status == "error":
-            self.close()
-            raise FedloomError(f"a worker process failed during {stage}:\n{payload}")
-        return status, payload
+            raise
+        self._processes[worker], self._connections[worker] = processes[0], connections[0]
 
     def fit(
         self,
@@ -229,30 +296,43 @@ class ProcessExecutor:
         buffers: Mapping[int, torch.Tensor],
         context: LocalContext,
     ) -> list[ClientResult | ClientFailure]:
+        """Train the cohort's shares; a worker that dies costs its share, not the round.
+
+        The clients of a worker that dies mid-round come back as failures ("worker process
+        1 died (signal 9, SIGKILL)") and the worker is replaced before the next round. A
+        worker that raises outside client training (a bug, not a client) stops the pool.
+        """
         shares = split_cohort(plans, buffers, self._client_sizes, self.num_workers)
+        for worker, process in enumerate(self._processes):
+            if process.poll() is not None:  # died between rounds
+                self._replace(worker, _death(worker, process))
+        dead: dict[int, str] = {}
         for share in shares:
-            self._connections[share.worker].send((share.plans, params, share.buffers, context))
-        trained = [
-            self._receive(
-                self._connections[share.worker], f"training of {len(share.plans)} clients"
-            )[1]
-            for share in shares
-        ]
+            try:
+                self._connections[share.worker].send((share.plans, params, share.buffers, context))
+            except OSError:  # broken pipe: it died after the check above
+                dead[share.worker] = _death(share.worker, self._processes[share.worker])
+        trained: list[list[ClientResult | ClientFailure]] = []
+        for share in shares:
+            if share.worker not in dead:
+                stage = f"training of {len(share.plans)} clients"
+                try:
+                    trained.append(_receive(self._connections[share.worker], stage))
+                    continue
+                except _WorkerDied:
+                    dead[share.worker] = _death(share.worker, self._processes[share.worker])
+                except FedloomError:
+                    self.close()
+                    raise
+            reason = dead[share.worker]
+            trained.append([ClientFailure(p.client_id, reason, round=p.round) for p in share.plans])
+        for worker, reason in dead.items():
+            self._replace(worker, reason)
         return gather_results(len(plans), shares, trained)
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
-        for connection in self._connections:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                connection.send(None)
-        for process in self._processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for connection in self._connections:
-            connection.close()
+        _stop(self._processes, self._connections)
         self._connections, self._processes = [], []
 
     def __enter__(self) -> ProcessExecutor:

@@ -10,10 +10,15 @@ Connect to a running cluster with ``address="ray://..."`` or ``"auto"``. With no
 no Ray session yet, a local instance is started bound to 127.0.0.1 and shut down by
 :meth:`RayExecutor.close`. Ray serializes with pickle between the driver and its own
 workers, so run it only on a cluster you control.
+
+A client whose training raises is a failure inside its actor (:mod:`fedloom.sim.isolation`).
+An actor that dies mid-round (its worker process killed, its node lost) costs its share of
+the cohort: those clients come back as failures, and a new actor takes its place.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,7 +29,8 @@ from torch import nn
 from fedloom.client import ClientProgram, LocalContext, LocalTraining
 from fedloom.data import FederatedDataset
 from fedloom.errors import FedloomError
-from fedloom.sim.process import gather_results, split_cohort
+from fedloom.sim.isolation import engine_name, error_summary
+from fedloom.sim.process import Share, gather_results, split_cohort
 from fedloom.tasks import Task
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
     from fedloom.sim import Engine
 
 __all__ = ["RayExecutor"]
+
+log = logging.getLogger("fedloom")
 
 
 def _import_ray() -> Any:
@@ -66,7 +74,7 @@ class _Worker:
         self.executor = make_executor(inner, module, data, settings, program=program, task=task)
 
     def engine(self) -> str:
-        return type(self.executor).__name__
+        return engine_name(self.executor)
 
     def fit(
         self,
@@ -119,11 +127,11 @@ class RayExecutor:
         self.num_workers = max(1, num_workers or cpus)
         self._client_sizes = data.client_sizes
         threads = max(1, cpus // self.num_workers)
-        actor = ray.remote(num_cpus=min(threads, cpus))(_Worker)
+        self._actor_class = ray.remote(num_cpus=min(threads, cpus))(_Worker)
         data_ref = ray.put(data)  # once, shared by the actors of a node
+        self._actor_args = (module, data_ref, settings, program, task, inner, threads)
         self._actors = [
-            actor.remote(module, data_ref, settings, program, task, inner, threads)
-            for _ in range(self.num_workers)
+            self._actor_class.remote(*self._actor_args) for _ in range(self.num_workers)
         ]
         self.inner_engines = self._get([a.engine.remote() for a in self._actors], "start-up")
 
@@ -146,7 +154,26 @@ class RayExecutor:
             self._actors[share.worker].fit.remote(share.plans, params_ref, share.buffers, context)
             for share in shares
         ]
-        return gather_results(len(plans), shares, self._get(futures, "training"))
+        trained = [
+            self._share_outcome(share, future)
+            for share, future in zip(shares, futures, strict=True)
+        ]
+        return gather_results(len(plans), shares, trained)
+
+    def _share_outcome(self, share: Share, future: Any) -> list[ClientResult | ClientFailure]:
+        """The share's results; failures for all its clients if its actor died (replaced)."""
+        exceptions = self._ray.exceptions
+        try:
+            return list(self._ray.get(future))
+        except exceptions.RayActorError as exc:  # the actor died; a raise is a RayTaskError
+            reason = f"Ray worker {share.worker} died ({error_summary(exc)})"
+        except exceptions.RayError as exc:
+            raise FedloomError(f"a Ray worker failed during training: {exc}") from None
+        log.warning("%s; starting a new one", reason)
+        self._ray.kill(self._actors[share.worker])
+        self._actors[share.worker] = self._actor_class.remote(*self._actor_args)
+        self._get([self._actors[share.worker].engine.remote()], "the restart of a worker")
+        return [ClientFailure(p.client_id, reason, round=p.round) for p in share.plans]
 
     def close(self) -> None:
         """Stop the actors, and the local Ray instance if this executor started it."""

@@ -1,11 +1,15 @@
 """The reference executor: trains the cohort's clients one after another in this process.
 
-Every other engine is tested against it.
+Every other engine is tested against it. A client whose training raises becomes a
+:class:`~fedloom.types.ClientFailure` and the others train as if it were not there (see
+:mod:`fedloom.sim.isolation`); a broadcast that does not fit the model is the round's error,
+not a client's, and raises.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -13,6 +17,7 @@ from torch import nn
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
 from fedloom.data import FederatedDataset
 from fedloom.params import buffer_spec, param_spec
+from fedloom.sim.isolation import train_or_fail
 from fedloom.tasks import Task
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
@@ -47,21 +52,33 @@ class SequentialExecutor:
         buffers: Mapping[int, torch.Tensor],
         context: LocalContext,
     ) -> list[ClientResult | ClientFailure]:
+        self.objective.spec.views(params)  # raises for parameters of another model
         self.module.train()
-        results: list[ClientResult | ClientFailure] = []
-        for plan in plans:
-            x, y = self._client_data[plan.client_id]
-            results.append(
-                train_client(
-                    plan,
-                    x,
-                    y,
-                    params,
-                    buffers[plan.client_id],
-                    objective=self.objective,
-                    settings=self.settings,
-                    context=context,
-                    program=self.program,
-                )
-            )
-        return results
+        return [
+            train_or_fail(plan, partial(self._train, plan, params, buffers, context))
+            for plan in plans
+        ]
+
+    def _train(
+        self,
+        plan: ClientPlan,
+        params: torch.Tensor,
+        buffers: Mapping[int, torch.Tensor],
+        context: LocalContext,
+    ) -> ClientResult:
+        x, y = self._client_data[plan.client_id]
+        if self.objective.buffer_spec.num_params == 0:  # none to pass (as on the vectorized
+            start = torch.zeros(0)  # engine, which callers may have handed no buffers)
+        else:
+            start = buffers[plan.client_id]
+        return train_client(
+            plan,
+            x,
+            y,
+            params,
+            start,
+            objective=self.objective,
+            settings=self.settings,
+            context=context,
+            program=self.program,
+        )
