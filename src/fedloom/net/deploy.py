@@ -39,8 +39,9 @@ from fedloom.data import Dataset
 from fedloom.engine import Callback, Checkpoints, Evaluator, History, UpdatePolicy, run_rounds
 from fedloom.errors import ConfigError, FedloomError
 from fedloom.models import initial_module
+from fedloom.net.board import Access, RoundBoard
 from fedloom.net.client import run_client
-from fedloom.net.server import Access, NetworkExecutor, RoundBoard, start_server
+from fedloom.net.server import NetworkExecutor, start_server
 from fedloom.net.status import StatusLine
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.report import MetricsFiles, save_model

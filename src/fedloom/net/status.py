@@ -16,7 +16,7 @@ from rich.text import Text
 
 from fedloom.algorithms import ServerState
 from fedloom.engine import Callback, History
-from fedloom.net.server import RoundBoard
+from fedloom.net.board import RoundBoard
 from fedloom.types import RoundReport
 
 __all__ = ["StatusLine", "status_text"]

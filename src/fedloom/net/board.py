@@ -1,0 +1,325 @@
+"""The round board: the server's shared view of one round, between the gRPC threads and the
+round loop.
+
+The loop opens a round for its cohort and waits; gRPC handler threads hand each selected
+client its task, check every submitted update on arrival (the same checks as in simulation,
+plus the statistics the algorithm needs and the example count announced at join) and record
+it; the loop closes the round at the deadline or when every selected client has submitted.
+Everything here is guarded by one lock; nothing here speaks gRPC.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from fedloom.client import ClientProgram, LocalTraining
+from fedloom.client.terms import ProximalTerm
+from fedloom.engine.validation import UpdatePolicy, check_update
+from fedloom.errors import FedloomError
+from fedloom.net.codec import WireError, decode_tensor, encode_tensor
+from fedloom.net.proto import fedloom_pb2 as pb
+from fedloom.types import ClientPlan, ClientResult
+
+__all__ = ["CONNECTED_WITHIN_S", "MAX_REJECTIONS_PER_ROUND", "Access", "BoardStatus", "RoundBoard"]
+
+log = logging.getLogger("fedloom.server")
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may take part: client ids in population order, their tokens, the revoked ones.
+
+    With mutual TLS the certificate's common name is the client id; ``tokens`` maps bearer
+    tokens to client ids for deployments without client certificates.
+    """
+
+    clients: tuple[str, ...]
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    revoked: frozenset[str] = frozenset()
+    trust_claimed_ids: bool = False  # plaintext test setups only: believe the request's id
+
+    def index(self, client_id: str) -> int:
+        return self.clients.index(client_id)
+
+
+@dataclass
+class _Round:
+    number: int
+    plans: dict[int, ClientPlan]
+    params: pb.Tensor
+    buffers: pb.Tensor
+    num_params: int
+    num_buffers: int
+    corrections: dict[int, pb.Tensor] = field(default_factory=dict)
+    results: dict[int, ClientResult] = field(default_factory=dict)
+    rejections: dict[int, list[str]] = field(default_factory=dict)
+    handed_out: set[int] = field(default_factory=set)
+    bytes_down: int = 0  # protobuf payload of the training tasks handed out
+    bytes_up: int = 0  # protobuf payload of every update received (refused ones too)
+    compute_s: dict[int, float] = field(default_factory=dict)  # as the clients report it
+
+
+@dataclass(frozen=True)
+class BoardStatus:
+    """What the operator sees: the open round and who is around."""
+
+    round: int | None
+    selected: int
+    received: int
+    rejected: int
+    connected: int
+    joined: int
+
+
+MAX_REJECTIONS_PER_ROUND = 3  # a client may resend a refused update, but not forever
+CONNECTED_WITHIN_S = 30.0  # a client seen this recently (or training now) counts as connected
+
+
+class RoundBoard:
+    """The state clients see: the open round, who is selected, what has arrived.
+
+    Every update is decoded and validated when it arrives
+    (:func:`fedloom.engine.validation.check_update`, the same checks as in simulation), so a
+    client learns at once why its update was refused, and only valid updates count toward
+    the round's ``min_fit_clients``. A refused client may resend (a few times) until one of
+    its updates is accepted; an accepted one is final.
+    """
+
+    def __init__(
+        self,
+        access: Access,
+        local: LocalTraining,
+        *,
+        max_tensor_bytes: int,
+        policy: UpdatePolicy | None = None,
+        program: ClientProgram | None = None,
+        compress: bool = False,
+    ):
+        program = program or ClientProgram()
+        custom = [t for t in program.terms if not isinstance(t, ProximalTerm)]
+        if custom:
+            raise FedloomError(
+                f"the algorithm's client objective has terms that cannot travel over the "
+                f"network ({', '.join(type(t).__name__ for t in custom)}); deployed clients "
+                "support the proximal term only"
+            )
+        self.access = access
+        self.local = local
+        self.max_tensor_bytes = max_tensor_bytes
+        self.policy = policy or UpdatePolicy()
+        self.program = program
+        self.compress = compress
+        self._lock = threading.Condition()
+        self._round: _Round | None = None
+        self._last_closed = -1
+        self._done = False
+        self.joined: dict[str, int] = {}  # client id -> the example count it announced
+        self.last_seen: dict[str, float] = {}
+        self._told_done: set[int] = set()
+        self.last_traffic: dict[str, float] = {}
+
+    # -- the round loop's side -------------------------------------------------------------
+
+    def open(
+        self,
+        plans: Sequence[ClientPlan],
+        params: torch.Tensor,
+        buffers: torch.Tensor,
+    ) -> None:
+        with self._lock:
+            self._round = _Round(
+                number=plans[0].round if plans else -1,
+                plans={p.client_id: p for p in plans},
+                params=encode_tensor(params, compress=self.compress),
+                buffers=encode_tensor(buffers, compress=self.compress),
+                num_params=params.numel(),
+                num_buffers=buffers.numel(),
+                corrections={
+                    p.client_id: encode_tensor(p.correction, compress=self.compress)
+                    for p in plans
+                    if p.correction is not None
+                },
+            )
+            self._lock.notify_all()
+
+    def close(self) -> dict[int, ClientResult]:
+        """End the open round: its valid results; later submissions are refused as late."""
+        with self._lock:
+            current, self._round = self._round, None
+            if current is None:
+                return {}
+            self._last_closed = current.number
+            compute = list(current.compute_s.values()) or [0.0]
+            self.last_traffic = {
+                "wire_bytes_down": float(current.bytes_down),
+                "wire_bytes_up": float(current.bytes_up),
+                "client_compute_s_max": max(compute),
+                "client_compute_s_sum": sum(compute),
+            }
+            return dict(current.results)
+
+    def rejections(self) -> dict[int, list[str]]:
+        """The open round's refused updates: client index -> reasons."""
+        with self._lock:
+            return {k: list(v) for k, v in self._round.rejections.items()} if self._round else {}
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+            self._round = None
+            self._lock.notify_all()
+
+    def wait_for(self, count: int, deadline: float) -> int:
+        """Block until ``count`` valid results arrived or the deadline; the number arrived."""
+        with self._lock:
+            while True:
+                arrived = len(self._round.results) if self._round else 0
+                remaining = deadline - time.monotonic()
+                if arrived >= count or remaining <= 0:
+                    return arrived
+                self._lock.wait(timeout=min(remaining, 0.5))
+
+    def wait_farewell(self, timeout_s: float) -> None:
+        """After :meth:`finish`: give connected clients time to hear that the run is over."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            expected = {self.access.index(c) for c in self._connected()}
+            while not expected <= self._told_done and time.monotonic() < deadline:
+                self._lock.wait(timeout=0.2)
+
+    def status(self) -> BoardStatus:
+        with self._lock:
+            current = self._round
+            return BoardStatus(
+                round=current.number + 1 if current else None,
+                selected=len(current.plans) if current else 0,
+                received=len(current.results) if current else 0,
+                rejected=sum(map(len, current.rejections.values())) if current else 0,
+                connected=len(self._connected()),
+                joined=len(self.joined),
+            )
+
+    def _connected(self) -> set[str]:
+        now = time.monotonic()
+        training = (
+            {self.access.clients[i] for i in self._round.handed_out - set(self._round.results)}
+            if self._round
+            else set()
+        )
+        recent = {c for c, t in self.last_seen.items() if now - t < CONNECTED_WITHIN_S}
+        return recent | training
+
+    # -- the clients' side -----------------------------------------------------------------
+
+    def join(self, index: int, num_examples: int) -> None:
+        name = self.access.clients[index]
+        with self._lock:
+            if name not in self.joined:
+                log.info("client %s joined (%d examples)", name, num_examples)
+            elif name not in self._connected():
+                log.info("client %s rejoined", name)
+            self.joined[name] = num_examples
+            self.last_seen[name] = time.monotonic()
+
+    def task_for(self, index: int) -> pb.Task:
+        with self._lock:
+            self.last_seen[self.access.clients[index]] = time.monotonic()
+            if self._done:
+                self._told_done.add(index)
+                self._lock.notify_all()
+                return pb.Task(kind="done", message="the run is over")
+            current = self._round
+            if current is None or index not in current.plans or index in current.results:
+                return pb.Task(kind="wait", retry_after_s=0.2)
+            current.handed_out.add(index)
+            plan = current.plans[index]
+            local = self.local
+            extras = (
+                {"correction": current.corrections[index]} if index in current.corrections else {}
+            )
+            task = pb.Task(
+                kind="train",
+                round=current.number,
+                params=current.params,
+                buffers=current.buffers,
+                extras=extras,
+                seed=plan.seed,
+                epochs=plan.epochs or 0,
+                steps=plan.steps or 0,
+                local=pb.LocalSettings(
+                    epochs=local.epochs,
+                    steps=local.steps or 0,
+                    batch_size=local.batch_size or 0,
+                    lr=local.lr,
+                    momentum=local.momentum,
+                    weight_decay=local.weight_decay,
+                ),
+                program=pb.Program(
+                    proximal_mu=self.program.proximal_mu,
+                    statistics=sorted(self.program.statistics),
+                ),
+                update_compression="zlib" if self.compress else "",
+            )
+            current.bytes_down += task.ByteSize()
+            return task
+
+    def submit(self, index: int, update: pb.Update) -> str | None:
+        """Store a valid update; the reason it is refused, or ``None``."""
+        name = self.access.clients[index]
+        with self._lock:
+            self.last_seen[name] = time.monotonic()
+            current = self._round
+            if current is None or update.round != current.number:
+                if update.round == self._last_closed:
+                    return f"late: round {update.round + 1} already closed"
+                return f"round {update.round + 1} is not open"
+            if index not in current.plans:
+                return f"client was not selected for round {update.round + 1}"
+            if index in current.results:
+                return f"client already submitted for round {update.round + 1}"
+            current.bytes_up += update.ByteSize()
+            refused = current.rejections.setdefault(index, [])
+            if len(refused) >= MAX_REJECTIONS_PER_ROUND:
+                return f"too many refused updates in round {update.round + 1}"
+            reason = self._check(index, update, current)
+            if isinstance(reason, str):
+                refused.append(reason)
+                return reason
+            current.results[index] = reason
+            current.compute_s[index] = float(update.compute_s)
+            self._lock.notify_all()
+            return None
+
+    def _check(self, index: int, update: pb.Update, current: _Round) -> ClientResult | str:
+        try:
+            delta = decode_tensor(update.update, max_bytes=self.max_tensor_bytes)
+            buffers = decode_tensor(update.buffers, max_bytes=self.max_tensor_bytes)
+        except WireError as exc:
+            return f"malformed update: {exc}"
+        result = ClientResult(
+            client_id=index,
+            update=delta,
+            buffers=buffers,
+            num_examples=int(update.num_examples),
+            num_steps=int(update.num_steps),
+            num_example_passes=int(update.num_example_passes),
+            train_loss=float(update.train_loss),
+            statistics=dict(update.statistics),
+        )
+        missing = sorted(set(self.program.statistics) - set(result.statistics))
+        if missing:
+            return f"missing statistics {missing}"
+        problem = check_update(
+            result,
+            num_params=current.num_params,
+            num_buffers=current.num_buffers,
+            policy=self.policy,
+            known_examples=self.joined.get(self.access.clients[index]),
+        )
+        return problem or result
