@@ -716,8 +716,8 @@ def build_local_work(config: ClientConfig) -> LocalWork:
     )
 
 
-def build_rule(config: Any) -> aggregate.Aggregator:
-    """One aggregation rule from its config section."""
+def build_rule(config: Any) -> aggregate.Mean | aggregate.Stacked:
+    """One aggregation rule (a reducer of the pipeline) from its config section."""
     if isinstance(config, MedianRule):
         return aggregate.CoordinateMedian()
     if isinstance(config, TrimmedMeanRule):
@@ -733,13 +733,14 @@ def build_rule(config: Any) -> aggregate.Aggregator:
     return aggregate.Mean()
 
 
-def build_aggregator(config: ServerConfig, num_clients: int) -> aggregate.Aggregator:
-    """The server's aggregation: clipping, then the rule, or the tree of rules."""
-    rule = build_rule(config.aggregator)
+def build_aggregator(config: ServerConfig, num_clients: int) -> aggregate.Reducer:
+    """The pipeline's reducer: the rule, or the tree of rules (``server.clip_norm`` is a
+    per-client stage in front of it, see :func:`build_algorithm`)."""
+    rule: aggregate.Reducer = build_rule(config.aggregator)
     if config.hierarchy is not None:
         depth = len(config.hierarchy.branching) + 1
         if config.hierarchy.aggregators is None:
-            rules = [aggregate.Mean()] * (depth - 1) + [rule]
+            rules: list[Any] = [aggregate.Mean()] * (depth - 1) + [rule]
         else:
             if len(config.hierarchy.aggregators) != depth:
                 raise ConfigError(
@@ -750,8 +751,6 @@ def build_aggregator(config: ServerConfig, num_clients: int) -> aggregate.Aggreg
             rules = [build_rule(r) for r in config.hierarchy.aggregators]
         tree = aggregate.contiguous_tree(num_clients, config.hierarchy.branching, rules)
         rule = aggregate.Hierarchical(tree)
-    if config.clip_norm is not None:
-        rule = aggregate.NormBound(config.clip_norm, rule)
     return rule
 
 
@@ -765,10 +764,15 @@ def build_attack(config: AttackConfig) -> Attack:
 
 
 def build_algorithm(config: RunConfig, num_clients: int | None = None) -> Algorithm:
-    """The algorithm value of the ``algorithm`` and ``server`` sections."""
+    """The algorithm value of the ``algorithm`` and ``server`` sections: the algorithm's own
+    pipeline, with ``server.clip_norm`` appended to its per-client stages and the reducer from
+    ``server.aggregator`` / ``server.hierarchy``."""
     algorithm = _build_algorithm(config)
     server = config.server
-    if server.hierarchy is None and server.clip_norm is None and server.aggregator.name == "mean":
+    if server.clip_norm is not None:
+        per_client = (*algorithm.aggregation.per_client, aggregate.clip(server.clip_norm))
+        algorithm = algorithm.with_aggregation(per_client=per_client)
+    if server.hierarchy is None and server.aggregator.name == "mean":
         return algorithm
     if server.hierarchy is not None and num_clients is None:
         raise ConfigError("server.hierarchy: the number of clients is needed to build the tree")

@@ -7,7 +7,7 @@ seen and how to fix it.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "FedloomError"]
+__all__ = ["ConfigError", "DataError", "FedloomError", "StageError"]
 
 
 class FedloomError(Exception):
@@ -24,3 +24,9 @@ class ConfigError(FedloomError, ValueError):
 
 class DataError(FedloomError):
     """A dataset is missing, malformed, or cannot be partitioned as asked."""
+
+
+class StageError(FedloomError, ValueError):
+    """An aggregation stage (a plugin of the pipeline) returned something the next stage
+    cannot use: the message names the stage, what was expected and what it returned. Raised
+    before the server state changes, so the round can be retried with a fixed stage."""
