@@ -138,7 +138,7 @@ def test_algorithm_sections_build_the_paper_algorithms():
     adam = load_config(None, ["algorithm=fedadam", "algorithm.tau=0.01"])
     assert adam.server.lr == 0.01 and build_algorithm(adam).name == "fedadam"
     qffl = load_config(None, ["algorithm=qffl", "algorithm.q=5"])
-    assert build_algorithm(qffl).normalization_statistics == frozenset({"initial_loss"})
+    assert build_algorithm(qffl).aggregation.statistics == frozenset({"initial_loss"})
     with pytest.raises(ConfigError, match="qffl sets its own step size"):
         build_algorithm(load_config(None, ["algorithm=qffl", "server.lr=0.5"]))
     work = build_local_work(
@@ -158,17 +158,18 @@ def test_robustness_sections_build_rules_trees_attacks_and_policies():
     from fedloom.config import build_algorithm, build_attack, build_policy
 
     krum = load_config(None, ["server.aggregator={name: krum, f: 2, m: 3}"])
-    assert build_algorithm(krum, 20).aggregator == aggregate.Krum(2, 3)
+    assert build_algorithm(krum, 20).aggregation.reduce == aggregate.Krum(2, 3)
     median = load_config(None, ["server.aggregator=median", "server.clip_norm=5"])
-    rule = build_algorithm(median, 20).aggregator
-    assert rule == aggregate.NormBound(5.0, aggregate.CoordinateMedian())
+    clipped = build_algorithm(median, 20).aggregation
+    assert clipped.per_client == (aggregate.clip(5.0),)
+    assert clipped.reduce == aggregate.CoordinateMedian()
     tree = load_config(
         None,
         [
             "server.hierarchy={branching: [5, 2], aggregators: [median, mean, trimmed_mean]}",
         ],
     )
-    hierarchical = build_algorithm(tree, 20).aggregator
+    hierarchical = build_algorithm(tree, 20).aggregation.reduce
     assert isinstance(hierarchical, aggregate.Hierarchical)
     assert hierarchical.root.aggregator == aggregate.TrimmedMean(0.1)
     assert hierarchical.root.clients() == list(range(20))

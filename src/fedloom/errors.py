@@ -7,7 +7,7 @@ seen and how to fix it.
 
 from __future__ import annotations
 
-__all__ = ["ClientError", "ConfigError", "DataError", "FedloomError"]
+__all__ = ["ClientError", "ConfigError", "DataError", "FedloomError", "StageError"]
 
 
 class FedloomError(Exception):
@@ -34,3 +34,9 @@ class ClientError(FedloomError):
     def __init__(self, message: str, *, client_id: int, round: int, reason: str):
         super().__init__(message)
         self.client_id, self.round, self.reason = client_id, round, reason
+
+
+class StageError(FedloomError, ValueError):
+    """An aggregation stage (a plugin of the pipeline) returned something the next stage
+    cannot use: the message names the stage, what was expected and what it returned. Raised
+    before the server state changes, so the round can be retried with a fixed stage."""

@@ -31,12 +31,12 @@ def test_weighted_mean_by_examples_hand_computed():
 def test_uniform_and_custom_weighting():
     results = [result(0, [4.0], 1), result(1, [0.0], 3)]
     assert client_weights(results, "uniform").tolist() == [0.5, 0.5]
-    custom = client_weights(results, lambda rs: [r.client_id + 1 for r in rs])
+    custom = client_weights(results, lambda c: c.client_id + 1)
     assert torch.allclose(custom, torch.tensor([1 / 3, 2 / 3]))
     with pytest.raises(ValueError, match="unknown weighting"):
         client_weights(results, "by-mood")
     with pytest.raises(ValueError, match="finite non-negative"):
-        client_weights(results, lambda rs: [1.0, -1.0])
+        client_weights(results, lambda c: 1.0 if c.client_id == 0 else -1.0)
 
 
 def test_server_update_applies_server_lr_and_averages_buffers():

@@ -10,7 +10,9 @@ from fedloom.aggregate import (
     Hierarchical,
     Krum,
     Mean,
+    aggregate_stack,
     contiguous_tree,
+    pipeline,
 )
 from fedloom.client import LocalTraining
 from fedloom.data import IID, federate
@@ -35,6 +37,9 @@ def test_means_up_a_three_level_tree_equal_the_flat_weighted_mean():
     tree = Hierarchical(contiguous_tree(10, [3, 2]))
     result, _ = tree.aggregate(updates, weights, None, ids)
     assert torch.allclose(result, weights @ updates, atol=1e-6)
+    # the tree is one stacked reducer of a pipeline: the same through the pipeline
+    through, _ = aggregate_stack(pipeline(reduce=tree), updates, weights, client_ids=ids)
+    assert torch.allclose(through, weights @ updates, atol=1e-6)
 
 
 def test_partial_participation_and_errors():

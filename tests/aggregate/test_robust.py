@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from fedloom.aggregate import aggregate_stack, clip, pipeline
 from fedloom.aggregate.robust import (
     Bulyan,
     CenteredClipping,
@@ -16,7 +17,6 @@ from fedloom.aggregate.robust import (
     GeometricMedian,
     Krum,
     Mean,
-    NormBound,
     TrimmedMean,
     pairwise_sq_distances,
 )
@@ -30,6 +30,23 @@ def _u(rows):
 
 def _ones(k):
     return torch.full((k,), 1.0 / k)
+
+
+def NormBound(max_norm, inner=None):
+    """Norm bounding (Sun et al. 2019) as it is now: a clip stage in front of the rule."""
+    return _ClipThen(pipeline(per_client=clip(max_norm), reduce=inner or Mean()))
+
+
+class _ClipThen:
+    def __init__(self, p):
+        self.pipeline = p
+        self.name = f"clip -> {p.reduce.name}"
+
+    def aggregate(self, updates, weights, state):
+        return aggregate_stack(self.pipeline, updates, weights)
+
+    def __call__(self, updates, weights):
+        return self.aggregate(updates, weights, None)[0]
 
 
 def test_median_odd_and_even_counts():
@@ -101,7 +118,7 @@ def test_norm_bound_clips_then_averages():
 
 def test_centered_clipping_by_hand_and_its_memory():
     rule = CenteredClipping(tau=1.0, iterations=1)
-    state = rule.init(2)
+    state = rule.init(torch.zeros(2))
     updates = _u([[0.5, 0.0], [0.0, 10.0]])
     v, state = rule.aggregate(updates, _ones(2), state)
     # from v = 0: the first update is inside the radius, the second is clipped to norm 1

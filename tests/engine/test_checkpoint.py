@@ -2,12 +2,14 @@
 run ends, for algorithms whose server state is more than the model."""
 
 import json
+import math
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 import fedloom as fl
-from fedloom.aggregate import CenteredClipping
+from fedloom.aggregate import CenteredClipping, Clip, PerClient
 from fedloom.client import LocalTraining
 from fedloom.data import federate, partition
 from fedloom.engine import Callback, Checkpoints, run_rounds
@@ -35,6 +37,36 @@ def test_state_structures_round_trip_through_tensors_and_json():
     assert restored["nothing"] is None and restored["numbers"] == state["numbers"]
     with pytest.raises(TypeError, match="cannot checkpoint a object"):
         _pack(object(), {})
+
+
+@dataclass(frozen=True)
+class AdaptiveClip(PerClient):
+    """A per-client stage with state: the clip norm moves towards the ``target`` quantile of
+    the update norms (Andrew et al. 2021, without the noise), from the clipped fraction."""
+
+    initial: float = 0.05
+    target: float = 0.5
+    lr: float = 0.5
+
+    def init(self, params):
+        return self.initial
+
+    def update(self, contribution, state, *, info):
+        return Clip(state).update(contribution, (), info=info)
+
+    def end_round(self, state, cohort, *, info):
+        unclipped = 1.0 - cohort.tallies["clip/clipped"] / cohort.num_results
+        return state * math.exp(-self.lr * (unclipped - self.target))
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, tuple | list):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
 
 
 class StopAfter(Callback):
@@ -68,8 +100,9 @@ def _run(algorithm, data, module, rounds, **kwargs):
         fl.scaffold(),
         fl.fedadam(server_lr=0.01),
         fl.fedavgm(server_lr=1.0, momentum=0.9).with_aggregator(CenteredClipping(tau=1.0)),
+        fl.fedadam(server_lr=0.01).with_aggregation(per_client=(AdaptiveClip(),)),
     ],
-    ids=["scaffold", "fedadam", "fedavgm-centered-clipping"],
+    ids=["scaffold", "fedadam", "fedavgm-centered-clipping", "fedadam-adaptive-clip"],
 )
 def test_a_run_interrupted_after_round_2_and_resumed_equals_an_uninterrupted_run(
     digits, tmp_path, algorithm
@@ -95,7 +128,11 @@ def test_a_run_interrupted_after_round_2_and_resumed_equals_an_uninterrupted_run
     # the metrics file holds every round, the two before the interruption included
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["round"] for line in lines] == [1, 2, 3, 4, 5]
-    # the strategy state came back too, not just the model
+    # the strategy state came back too, not just the model: every stage's state
+    assert _same(final.aggregation, expected.aggregation)
+    if algorithm.aggregation.per_client:
+        clip_norm = final.aggregation["per_client"][0]
+        assert isinstance(clip_norm, float) and clip_norm != AdaptiveClip.initial
     if final.control is not None:
         assert torch.equal(final.control, expected.control)
         assert final.client_controls.keys() == expected.client_controls.keys()

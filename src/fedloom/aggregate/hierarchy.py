@@ -11,6 +11,9 @@ Robust rules may sit at any level: a median at the edges contains attackers insi
 a median at the root contains an edge that is compromised as a whole. Nodes with no
 participant in a round are left out of their parent's aggregate. Rules with memory across
 rounds (centered clipping) start fresh at every node each round inside a tree.
+
+The tree is one stacked reducer of the pipeline (it needs every update and its client id);
+per-client stages (clipping) act before it, aggregate stages after its root.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any
 
 import torch
 
-from fedloom.aggregate.robust import Aggregator, Mean
+from fedloom.aggregate.mean import Mean
+from fedloom.aggregate.stacked import Stacked, StackRule
 
 __all__ = ["Group", "Hierarchical", "contiguous_tree"]
 
@@ -31,7 +35,7 @@ class Group:
     """A node: its members (client ids or subgroups) and the rule that combines them."""
 
     members: tuple[int | Group, ...]
-    aggregator: Aggregator = field(default_factory=Mean)
+    aggregator: StackRule = field(default_factory=Mean)
 
     def clients(self) -> list[int]:
         """Every client id beneath this node."""
@@ -42,7 +46,7 @@ class Group:
 
 
 @dataclass(frozen=True)
-class Hierarchical(Aggregator):
+class Hierarchical(Stacked):
     """Aggregate up the tree rooted at ``root``; every client must appear exactly once."""
 
     root: Group = field(default_factory=lambda: Group(()))
@@ -109,7 +113,7 @@ class Hierarchical(Aggregator):
 
 
 def contiguous_tree(
-    num_clients: int, branching: Sequence[int], aggregators: Sequence[Aggregator] | None = None
+    num_clients: int, branching: Sequence[int], aggregators: Sequence[StackRule] | None = None
 ) -> Group:
     """A tree over clients ``0..K-1``: blocks of ``branching[0]`` clients under each edge,
     blocks of ``branching[1]`` edges under each next-level node, ..., one root.
@@ -118,7 +122,7 @@ def contiguous_tree(
     default: the mean everywhere).
     """
     depth = len(branching) + 1
-    rules = list(aggregators) if aggregators is not None else [Mean()] * depth
+    rules: list[StackRule] = list(aggregators) if aggregators is not None else [Mean()] * depth
     if len(rules) != depth:
         raise ValueError(f"need {depth} aggregators (one per level, root last), got {len(rules)}")
     if any(b < 1 for b in branching):

@@ -1,4 +1,4 @@
-"""Aggregators: how a ``[K, P]`` matrix of client updates becomes one update.
+"""Robust reducers: how a ``[K, P]`` matrix of client updates becomes one update.
 
 The weighted mean (FedAvg) has a breakdown point of zero: one client sending huge values
 moves the result anywhere. The robust aggregators here bound what a minority of bad updates
@@ -16,13 +16,18 @@ can do, each as defined in its paper:
   ``K >= 4f + 3``.
 - :class:`GeometricMedian` (RFA, Pillutla et al. 2022): the weighted geometric median by
   smoothed Weiszfeld iterations.
-- :class:`NormBound`: clip each update to a norm, then aggregate (Sun et al. 2019).
 - :class:`CenteredClipping` (Karimireddy et al. 2021): iteratively move towards each update,
   clipped to radius ``tau`` around the current estimate, starting from the previous round's
   aggregate (the "history" of the paper's title).
 
-Weights: the mean, the geometric median, norm bounding and centered clipping use the client
-weights. The rank-based rules (median, trimmed mean, Krum, Bulyan) count every update as one
+Norm bounding (Sun et al. 2019) is not a rule but a per-client stage in front of any of them
+(:func:`fedloom.aggregate.clip`).
+
+Each rule needs every update at once, so each is a stacked reducer
+(:class:`~fedloom.aggregate.stacked.Stacked`): the pipeline copies the round's updates into one
+``[K, P]`` matrix and calls the rule once.
+
+Weights: the geometric median and centered clipping use the client weights. The rank-based rules (median, trimmed mean, Krum, Bulyan) count every update as one
 vote, as in their papers: a Byzantine client can claim any example count, so letting it buy
 votes with ``n_k`` would defeat them.
 
@@ -39,18 +44,17 @@ from typing import Any
 
 import torch
 
-from fedloom.aggregate.mean import weighted_mean
+from fedloom.aggregate.mean import Mean
+from fedloom.aggregate.stacked import Stacked, check_matrix
 
 __all__ = [
     "AGGREGATORS",
-    "Aggregator",
     "Bulyan",
     "CenteredClipping",
     "CoordinateMedian",
     "GeometricMedian",
     "Krum",
     "Mean",
-    "NormBound",
     "TrimmedMean",
     "column_chunks",
     "pairwise_sq_distances",
@@ -100,65 +104,7 @@ def pairwise_sq_distances(
 
 
 @dataclass(frozen=True)
-class Aggregator:
-    """Base class: ``aggregate(updates [K, P], weights [K], state) -> (update [P], state)``.
-
-    Stateless rules override :meth:`combine`; rules with memory across rounds (centered
-    clipping) override :meth:`init` and :meth:`aggregate`.
-    """
-
-    @property
-    def name(self) -> str:
-        return type(self).__name__
-
-    def init(self, num_params: int) -> Any:
-        """The state before the first round."""
-        return None
-
-    def aggregate(
-        self,
-        updates: torch.Tensor,
-        weights: torch.Tensor,
-        state: Any,
-        client_ids: Sequence[int] | None = None,
-    ) -> tuple[torch.Tensor, Any]:
-        """One round: the aggregate and the new state. ``client_ids`` (the row owners) is
-        read only by rules that group clients (hierarchical aggregation)."""
-        _check_matrix(updates, weights)
-        return self.combine(updates, weights), state
-
-    def combine(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{self.name} keeps state: call aggregate() or the rule")
-
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """One aggregation from the initial state (no memory of earlier rounds)."""
-        return self.aggregate(updates, weights, self.init(updates.shape[1]))[0]
-
-    def min_updates(self) -> int:
-        """The fewest updates this rule is defined for."""
-        return 1
-
-
-def _check_matrix(updates: torch.Tensor, weights: torch.Tensor) -> None:
-    if updates.ndim != 2 or weights.shape != (updates.shape[0],):
-        raise ValueError(
-            f"expected updates [K, P] and weights [K], got {tuple(updates.shape)} and "
-            f"{tuple(weights.shape)}"
-        )
-    if updates.shape[0] == 0:
-        raise ValueError("cannot aggregate zero updates")
-
-
-@dataclass(frozen=True)
-class Mean(Aggregator):
-    """The weighted mean ``sum_k w_k u_k`` (weights as given): FedAvg's rule."""
-
-    def combine(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return weighted_mean(updates, weights)
-
-
-@dataclass(frozen=True)
-class CoordinateMedian(Aggregator):
+class CoordinateMedian(Stacked):
     """Coordinate-wise median; an even count averages the two middle values."""
 
     memory_bytes: int = DEFAULT_MEMORY_BYTES
@@ -174,7 +120,7 @@ class CoordinateMedian(Aggregator):
 
 
 @dataclass(frozen=True)
-class TrimmedMean(Aggregator):
+class TrimmedMean(Stacked):
     """Coordinate-wise mean after cutting ``floor(beta K)`` values from each end."""
 
     beta: float = 0.1
@@ -231,7 +177,7 @@ def _check_krum(k: int, f: int) -> None:
 
 
 @dataclass(frozen=True)
-class Krum(Aggregator):
+class Krum(Stacked):
     """Krum (``m = 1``) or Multi-Krum: the mean of the ``m`` best-scored updates."""
 
     f: int = 1
@@ -259,7 +205,7 @@ class Krum(Aggregator):
 
 
 @dataclass(frozen=True)
-class Bulyan(Aggregator):
+class Bulyan(Stacked):
     """Bulyan over Krum: robust selection, then a trimmed average around the median."""
 
     f: int = 1
@@ -296,7 +242,7 @@ class Bulyan(Aggregator):
 
 
 @dataclass(frozen=True)
-class GeometricMedian(Aggregator):
+class GeometricMedian(Stacked):
     """RFA's smoothed Weiszfeld: ``v <- sum_k b_k u_k / sum_k b_k``,
     ``b_k = w_k / max(nu, ||v - u_k||)``, from the weighted mean, until the objective
     ``sum_k w_k ||v - u_k||`` improves by less than ``tol`` (relative) or ``max_iter``."""
@@ -323,47 +269,7 @@ class GeometricMedian(Aggregator):
 
 
 @dataclass(frozen=True)
-class NormBound(Aggregator):
-    """Scale every update down to at most ``max_norm``, then apply ``inner``."""
-
-    max_norm: float = 1.0
-    inner: Aggregator = Mean()
-
-    def __post_init__(self) -> None:
-        if not self.max_norm > 0:
-            raise ValueError(f"max_norm must be > 0, got {self.max_norm}")
-
-    @property
-    def name(self) -> str:
-        return f"NormBound({self.inner.name})"
-
-    def min_updates(self) -> int:
-        return self.inner.min_updates()
-
-    def init(self, num_params: int) -> Any:
-        return self.inner.init(num_params)
-
-    def aggregate(
-        self,
-        updates: torch.Tensor,
-        weights: torch.Tensor,
-        state: Any,
-        client_ids: Sequence[int] | None = None,
-    ) -> tuple[torch.Tensor, Any]:
-        _check_matrix(updates, weights)
-        norms = row_distances(updates)
-        factors = (self.max_norm / norms.clamp(min=1e-30)).clamp(max=1.0)
-        if isinstance(self.inner, Mean):  # sum_k w_k (f_k u_k): fold the clipping into w
-            folded = weights.double() * factors
-            return (folded.to(updates.dtype) @ updates), state
-        if bool((factors >= 1.0).all()):
-            return self.inner.aggregate(updates, weights, state, client_ids)
-        clipped = updates * factors.to(updates.dtype)[:, None]
-        return self.inner.aggregate(clipped, weights, state, client_ids)
-
-
-@dataclass(frozen=True)
-class CenteredClipping(Aggregator):
+class CenteredClipping(Stacked):
     """``v <- v + sum_k w_k clip_tau(u_k - v)`` for ``iterations`` steps, starting from the
     previous round's result (zero in the first round); ``clip_tau`` scales a vector to norm
     at most ``tau``."""
@@ -376,8 +282,8 @@ class CenteredClipping(Aggregator):
         if not self.tau > 0 or self.iterations < 1:
             raise ValueError(f"centered clipping needs tau > 0 and iterations >= 1, got {self}")
 
-    def init(self, num_params: int) -> Any:
-        return torch.zeros(num_params)
+    def init(self, params: torch.Tensor) -> Any:
+        return torch.zeros(params.numel())
 
     def aggregate(
         self,
@@ -386,7 +292,7 @@ class CenteredClipping(Aggregator):
         state: Any,
         client_ids: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, Any]:
-        _check_matrix(updates, weights)
+        check_matrix(updates, weights)
         v = state.to(updates.dtype) if state is not None else torch.zeros(updates.shape[1])
         w = weights.double() / weights.double().sum()
         for _ in range(self.iterations):
@@ -404,6 +310,5 @@ AGGREGATORS = (
     "krum",
     "bulyan",
     "geometric_median",
-    "norm_bound",
     "centered_clipping",
 )

@@ -2,7 +2,6 @@
 
 from fedloom.algorithms.base import (
     Algorithm,
-    Normalization,
     ServerState,
     attach_corrections,
     scaffold_client_control,
@@ -18,7 +17,6 @@ from fedloom.algorithms.scaffold import scaffold
 
 __all__ = [
     "Algorithm",
-    "Normalization",
     "ServerState",
     "attach_corrections",
     "fedadagrad",

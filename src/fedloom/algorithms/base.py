@@ -1,51 +1,46 @@
-"""An algorithm is a value: its client program, weighting, update normalization and server
-transform.
+"""An algorithm is a value: its client program, its aggregation pipeline and whether it keeps
+SCAFFOLD's control variates.
 
-:func:`server_init` and :func:`server_update` are the whole server side of the FedAvg family:
+:func:`server_init` and :func:`server_update` are the whole server side of the FedAvg family.
+The aggregation is one :class:`~fedloom.aggregate.Pipeline` (``docs/pipeline.md``):
 
-1. weight the participants (``p_k``, summing to 1);
-2. optionally *normalize* the updates (FedNova divides each by its local work, q-FFL
-   reweights by loss), which may change the weights and scale the result;
-3. aggregate: ``Delta = factor * aggregator(u, p)``, the weighted mean by default, or a
-   robust rule (median, Krum, ...; see :mod:`fedloom.aggregate.robust`);
-4. transform ``Delta`` (server learning rate, server momentum, Adam, ...) and add it to ``w``;
+1. the weighting stage gives each result its weight ``p_k`` (examples, uniform, ...);
+2. per-client stages rewrite each update (FedNova divides it by the client's local work,
+   q-FFL rescales it and its weight by the loss, clipping bounds its norm);
+3. the reducer combines them: the weighted mean by default, folded in as results arrive, or
+   a robust rule (median, Krum, ...; see :mod:`fedloom.aggregate.robust`) over their stack;
+4. aggregate stages turn ``Delta`` into the step (FedNova's ``tau_eff``, the server learning
+   rate, server momentum, Adam, ...), which is added to ``w``;
 5. algorithms with control variates (SCAFFOLD) update them from the same results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from fedloom.aggregate import (
-    Aggregator,
-    Mean,
-    Transform,
-    Weighting,
-    client_weights,
-    identity,
-    weighted_mean,
+    ClientStage,
+    Pipeline,
+    Reducer,
+    RoundInfo,
+    begin,
+    finish,
+    fold,
 )
 from fedloom.client import ClientProgram, LocalTraining
 from fedloom.types import ClientPlan, ClientResult
 
 __all__ = [
     "Algorithm",
-    "Normalization",
     "ServerState",
     "attach_corrections",
     "server_init",
     "server_update",
 ]
-
-Normalization = Callable[
-    [Sequence[ClientResult], torch.Tensor, torch.Tensor, LocalTraining],
-    tuple[torch.Tensor, torch.Tensor, float],
-]
-"""``(results, updates [K, P], weights [K], settings) -> (updates, weights, factor)``."""
 
 
 @dataclass(frozen=True)
@@ -55,11 +50,8 @@ class Algorithm:
     Attributes:
         name: shown in logs and run names.
         program: what every client does beyond local SGD (objective terms, statistics).
-        weighting: how updates are weighted (see :mod:`fedloom.aggregate.weighting`).
-        normalization: rewrites updates and weights before averaging (FedNova, q-FFL).
-        normalization_statistics: client statistics the normalization reads.
-        aggregator: combines the updates (weighted mean, or a robust rule).
-        server: the transform applied to the averaged update.
+        aggregation: how the results become the server's step (weighting, per-client stages,
+            reducer, aggregate stages; see :mod:`fedloom.aggregate.pipeline`).
         control_variates: keep SCAFFOLD's server and client control variates.
         local_overrides: fields of :class:`LocalTraining` the algorithm fixes (FedSGD fixes
             one full-batch step).
@@ -67,13 +59,18 @@ class Algorithm:
 
     name: str
     program: ClientProgram = field(default_factory=ClientProgram)
-    weighting: Weighting = "examples"
-    normalization: Normalization | None = None
-    normalization_statistics: frozenset[str] = field(default_factory=frozenset)
-    aggregator: Aggregator = field(default_factory=Mean)
-    server: Transform = field(default_factory=identity)
+    aggregation: Pipeline = field(default_factory=Pipeline)
     control_variates: bool = False
     local_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def weighting(self) -> ClientStage:
+        """The weighting stage of the aggregation."""
+        return self.aggregation.weighting
+
+    def min_updates(self) -> int:
+        """The fewest results a round needs (Krum needs ``2f + 3``)."""
+        return self.aggregation.min_updates()
 
     def local_training(self, settings: LocalTraining) -> LocalTraining:
         """The local settings after this algorithm's overrides."""
@@ -81,32 +78,35 @@ class Algorithm:
 
     def client_program(self) -> ClientProgram:
         """The program the clients run: the algorithm's own, plus the statistics that the
-        weighting and normalization read."""
-        wanted = set(self.program.statistics) | set(self.normalization_statistics)
-        if self.weighting == "inverse_variance":
-            wanted.add("update_variance")
+        aggregation's stages read."""
+        wanted = set(self.program.statistics) | set(self.aggregation.statistics)
         return replace(self.program, statistics=frozenset(wanted))
 
-    def with_aggregator(self, aggregator: Aggregator) -> Algorithm:
-        """The same algorithm with another aggregation rule (e.g. a robust one)."""
-        return replace(self, aggregator=aggregator)
+    def with_aggregation(self, **changes: Any) -> Algorithm:
+        """The same algorithm with parts of its pipeline replaced: ``weighting``,
+        ``per_client``, ``reduce`` or ``server`` (see :class:`~fedloom.aggregate.Pipeline`)."""
+        return replace(self, aggregation=replace(self.aggregation, **changes))
+
+    def with_aggregator(self, reducer: Reducer) -> Algorithm:
+        """The same algorithm with another reducer (e.g. a robust rule)."""
+        return self.with_aggregation(reduce=reducer)
 
 
 @dataclass(frozen=True)
 class ServerState:
     """The global model and the algorithm's server-side state after ``round`` rounds.
 
-    ``control`` and ``client_controls`` are SCAFFOLD's ``c`` and ``c_k`` (clients that never
-    took part have ``c_k = 0`` and are absent).
+    ``aggregation`` is the pipeline's state (server optimizer moments, centered clipping's
+    previous aggregate, ...). ``control`` and ``client_controls`` are SCAFFOLD's ``c`` and
+    ``c_k`` (clients that never took part have ``c_k = 0`` and are absent).
     """
 
     params: torch.Tensor
     buffers: torch.Tensor
-    transform_state: Any
+    aggregation: Any
     round: int = 0
     control: torch.Tensor | None = None
     client_controls: Mapping[int, torch.Tensor] = field(default_factory=dict)
-    aggregator_state: Any = None
 
     def skipped(self) -> ServerState:
         """The state after a round that changed nothing."""
@@ -117,12 +117,7 @@ def server_init(algorithm: Algorithm, params: torch.Tensor, buffers: torch.Tenso
     """The server state before round 0."""
     control = torch.zeros_like(params) if algorithm.control_variates else None
     return ServerState(
-        params.clone(),
-        buffers.clone(),
-        algorithm.server.init(params),
-        0,
-        control,
-        aggregator_state=algorithm.aggregator.init(params.numel()),
+        params.clone(), buffers.clone(), algorithm.aggregation.init(params), 0, control
     )
 
 
@@ -158,58 +153,58 @@ def scaffold_client_control(
 def server_update(
     algorithm: Algorithm,
     state: ServerState,
-    results: Sequence[ClientResult],
+    results: Iterable[ClientResult],
     *,
     settings: LocalTraining | None = None,
     num_clients: int | None = None,
     average_buffers: bool = True,
+    seed: int = 0,
 ) -> ServerState:
-    """``w_{t+1} = w_t + server(factor * aggregator(u, p))`` after the algorithm's
-    normalization.
+    """``w_{t+1} = w_t + pipeline(results)``; the results are folded in one at a time.
 
     Args:
+        results: the round's valid results (a list, or any iterable: nothing is stacked
+            unless the reducer needs it).
         settings: the local settings the clients used (q-FFL reads the learning rate,
             SCAFFOLD too).
         num_clients: N, the population, for SCAFFOLD's ``c += (1/N) sum_k Delta c_k``.
-        average_buffers: average float buffers with the same weights; otherwise the global
-            buffers stay as they are (clients keep their own).
+        average_buffers: average float buffers with the weighting's weights; otherwise the
+            global buffers stay as they are (clients keep their own).
+        seed: the run seed, from which the stages' random streams are derived.
+
+    The old ``state`` is never modified; when a stage fails, no new state exists.
     """
     settings = settings or LocalTraining()
-    base_weights = client_weights(results, algorithm.weighting)
-    weights = base_weights
-    updates = torch.stack([r.update for r in results])
-    factor = 1.0
-    if algorithm.normalization is not None:
-        updates, weights, factor = algorithm.normalization(results, updates, weights, settings)
-    delta, aggregator_state = algorithm.aggregator.aggregate(
-        updates, weights, state.aggregator_state, [r.client_id for r in results]
+    control = state.control if algorithm.control_variates else None
+    if control is not None and num_clients is None:
+        raise ValueError("SCAFFOLD's server update needs num_clients (N)")
+    run = begin(
+        algorithm.aggregation,
+        state.aggregation,
+        state.params,
+        info=RoundInfo(seed=seed, round=state.round, local_lr=settings.lr),
+        expected=len(results) if isinstance(results, Sized) else None,
+        num_buffers=state.buffers.numel() if average_buffers else 0,
     )
-    if factor != 1.0:
-        delta = delta * factor
-    step, transform_state = algorithm.server.update(delta, state.transform_state)
-    buffers = state.buffers
-    if average_buffers and buffers.numel():
-        buffers = weighted_mean(torch.stack([r.buffers for r in results]), base_weights)
-    control, client_controls = state.control, state.client_controls
-    if algorithm.control_variates and control is not None:
-        if num_clients is None:
-            raise ValueError("SCAFFOLD's server update needs num_clients (N)")
-        client_controls = dict(client_controls)
-        control_change = torch.zeros_like(control)
-        for r in results:
+    client_controls = dict(state.client_controls)
+    control_change = torch.zeros_like(control) if control is not None else None
+    for r in results:
+        run = fold(run, r)
+        if control is not None and control_change is not None:
             old = client_controls.get(r.client_id, torch.zeros_like(control))
             new = scaffold_client_control(
                 old, control, r.update, num_steps=r.num_steps, lr=settings.lr
             )
             control_change += new - old
             client_controls[r.client_id] = new
+    outcome = finish(run)
+    if control is not None and control_change is not None and num_clients is not None:
         control = control + control_change / num_clients
     return ServerState(
-        state.params + step,
-        buffers,
-        transform_state,
+        state.params + outcome.step,
+        outcome.buffers if outcome.buffers is not None else state.buffers,
+        outcome.state,
         state.round + 1,
-        control,
+        control if control is not None else state.control,
         client_controls,
-        aggregator_state,
     )

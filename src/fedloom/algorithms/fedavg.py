@@ -3,7 +3,7 @@ Deep Networks from Decentralized Data", Algorithm 1)."""
 
 from __future__ import annotations
 
-from fedloom.aggregate import Weighting, scale
+from fedloom.aggregate import Weighting, pipeline, scale
 from fedloom.algorithms.base import Algorithm
 
 __all__ = ["fedavg", "fedsgd"]
@@ -20,7 +20,7 @@ def fedavg(*, server_lr: float = 1.0, weighting: Weighting = "examples") -> Algo
     """
     if server_lr <= 0:
         raise ValueError(f"server_lr must be > 0, got {server_lr}")
-    return Algorithm(name="fedavg", weighting=weighting, server=scale(server_lr))
+    return Algorithm("fedavg", aggregation=pipeline(weighting=weighting, server=scale(server_lr)))
 
 
 def fedsgd(*, server_lr: float = 1.0, weighting: Weighting = "examples") -> Algorithm:
@@ -32,7 +32,6 @@ def fedsgd(*, server_lr: float = 1.0, weighting: Weighting = "examples") -> Algo
     base = fedavg(server_lr=server_lr, weighting=weighting)
     return Algorithm(
         name="fedsgd",
-        weighting=base.weighting,
-        server=base.server,
+        aggregation=base.aggregation,
         local_overrides={"epochs": 1, "steps": None, "batch_size": None},
     )

@@ -9,40 +9,84 @@ optimum of the wrong objective. FedNova divides each update by the client's work
 rescales by ``tau_eff = sum_k p_k ||a_k||_1``:
 ``w_{t+1} = w_t + tau_eff * sum_k p_k u_k / ||a_k||_1``.
 With equal work it is FedAvg.
+
+In the pipeline that is two stages around the mean: a per-client stage divides each update by
+``||a_k||_1`` and tallies ``p_k ||a_k||_1``; an aggregate stage multiplies the mean by the
+tally over the total weight, ``tau_eff``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
-from fedloom.aggregate import Weighting, scale
+from fedloom.aggregate import (
+    Cohort,
+    Contribution,
+    PerClient,
+    RoundInfo,
+    Weighting,
+    pipeline,
+    scale,
+)
 from fedloom.algorithms.base import Algorithm
-from fedloom.client import LocalTraining
-from fedloom.types import ClientResult
 
-__all__ = ["fednova", "fednova_normalization"]
+__all__ = ["NormalizeWork", "RescaleByWork", "fednova"]
+
+WORK = "fednova/work"
 
 
-def fednova_normalization(
-    results: Sequence[ClientResult],
-    updates: torch.Tensor,
-    weights: torch.Tensor,
-    settings: LocalTraining,
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Per-step updates ``u_k / ||a_k||_1`` and the factor ``tau_eff``."""
-    norms = []
-    for r in results:
-        norm = r.statistics.get("work_norm")
+@dataclass(frozen=True)
+class NormalizeWork(PerClient):
+    """Per client: ``u_k / ||a_k||_1``; tallies ``p_k ||a_k||_1`` for :class:`RescaleByWork`."""
+
+    statistics = frozenset({"work_norm"})
+
+    @property
+    def name(self) -> str:
+        return "fednova/normalize"
+
+    def update(self, contribution: Contribution, state: Any, *, info: RoundInfo) -> Contribution:
+        norm = contribution.statistics.get("work_norm")
         if norm is None or not norm > 0:
             raise ValueError(
-                f"FedNova needs each client's work_norm > 0; client {r.client_id} reported {norm!r}"
+                f"FedNova needs each client's work_norm > 0; client {contribution.client_id} "
+                f"reported {norm!r}"
             )
-        norms.append(norm)
-    a = torch.tensor(norms, dtype=torch.float64)
-    tau_eff = float((weights.double() * a).sum())
-    return updates / a.to(updates.dtype)[:, None], weights, tau_eff
+        tallies = {**contribution.tallies, WORK: contribution.weight * norm}
+        return replace(contribution, update=contribution.update / norm, tallies=tallies)
+
+
+@dataclass(frozen=True)
+class RescaleByWork:
+    """On the aggregate: ``Delta * tau_eff``, ``tau_eff = sum_k p_k ||a_k||_1 / sum_k p_k``."""
+
+    kind = "server"
+
+    @property
+    def name(self) -> str:
+        return "fednova/rescale"
+
+    def init(self, params: torch.Tensor) -> Any:
+        return ()
+
+    def update(
+        self,
+        delta: torch.Tensor,
+        state: Any,
+        *,
+        cohort: Cohort,
+        params: torch.Tensor,
+        info: RoundInfo,
+    ) -> tuple[torch.Tensor, Any]:
+        if WORK not in cohort.tallies:
+            raise ValueError(
+                f"FedNova's rescaling needs the tally {WORK!r} of its per-client stage "
+                "NormalizeWork; put that stage in the pipeline's per_client stages"
+            )
+        return delta * (cohort.tallies[WORK] / cohort.total_weight), state
 
 
 def fednova(*, server_lr: float = 1.0, weighting: Weighting = "examples") -> Algorithm:
@@ -50,10 +94,9 @@ def fednova(*, server_lr: float = 1.0, weighting: Weighting = "examples") -> Alg
     proximal local SGD)."""
     if server_lr <= 0:
         raise ValueError(f"server_lr must be > 0, got {server_lr}")
-    return Algorithm(
-        name="fednova",
+    aggregation = pipeline(
         weighting=weighting,
-        normalization=fednova_normalization,
-        normalization_statistics=frozenset({"work_norm"}),
-        server=scale(server_lr),
+        per_client=NormalizeWork(),
+        server=(RescaleByWork(), scale(server_lr)),
     )
+    return Algorithm(name="fednova", aggregation=aggregation)

@@ -10,7 +10,7 @@ correction. ``tau`` bounds the adaptivity: it caps the per-coordinate step at
 
 from __future__ import annotations
 
-from fedloom.aggregate import Weighting, adagrad, adam, server_momentum, yogi
+from fedloom.aggregate import Weighting, adagrad, adam, pipeline, server_momentum, yogi
 from fedloom.algorithms.base import Algorithm
 
 __all__ = ["fedadagrad", "fedadam", "fedavgm", "fedyogi"]
@@ -20,7 +20,10 @@ def fedavgm(
     *, server_lr: float = 1.0, momentum: float = 0.9, weighting: Weighting = "examples"
 ) -> Algorithm:
     """FedAvg with server momentum: ``v = beta v + Delta``, ``w += server_lr * v``."""
-    return Algorithm("fedavgm", weighting=weighting, server=server_momentum(server_lr, momentum))
+    return Algorithm(
+        "fedavgm",
+        aggregation=pipeline(weighting=weighting, server=server_momentum(server_lr, momentum)),
+    )
 
 
 def fedadagrad(
@@ -31,9 +34,8 @@ def fedadagrad(
     weighting: Weighting = "examples",
 ) -> Algorithm:
     """FedAdagrad: ``v += Delta^2``."""
-    return Algorithm(
-        "fedadagrad", weighting=weighting, server=adagrad(server_lr, beta1=beta1, tau=tau)
-    )
+    server = adagrad(server_lr, beta1=beta1, tau=tau)
+    return Algorithm("fedadagrad", aggregation=pipeline(weighting=weighting, server=server))
 
 
 def fedadam(
@@ -45,9 +47,8 @@ def fedadam(
     weighting: Weighting = "examples",
 ) -> Algorithm:
     """FedAdam: ``v = beta2 v + (1 - beta2) Delta^2``."""
-    return Algorithm(
-        "fedadam", weighting=weighting, server=adam(server_lr, beta1=beta1, beta2=beta2, tau=tau)
-    )
+    server = adam(server_lr, beta1=beta1, beta2=beta2, tau=tau)
+    return Algorithm("fedadam", aggregation=pipeline(weighting=weighting, server=server))
 
 
 def fedyogi(
@@ -59,6 +60,5 @@ def fedyogi(
     weighting: Weighting = "examples",
 ) -> Algorithm:
     """FedYogi: ``v -= (1 - beta2) Delta^2 sign(v - Delta^2)``."""
-    return Algorithm(
-        "fedyogi", weighting=weighting, server=yogi(server_lr, beta1=beta1, beta2=beta2, tau=tau)
-    )
+    server = yogi(server_lr, beta1=beta1, beta2=beta2, tau=tau)
+    return Algorithm("fedyogi", aggregation=pipeline(weighting=weighting, server=server))

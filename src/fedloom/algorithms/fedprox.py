@@ -8,7 +8,7 @@ policy (:class:`fedloom.engine.LocalWork`), so it applies to any algorithm.
 
 from __future__ import annotations
 
-from fedloom.aggregate import Weighting, scale
+from fedloom.aggregate import Weighting, pipeline, scale
 from fedloom.algorithms.base import Algorithm
 from fedloom.client import ClientProgram, ProximalTerm
 
@@ -27,6 +27,5 @@ def fedprox(
     return Algorithm(
         name="fedprox",
         program=ClientProgram(terms=(ProximalTerm(mu),)),
-        weighting=weighting,
-        server=scale(server_lr),
+        aggregation=pipeline(weighting=weighting, server=scale(server_lr)),
     )

@@ -11,62 +11,67 @@ Lipschitz estimate) and ``Delta w_k = L (w_t - w_k)``:
 
 The paper samples clients with probability ``p_k`` and averages uniformly; fedloom samples
 uniformly, so the weights ``p_k`` (example weighting by default) enter both sums instead.
+
+In the pipeline q-FFL is one per-client stage in front of the mean (:class:`QFFLReweight`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
-from fedloom.aggregate import Weighting
+from fedloom.aggregate import Contribution, PerClient, RoundInfo, Weighting, pipeline
 from fedloom.algorithms.base import Algorithm
-from fedloom.client import LocalTraining
-from fedloom.types import ClientResult
 
-__all__ = ["QFFLNormalization", "qffl"]
+__all__ = ["QFFLReweight", "qffl"]
 
 MIN_LOSS = 1e-10  # F_k = 0 would give the client h_k = 0 and a 0/0 update
 
 
 @dataclass(frozen=True)
-class QFFLNormalization:
-    """q-FedAvg's aggregation as normalized updates and weights for a weighted mean.
+class QFFLReweight(PerClient):
+    """q-FedAvg's step as a weighted mean: ``u'_k = L F_k^q u_k / h_k``, ``p'_k = p_k h_k``.
 
-    ``sum_k p'_k u'_k`` with ``p'_k = p_k h_k / sum_j p_j h_j`` and
-    ``u'_k = L F_k^q u_k / h_k`` is ``sum_k p_k F_k^q L u_k / sum_j p_j h_j``, the paper's step.
+    The mean ``sum_k p'_k u'_k / sum_j p'_j`` is ``sum_k p_k F_k^q L u_k / sum_j p_j h_j``,
+    the paper's step. ``lipschitz`` is ``L``; by default ``1 / lr`` of the round's local
+    settings (:class:`~fedloom.aggregate.RoundInfo`), as in the paper.
     """
 
     q: float
     lipschitz: float | None = None
+    statistics = frozenset({"initial_loss"})
 
-    def __call__(
-        self,
-        results: Sequence[ClientResult],
-        updates: torch.Tensor,
-        weights: torch.Tensor,
-        settings: LocalTraining,
-    ) -> tuple[torch.Tensor, torch.Tensor, float]:
-        lipschitz = self.lipschitz if self.lipschitz is not None else 1.0 / settings.lr
-        losses = []
-        for r in results:
-            loss = r.statistics.get("initial_loss")
-            if loss is None or not loss >= 0:
+    @property
+    def name(self) -> str:
+        return "qffl"
+
+    def update(self, contribution: Contribution, state: Any, *, info: RoundInfo) -> Contribution:
+        lipschitz = self.lipschitz
+        if lipschitz is None:
+            if not info.local_lr:
                 raise ValueError(
-                    f"q-FFL needs each client's initial_loss >= 0; client {r.client_id} "
-                    f"reported {loss!r}"
+                    "q-FFL needs L: pass lipschitz=..., or the clients' learning rate "
+                    f"(RoundInfo.local_lr, got {info.local_lr!r})"
                 )
-            losses.append(max(loss, MIN_LOSS))
-        f = torch.tensor(losses, dtype=torch.float64)
-        u = updates.double()
-        squared_norms = (lipschitz**2) * u.pow(2).sum(1)
-        fq = f.pow(self.q)
-        h = self.q * f.pow(self.q - 1) * squared_norms + lipschitz * fq
-        p = weights.double() * h
-        new_weights = p / p.sum()
-        new_updates = u * (lipschitz * fq / h)[:, None]
-        return new_updates.to(updates.dtype), new_weights.to(weights.dtype), 1.0
+            lipschitz = 1.0 / info.local_lr
+        loss = contribution.statistics.get("initial_loss")
+        if loss is None or not loss >= 0:
+            raise ValueError(
+                f"q-FFL needs each client's initial_loss >= 0; client {contribution.client_id} "
+                f"reported {loss!r}"
+            )
+        f = max(loss, MIN_LOSS)
+        u = contribution.update.double()
+        squared_norm = lipschitz**2 * float(u.pow(2).sum())
+        fq = f**self.q
+        h = self.q * f ** (self.q - 1) * squared_norm + lipschitz * fq
+        return replace(
+            contribution,
+            update=(u * (lipschitz * fq / h)).to(torch.float32),
+            weight=contribution.weight * h,
+        )
 
 
 def qffl(
@@ -80,9 +85,5 @@ def qffl(
         raise ValueError(f"q must be >= 0, got {q}")
     if lipschitz is not None and lipschitz <= 0:
         raise ValueError(f"lipschitz must be > 0, got {lipschitz}")
-    return Algorithm(
-        name="qffl",
-        weighting=weighting,
-        normalization=QFFLNormalization(q, lipschitz),
-        normalization_statistics=frozenset({"initial_loss"}),
-    )
+    stage = QFFLReweight(q, lipschitz)
+    return Algorithm(name="qffl", aggregation=pipeline(weighting=weighting, per_client=stage))

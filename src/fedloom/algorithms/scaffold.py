@@ -11,7 +11,7 @@ In simulation the clients' ``c_k`` live in :class:`~fedloom.algorithms.ServerSta
 
 from __future__ import annotations
 
-from fedloom.aggregate import Weighting, scale
+from fedloom.aggregate import Weighting, pipeline, scale
 from fedloom.algorithms.base import Algorithm, scaffold_client_control
 
 __all__ = ["scaffold", "scaffold_client_control"]
@@ -26,5 +26,7 @@ def scaffold(*, server_lr: float = 1.0, weighting: Weighting = "uniform") -> Alg
     if server_lr <= 0:
         raise ValueError(f"server_lr must be > 0, got {server_lr}")
     return Algorithm(
-        name="scaffold", weighting=weighting, server=scale(server_lr), control_variates=True
+        name="scaffold",
+        aggregation=pipeline(weighting=weighting, server=scale(server_lr)),
+        control_variates=True,
     )

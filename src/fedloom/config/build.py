@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import nn
 
+from fedloom.aggregate import clip
 from fedloom.algorithms import Algorithm
 from fedloom.client import LocalTraining
 from fedloom.config.algorithms import build_algorithm_from
@@ -92,14 +93,19 @@ def build_attack(config: AttackConfig) -> Attack:
 
 
 def build_algorithm(config: RunConfig, num_clients: int | None = None) -> Algorithm:
-    """The algorithm value of the ``algorithm`` and ``server`` sections."""
+    """The algorithm value of the ``algorithm`` and ``server`` sections: the algorithm's own
+    pipeline, with ``server.clip_norm`` appended to its per-client stages and the reducer from
+    ``server.aggregator`` / ``server.hierarchy``."""
     server = config.server
     if server.lr is None or server.weighting is None:  # filled when the config was validated
         raise ConfigError("server.lr and server.weighting must be resolved; use RunConfig")
     algorithm = build_algorithm_from(
         config.algorithm, server_lr=server.lr, weighting=server.weighting
     )
-    if server.hierarchy is None and server.clip_norm is None and server.aggregator.name == "mean":
+    if server.clip_norm is not None:
+        per_client = (*algorithm.aggregation.per_client, clip(server.clip_norm))
+        algorithm = algorithm.with_aggregation(per_client=per_client)
+    if server.hierarchy is None and server.aggregator.name == "mean":
         return algorithm
     if server.hierarchy is not None and num_clients is None:
         raise ConfigError("server.hierarchy: the number of clients is needed to build the tree")

@@ -141,22 +141,23 @@ class ServerConfig(Section):
         return _rule(value)
 
 
-def build_rule(config: Named) -> aggregate.Aggregator:
-    """One aggregation rule from its config section."""
+def build_rule(config: Named) -> aggregate.Reducer:
+    """One aggregation rule (a reducer of the pipeline) from its config section."""
     name = config.name
-    rule: aggregate.Aggregator = REGISTRY.entry("aggregator", name).factory(
+    rule: aggregate.Reducer = REGISTRY.entry("aggregator", name).factory(
         **config.model_dump(exclude={"name"})
     )
     return rule
 
 
-def build_aggregator(config: ServerConfig, num_clients: int) -> aggregate.Aggregator:
-    """The server's aggregation: clipping, then the rule, or the tree of rules."""
+def build_aggregator(config: ServerConfig, num_clients: int) -> aggregate.Reducer:
+    """The pipeline's reducer: the rule, or the tree of rules (``server.clip_norm`` is a
+    per-client stage in front of it, see :func:`fedloom.config.build_algorithm`)."""
     rule = build_rule(config.aggregator)
     if config.hierarchy is not None:
         depth = len(config.hierarchy.branching) + 1
         if config.hierarchy.aggregators is None:
-            rules = [aggregate.Mean()] * (depth - 1) + [rule]
+            rules: list[Any] = [aggregate.Mean()] * (depth - 1) + [rule]
         else:
             if len(config.hierarchy.aggregators) != depth:
                 raise ConfigError(
@@ -167,8 +168,6 @@ def build_aggregator(config: ServerConfig, num_clients: int) -> aggregate.Aggreg
             rules = [build_rule(r) for r in config.hierarchy.aggregators]
         tree = aggregate.contiguous_tree(num_clients, config.hierarchy.branching, rules)
         rule = aggregate.Hierarchical(tree)
-    if config.clip_norm is not None:
-        rule = aggregate.NormBound(config.clip_norm, rule)
     return rule
 
 

@@ -1,8 +1,8 @@
 """Checkpoints of the round loop: everything needed to continue a run after a crash.
 
 One file, ``checkpoint.safetensors``: the tensors of the server state (global model, the
-server optimizer's moments, SCAFFOLD's control variates, the aggregator's state, clients'
-local buffers) as named safetensors entries, and a JSON header in the file's metadata with
+server optimizer's moments and every other aggregation stage's state, SCAFFOLD's control
+variates, clients' local buffers) as named safetensors entries, and a JSON header in the file's metadata with
 the structure of that state, the round number, the metrics so far and a fingerprint of the
 run. Loading it can never execute code (no pickle), so a checkpoint is safe to copy around.
 
@@ -35,7 +35,8 @@ from fedloom.types import RoundReport
 
 __all__ = ["Checkpoints", "Resumed"]
 
-FORMAT = "fedloom-checkpoint-v1"
+FORMAT = "fedloom-checkpoint-v2"  # v2: one aggregation-pipeline state
+OLD_FORMATS = ("fedloom-checkpoint-v1",)
 FILE_NAME = "checkpoint.safetensors"
 
 
@@ -109,11 +110,10 @@ class Checkpoints:
         structure = {
             "params": _pack(state.params, tensors),
             "buffers": _pack(state.buffers, tensors),
-            "transform_state": _pack(state.transform_state, tensors),
+            "aggregation": _pack(state.aggregation, tensors),
             "round": state.round,
             "control": _pack(state.control, tensors),
             "client_controls": _pack(dict(state.client_controls), tensors),
-            "aggregator_state": _pack(state.aggregator_state, tensors),
             "client_buffers": _pack(dict(client_buffers), tensors),
         }
         header = {
@@ -147,6 +147,12 @@ class Checkpoints:
                 tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
         except Exception as exc:  # safetensors raises its own error types
             raise FedloomError(f"cannot read the checkpoint {self.path}: {exc}") from exc
+        if metadata.get("format") in OLD_FORMATS:
+            raise FedloomError(
+                f"{self.path} was written by an older fedloom ({metadata['format']}), whose "
+                "server state predates the aggregation pipeline; finish that run with the "
+                "fedloom that started it, or delete the checkpoint to start over"
+            )
         if metadata.get("format") != FORMAT:
             raise FedloomError(f"{self.path} is not a fedloom checkpoint ({FORMAT})")
         header = json.loads(metadata["header"])
@@ -160,11 +166,10 @@ class Checkpoints:
         state = ServerState(
             params=_unpack(s["params"], tensors),
             buffers=_unpack(s["buffers"], tensors),
-            transform_state=_unpack(s["transform_state"], tensors),
+            aggregation=_unpack(s["aggregation"], tensors),
             round=int(s["round"]),
             control=_unpack(s["control"], tensors),
             client_controls=_unpack(s["client_controls"], tensors),
-            aggregator_state=_unpack(s["aggregator_state"], tensors),
         )
         reports = tuple(RoundReport(r["round"], r["metrics"]) for r in header["reports"])
         return Resumed(state, _unpack(s["client_buffers"], tensors), reports)

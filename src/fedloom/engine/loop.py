@@ -85,7 +85,7 @@ def run_rounds(
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
     Args:
-        algorithm: the algorithm value (local objective terms, weighting, server transform).
+        algorithm: the algorithm value (local objective terms, aggregation pipeline).
         executor: trains each round's cohort.
         num_clients: K, the size of the population.
         params, buffers: the initial global model as flat vectors.
@@ -114,7 +114,7 @@ def run_rounds(
     settings = settings or LocalTraining()
     work = work or LocalWork()
     policy = policy or UpdatePolicy()
-    needed = max(policy.min_updates, algorithm.aggregator.min_updates())
+    needed = max(policy.min_updates, algorithm.min_updates())
     state = server_init(algorithm, params, buffers)
     client_buffers: dict[int, torch.Tensor] = {}
     reports: list[RoundReport] = []
@@ -173,6 +173,7 @@ def run_rounds(
                 settings=settings,
                 num_clients=num_clients,
                 average_buffers=not local_buffers,
+                seed=seed,
             )
             metrics.update(_train_metrics(results))
             if local_buffers:

@@ -148,7 +148,7 @@ def serve(
     status = StatusLine(board, console) if console is not None else None
     if status is not None:
         observers.append(status)
-    needed = max(deploy.min_fit_clients, policy.min_updates, algorithm.aggregator.min_updates())
+    needed = max(deploy.min_fit_clients, policy.min_updates, algorithm.min_updates())
     executor = NetworkExecutor(
         board,
         round_timeout_s=deploy.round_timeout_s,

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from fedloom.aggregate import (
-    Aggregator,
     CenteredClipping,
     CoordinateMedian,
     GeometricMedian,
     Krum,
     Mean,
+    Reducer,
     TrimmedMean,
 )
 from fedloom.algorithms import fedavg
@@ -50,7 +50,7 @@ FRACTIONS = (0.1, 0.2, 0.4)
 CC_TAU = 1.0
 
 
-def rule_for(name: str, fraction: float, cohort: int) -> Aggregator:
+def rule_for(name: str, fraction: float, cohort: int) -> Reducer:
     """The aggregator ``name`` configured for an expected attacker ``fraction``."""
     f = min(round(fraction * cohort), max((cohort - 3) // 2, 0))
     if name == "median":
