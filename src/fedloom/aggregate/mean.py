@@ -47,31 +47,12 @@ RunningSum = tuple[torch.Tensor, torch.Tensor, float, int]
 """``(sum_k w_k u_k as float64 [P], a float64 [P] scratch vector, sum_k w_k, count)``."""
 
 
-def _start(params: torch.Tensor) -> RunningSum:
-    num_params = params.numel()
-    return (
-        torch.zeros(num_params, dtype=torch.float64),
-        torch.empty(num_params, dtype=torch.float64),
-        0.0,
-        0,
-    )
+class _Streaming:
+    """What the streaming reducers share: float64 running sums, folded in place.
 
-
-def _fold(acc: RunningSum, contribution: Contribution) -> RunningSum:
-    total, scratch, weight, count = acc
-    # in place, in float64: the accumulator is ours. Widening into a reused scratch vector
-    # first is ~2x faster than a mixed-dtype add_ and allocates nothing per update.
-    scratch.copy_(contribution.update)
-    total.add_(scratch, alpha=contribution.weight)
-    return total, scratch, weight + contribution.weight, count + 1
-
-
-@dataclass(frozen=True)
-class Mean:
-    """The weighted mean ``sum_k w_k u_k / sum_k w_k``, streaming (see the module doc).
-
-    Also usable on a stack (``Mean().combine(updates, weights)``, e.g. inside a hierarchy),
-    where the weights are used as given.
+    The accumulator is ``(sum_k w_k u_k, a scratch vector, sum_k w_k, count)``; widening each
+    update into the reused scratch vector first is ~2x faster than a mixed-dtype ``add_`` and
+    allocates nothing per update. Subclasses write ``finish``.
     """
 
     kind = "reduce"
@@ -79,16 +60,37 @@ class Mean:
 
     @property
     def name(self) -> str:
-        return "Mean"
+        return type(self).__name__
 
     def init(self, params: torch.Tensor) -> Any:
         return ()
 
     def start(self, params: torch.Tensor, *, expected: int | None = None) -> RunningSum:
-        return _start(params)
+        num_params = params.numel()
+        return (
+            torch.zeros(num_params, dtype=torch.float64),
+            torch.empty(num_params, dtype=torch.float64),
+            0.0,
+            0,
+        )
 
     def fold(self, acc: RunningSum, contribution: Contribution) -> RunningSum:
-        return _fold(acc, contribution)
+        total, scratch, weight, count = acc
+        scratch.copy_(contribution.update)
+        total.add_(scratch, alpha=contribution.weight)  # in place: the accumulator is ours
+        return total, scratch, weight + contribution.weight, count + 1
+
+    def min_updates(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True)
+class Mean(_Streaming):
+    """The weighted mean ``sum_k w_k u_k / sum_k w_k``, streaming (see the module doc).
+
+    Also usable on a stack (``Mean().combine(updates, weights)``, e.g. inside a hierarchy),
+    where the weights are used as given.
+    """
 
     def finish(self, acc: RunningSum, state: Any, *, info: RoundInfo) -> tuple[torch.Tensor, Any]:
         total, _, weight, count = acc
@@ -98,9 +100,6 @@ class Mean:
                 "a positive total (does the weighting give every client weight 0?)"
             )
         return (total / weight).to(torch.float32), state
-
-    def min_updates(self) -> int:
-        return 1
 
     # the stacked form, for trees of rules and one-off calls
     def combine(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -120,27 +119,8 @@ class Mean:
 
 
 @dataclass(frozen=True)
-class Sum:
+class Sum(_Streaming):
     """The weighted sum ``sum_k w_k u_k`` (with uniform weights, the plain sum), streaming."""
-
-    kind = "reduce"
-    stacks = False
-
-    @property
-    def name(self) -> str:
-        return "Sum"
-
-    def init(self, params: torch.Tensor) -> Any:
-        return ()
-
-    def start(self, params: torch.Tensor, *, expected: int | None = None) -> RunningSum:
-        return _start(params)
-
-    def fold(self, acc: RunningSum, contribution: Contribution) -> RunningSum:
-        return _fold(acc, contribution)
 
     def finish(self, acc: RunningSum, state: Any, *, info: RoundInfo) -> tuple[torch.Tensor, Any]:
         return acc[0].to(torch.float32), state
-
-    def min_updates(self) -> int:
-        return 1
