@@ -128,3 +128,26 @@ def test_autograd_and_torch_func_gradients_agree_exactly():
     for k in range(3):
         single, _ = objective.grad_and_value(cohort[k], torch.zeros(0), x, y, context)
         assert torch.allclose(batched[k], single, atol=1e-6)
+
+
+def test_an_objective_term_of_the_wrong_shape_is_named():
+    import pytest
+    import torch
+    from torch import nn
+
+    from fedloom.client import LocalContext, make_objective
+    from fedloom.params import buffer_spec, flatten_params, param_spec
+
+    def per_coordinate_penalty(w, context):  # forgot to sum
+        return w.pow(2)
+
+    module = nn.Linear(3, 2)
+    objective = make_objective(
+        module, param_spec(module), buffer_spec(module), terms=(per_coordinate_penalty,)
+    )
+    params = flatten_params(module)
+    with pytest.raises(
+        ValueError, match=r"term 'per_coordinate_penalty' must return a scalar.*\(8,\)"
+    ):
+        objective(params, torch.zeros(0), torch.ones(4, 3), torch.zeros(4, dtype=torch.long),
+                  LocalContext(params))  # fmt: skip

@@ -86,7 +86,7 @@ class Objective:
         if self.terms:
             flat = torch.cat([tensors[name].reshape(-1) for name in self.spec.names])
             for term in self.terms:
-                loss = loss + term(flat, context)
+                loss = loss + _checked_term(term, term(flat, context))
         return loss
 
     def __call__(
@@ -156,6 +156,18 @@ class Objective:
             self.spec.views(params), buffers, x, y, context, mask
         )
         return torch.cat([grads[name].reshape(-1) for name in self.spec.names]), loss
+
+
+def _checked_term(term: ObjectiveTerm, value: object) -> torch.Tensor:
+    """A term's value, if it is the scalar tensor the loss needs (else an error naming it)."""
+    if not isinstance(value, torch.Tensor) or value.shape != ():
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        name = getattr(term, "__name__", type(term).__name__)
+        raise ValueError(
+            f"objective term {name!r} must return a scalar tensor (shape ()), got {shape}; "
+            "sum or average it over the parameters"
+        )
+    return value
 
 
 def make_objective(
