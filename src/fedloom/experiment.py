@@ -15,16 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from fedloom.config import (
-    RunConfig,
-    build_algorithm,
-    build_attack,
-    build_federated,
-    build_local_training,
-    build_local_work,
-    build_model,
-    build_policy,
-)
+from fedloom.config import RunConfig, RunSpec, build_attack, build_run
 from fedloom.data import FederatedDataset
 from fedloom.engine import Callback, Checkpoints, History
 from fedloom.report import (
@@ -35,7 +26,7 @@ from fedloom.report import (
     save_model,
     summary_table,
 )
-from fedloom.simulation import initial_module, simulate
+from fedloom.simulation import simulate
 
 __all__ = ["ExperimentOutcome", "run_experiment", "simulate_config"]
 
@@ -53,24 +44,26 @@ def simulate_config(
     callbacks: Sequence[Callback] = (),
     checkpoint: Checkpoints | None = None,
     data: FederatedDataset | None = None,
+    spec: RunSpec | None = None,
 ) -> History:
     """Simulate ``config`` in this process and return its history; writes no files.
 
-    The same data, model, algorithm and seed as ``fedloom run`` and ``fedloom server``, so
-    a deployed run can be checked against its simulation. ``data`` skips rebuilding the
-    federated dataset when the caller already has it.
+    The same data, model, algorithm and seed as ``fedloom run`` and ``fedloom server`` (all
+    three start from :func:`fedloom.config.build_run`), so a deployed run can be checked
+    against its simulation. ``data`` (a partitioned dataset) or ``spec`` (the whole built
+    run) skip rebuilding what the caller already has.
     """
-    data = data or build_federated(config)
+    spec = spec if spec is not None else build_run(config, data=data)
     return simulate(
-        build_algorithm(config, data.num_clients),
-        data,
-        build_model(config, data.dataset),
+        spec.algorithm,
+        spec.data,
+        spec.module,
         rounds=config.rounds,
         fraction=config.server.fraction,
-        local=build_local_training(config.client),
-        work=build_local_work(config.client),
+        local=spec.local,
+        work=spec.work,
         attack=build_attack(config.attack),
-        policy=build_policy(config.server),
+        policy=spec.policy,
         seed=config.seed,
         buffers=config.model.buffers,
         engine=config.engine,
@@ -98,9 +91,8 @@ def run_experiment(
     """
     console = console or Console(stderr=True, quiet=not show_progress)
     started = time.perf_counter()
-    data = build_federated(config)
-    algorithm = build_algorithm(config, data.num_clients)
-    module = initial_module(build_model(config, data.dataset), seed=config.seed)
+    spec = build_run(config)
+    data, algorithm, module = spec.data, spec.algorithm, spec.module
     if resume is not None:
         run_dir = resume
     else:
@@ -121,7 +113,7 @@ def run_experiment(
     callbacks: list[Callback] = [MetricsFiles(run_dir)]
     if show_progress:
         callbacks.append(ProgressBar(console))
-    history = simulate_config(config, callbacks=callbacks, data=data, checkpoint=checkpoint)
+    history = simulate_config(config, callbacks=callbacks, spec=spec, checkpoint=checkpoint)
     elapsed = time.perf_counter() - started
     final = history.final_state
     if config.output.save_model:

@@ -9,7 +9,9 @@ naming the field and what is allowed. One module per section:
 - :mod:`~fedloom.config.server`: aggregation rules, clipping, hierarchy, validation;
 - :mod:`~fedloom.config.algorithms`: the registered algorithms and their options;
 - :mod:`~fedloom.config.run`: the run as a whole, the smaller sections, YAML and ``--set``;
-- :mod:`~fedloom.config.build`: the objects a config describes.
+- :mod:`~fedloom.config.build`: the objects a config describes;
+- :mod:`~fedloom.config.spec`: a whole run built once (:func:`build_run`), for simulation
+  and deployment alike.
 """
 
 from fedloom.config.algorithms import SERVER_OPTIONS, register_algorithm
@@ -35,6 +37,7 @@ from fedloom.config.run import (
     load_config,
 )
 from fedloom.config.server import ServerConfig, build_aggregator, build_policy, build_rule
+from fedloom.config.spec import RunSpec, build_run
 
 __all__ = [
     "NUM_CLASSES",
@@ -47,6 +50,7 @@ __all__ = [
     "ModelConfig",
     "OutputConfig",
     "RunConfig",
+    "RunSpec",
     "ServerConfig",
     "apply_overrides",
     "build_aggregator",
@@ -60,6 +64,7 @@ __all__ = [
     "build_partitioner",
     "build_policy",
     "build_rule",
+    "build_run",
     "load_config",
     "register_algorithm",
 ]

@@ -28,17 +28,13 @@ from fedloom.config import (
     NUM_CLASSES,
     DeployConfig,
     RunConfig,
-    build_algorithm,
     build_federated,
-    build_local_training,
-    build_local_work,
     build_model,
-    build_policy,
+    build_run,
 )
 from fedloom.data import Dataset
 from fedloom.engine import Callback, Checkpoints, Evaluator, History, UpdatePolicy, run_rounds
 from fedloom.errors import ConfigError, FedloomError
-from fedloom.models import initial_module
 from fedloom.net.board import Access, RoundBoard
 from fedloom.net.client import run_client
 from fedloom.net.server import NetworkExecutor, start_server
@@ -106,21 +102,19 @@ def serve(
     Raises :class:`~fedloom.net.server.RoundStarved` when a round gets too few updates.
     """
     deploy = config.deploy
-    data = build_federated(config)
+    spec = build_run(config)
+    data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
     if len(access.clients) != data.num_clients:
         raise ConfigError(
             f"the config has {data.num_clients} clients but {len(access.clients)} client ids "
             "were given"
         )
-    algorithm = build_algorithm(config, data.num_clients)
-    module = initial_module(build_model(config, data.dataset), seed=config.seed)
-    settings = algorithm.local_training(build_local_training(config.client))
     params, buffers = flatten_params(module), flatten_buffers(module)
     model_bytes = 4 * (params.numel() + buffers.numel())
     max_message = (
         int(deploy.max_message_mb * 2**20) if deploy.max_message_mb else 2 * model_bytes + 2**20
     )
-    policy = build_policy(config.server)
+    policy = spec.policy
     board = RoundBoard(
         access,
         settings,
@@ -168,7 +162,7 @@ def serve(
             fraction=config.server.fraction,
             seed=config.seed,
             settings=settings,
-            work=build_local_work(config.client),
+            work=spec.work,
             policy=UpdatePolicy(policy.max_norm, policy.max_examples, needed),
             local_buffers=config.model.buffers == "local",
             evaluate=lambda state, _: evaluator.global_metrics(state.params, state.buffers),

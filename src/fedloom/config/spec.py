@@ -1,0 +1,72 @@
+"""A run, built once: everything a :class:`RunConfig` describes, as values.
+
+``fedloom run`` (:func:`fedloom.experiment.run_experiment`), :func:`simulate_config` and the
+deployed server (:func:`fedloom.net.deploy.serve`) all start from :func:`build_run`, so a
+simulation and a deployment of the same config use the same data split, initial weights,
+algorithm, local settings and validation policy by construction, and nothing is built twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from fedloom.algorithms import Algorithm
+from fedloom.client import LocalTraining
+from fedloom.config.build import (
+    build_algorithm,
+    build_federated,
+    build_local_training,
+    build_local_work,
+    build_model,
+)
+from fedloom.config.run import RunConfig
+from fedloom.config.server import build_policy
+from fedloom.data import FederatedDataset
+from fedloom.engine import LocalWork, UpdatePolicy
+from fedloom.models import initial_module
+
+__all__ = ["RunSpec", "build_run"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The objects of one run.
+
+    Attributes:
+        config: the resolved config it was built from.
+        data: the federated split (the same for every engine and for deployment).
+        algorithm: the algorithm value, with the server's reducer, clipping and weighting.
+        model: the model factory; ``module`` is the initial model it gives for the run's seed.
+        local: the clients' local settings after the algorithm's overrides (FedSGD).
+        work: heterogeneous local work and stragglers (simulation).
+        policy: update validation.
+    """
+
+    config: RunConfig
+    data: FederatedDataset
+    algorithm: Algorithm
+    model: Callable[[], nn.Module]
+    module: nn.Module
+    local: LocalTraining
+    work: LocalWork
+    policy: UpdatePolicy
+
+
+def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> RunSpec:
+    """Build the run ``config`` describes; ``data`` reuses an already partitioned dataset."""
+    data = data if data is not None else build_federated(config)
+    algorithm = build_algorithm(config, data.num_clients)
+    model = build_model(config, data.dataset)
+    return RunSpec(
+        config=config,
+        data=data,
+        algorithm=algorithm,
+        model=model,
+        module=initial_module(model, seed=config.seed),
+        local=algorithm.local_training(build_local_training(config.client)),
+        work=build_local_work(config.client),
+        policy=build_policy(config.server),
+    )
