@@ -8,13 +8,13 @@ from torch import nn
 
 import fedloom as fl
 from fedloom.algorithms import (
-    attach_corrections,
     fedadagrad,
     fedadam,
     fedavgm,
     fednova,
     fedprox,
     fedyogi,
+    prepare_plans,
     qffl,
     scaffold,
     server_init,
@@ -145,26 +145,28 @@ def test_scaffold_control_variates_option_two_by_hand():
     algorithm = scaffold()
     settings = LocalTraining(lr=0.5, steps=2)
     state0 = server_init(algorithm, torch.zeros(2), torch.zeros(0))
-    plans = attach_corrections(algorithm, state0, [ClientPlan(3, 0, 0), ClientPlan(7, 0, 0)])
+    plans = prepare_plans(algorithm, state0, [ClientPlan(3, 0, 0), ClientPlan(7, 0, 0)])
     assert all(torch.equal(p.correction, torch.zeros(2)) for p in plans)
     results = [_result(3, [1.0, 0.0], steps=2), _result(7, [0.0, -2.0], steps=4)]
     state1 = server_update(algorithm, state0, results, settings=settings, num_clients=10)
     # x += uniform mean of the updates
     assert torch.allclose(state1.params, torch.tensor([0.5, -1.0]))
     # c_k+ = c_k - c - u_k / (K lr): client 3: -(1, 0)/1; client 7: -(0, -2)/2
-    assert torch.allclose(state1.client_controls[3], torch.tensor([-1.0, 0.0]))
-    assert torch.allclose(state1.client_controls[7], torch.tensor([0.0, 1.0]))
+    assert torch.allclose(state1.clients[3]["scaffold/c"], torch.tensor([-1.0, 0.0]))
+    assert torch.allclose(state1.clients[7]["scaffold/c"], torch.tensor([0.0, 1.0]))
     # c += (1/N) sum of the changes = ((-1, 0) + (0, 1)) / 10
-    assert torch.allclose(state1.control, torch.tensor([-0.1, 0.1]))
+    assert torch.allclose(state1.algorithm, torch.tensor([-0.1, 0.1]))
     # next round: client 3 corrects by c - c_3; an unseen client by c - 0
-    plans = attach_corrections(algorithm, state1, [ClientPlan(3, 1, 0), ClientPlan(5, 1, 0)])
+    plans = prepare_plans(algorithm, state1, [ClientPlan(3, 1, 0), ClientPlan(5, 1, 0)])
     assert torch.allclose(plans[0].correction, torch.tensor([0.9, 0.1]))
     assert torch.allclose(plans[1].correction, torch.tensor([-0.1, 0.1]))
     # a client that skips a round keeps its variate
     state2 = server_update(
         algorithm, state1, [_result(3, [0.0, 0.0], steps=2)], settings=settings, num_clients=10
     )
-    assert torch.equal(state2.client_controls[7], state1.client_controls[7])
+    assert torch.equal(state2.clients[7]["scaffold/c"], state1.clients[7]["scaffold/c"])
+    # the round's writes went into a new store value; the old state is untouched
+    assert set(state0.clients) == set() and set(state1.clients) == {3, 7}
 
 
 def _quadratic_lab(num_clients=4, dim=3, seed=0):

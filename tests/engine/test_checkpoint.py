@@ -133,9 +133,9 @@ def test_a_run_interrupted_after_round_2_and_resumed_equals_an_uninterrupted_run
     if algorithm.aggregation.per_client:
         clip_norm = final.aggregation["per_client"][0]
         assert isinstance(clip_norm, float) and clip_norm != AdaptiveClip.initial
-    if final.control is not None:
-        assert torch.equal(final.control, expected.control)
-        assert final.client_controls.keys() == expected.client_controls.keys()
+    if final.algorithm is not None:  # SCAFFOLD's c and every client's c_k
+        assert torch.equal(final.algorithm, expected.algorithm)
+        assert final.clients.keys() == expected.clients.keys()
 
 
 def test_a_finished_run_resumes_to_its_end_without_training(digits, tmp_path):

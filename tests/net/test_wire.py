@@ -190,8 +190,8 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
     reference = simulated(config)
     networked = outcome["history"].final_state
     assert torch.allclose(networked.params, reference.params, atol=1e-6, rtol=0)
-    if networked.control is not None:
-        assert torch.allclose(networked.control, reference.control, atol=1e-6, rtol=0)
+    if networked.algorithm is not None:  # SCAFFOLD's c
+        assert torch.allclose(networked.algorithm, reference.algorithm, atol=1e-6, rtol=0)
     if not compress:  # the measured payload: two clients, one 4,810-float model each way
         first = outcome["history"].reports[0].metrics
         for key in ("wire_bytes_down", "wire_bytes_up"):

@@ -60,9 +60,10 @@ def test_vectorized_equals_sequential_for_every_algorithm(name, skewed):
     assert moved > 0.1
     assert float((vectorized.params - sequential.params).norm()) / moved < RELATIVE_TOLERANCE
     if name == "scaffold":
-        assert set(vectorized.client_controls) == set(sequential.client_controls)
-        for k, c in sequential.client_controls.items():
-            assert torch.allclose(vectorized.client_controls[k], c, rtol=1e-4, atol=1e-5)
+        assert set(vectorized.clients) == set(sequential.clients)
+        for k, entries in sequential.clients.items():
+            c = entries["scaffold/c"]
+            assert torch.allclose(vectorized.clients[k]["scaffold/c"], c, rtol=1e-4, atol=1e-5)
 
 
 def test_client_statistics_agree_between_engines(skewed):

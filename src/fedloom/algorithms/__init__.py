@@ -3,8 +3,8 @@
 from fedloom.algorithms.base import (
     Algorithm,
     ServerState,
-    attach_corrections,
-    scaffold_client_control,
+    StateLogic,
+    prepare_plans,
     server_init,
     server_update,
 )
@@ -13,12 +13,13 @@ from fedloom.algorithms.fednova import fednova
 from fedloom.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
 from fedloom.algorithms.fedprox import fedprox
 from fedloom.algorithms.qffl import qffl
-from fedloom.algorithms.scaffold import scaffold
+from fedloom.algorithms.scaffold import ControlVariates, scaffold, scaffold_client_control
 
 __all__ = [
     "Algorithm",
+    "ControlVariates",
     "ServerState",
-    "attach_corrections",
+    "StateLogic",
     "fedadagrad",
     "fedadam",
     "fedavg",
@@ -27,6 +28,7 @@ __all__ = [
     "fedprox",
     "fedsgd",
     "fedyogi",
+    "prepare_plans",
     "qffl",
     "scaffold",
     "scaffold_client_control",

@@ -1,5 +1,5 @@
-"""An algorithm is a value: its client program, its aggregation pipeline and whether it keeps
-SCAFFOLD's control variates.
+"""An algorithm is a value: its client program, its aggregation pipeline and the state it
+owns (SCAFFOLD's control variates).
 
 :func:`server_init` and :func:`server_update` are the whole server side of the FedAvg family.
 The aggregation is one :class:`~fedloom.aggregate.Pipeline` (``docs/pipeline.md``):
@@ -11,14 +11,15 @@ The aggregation is one :class:`~fedloom.aggregate.Pipeline` (``docs/pipeline.md`
    a robust rule (median, Krum, ...; see :mod:`fedloom.aggregate.robust`) over their stack;
 4. aggregate stages turn ``Delta`` into the step (FedNova's ``tau_eff``, the server learning
    rate, server momentum, Adam, ...), which is added to ``w``;
-5. algorithms with control variates (SCAFFOLD) update them from the same results.
+5. algorithms with their own state (SCAFFOLD's control variates, :class:`StateLogic`)
+   update it, and their clients' entries in the client-state store, from the same results.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -32,12 +33,14 @@ from fedloom.aggregate import (
     fold,
 )
 from fedloom.client import ClientProgram, LocalTraining
+from fedloom.client.store import ClientStates, with_writes
 from fedloom.types import ClientPlan, ClientResult
 
 __all__ = [
     "Algorithm",
     "ServerState",
-    "attach_corrections",
+    "StateLogic",
+    "prepare_plans",
     "server_init",
     "server_update",
 ]
@@ -52,7 +55,8 @@ class Algorithm:
         program: what every client does beyond local SGD (objective terms, statistics).
         aggregation: how the results become the server's step (weighting, per-client stages,
             reducer, aggregate stages; see :mod:`fedloom.aggregate.pipeline`).
-        control_variates: keep SCAFFOLD's server and client control variates.
+        state: the algorithm's own server and per-client state, and what it sends each
+            client (SCAFFOLD's control variates, in ``scaffold.py``); ``None`` for none.
         local_overrides: fields of :class:`LocalTraining` the algorithm fixes (FedSGD fixes
             one full-batch step).
     """
@@ -60,7 +64,7 @@ class Algorithm:
     name: str
     program: ClientProgram = field(default_factory=ClientProgram)
     aggregation: Pipeline = field(default_factory=Pipeline)
-    control_variates: bool = False
+    state: StateLogic | None = None
     local_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,21 +96,61 @@ class Algorithm:
         return self.with_aggregation(reduce=reducer)
 
 
+class StateLogic(Protocol):
+    """An algorithm's own state: a server value and per-client entries in the client-state
+    store (:mod:`fedloom.client.store`), with what it sends each client and how the round's
+    results update both. SCAFFOLD's control variates are the example (``scaffold.py``).
+
+    The methods are pure: ``fold`` returns the client's new entries instead of storing them,
+    and the server applies them once the round succeeded.
+    """
+
+    def init(self, params: torch.Tensor) -> Any:
+        """The server's own state before round 0."""
+        ...
+
+    def send(self, state: Any, plan: ClientPlan, clients: ClientStates) -> ClientPlan:
+        """The plan with what this client gets this round (e.g. a gradient correction)."""
+        ...
+
+    def start(self, state: Any) -> Any:
+        """A fresh accumulator for one round."""
+        ...
+
+    def fold(
+        self,
+        acc: Any,
+        state: Any,
+        result: ClientResult,
+        clients: ClientStates,
+        *,
+        settings: LocalTraining,
+    ) -> tuple[Any, Mapping[str, torch.Tensor]]:
+        """Fold one result in: ``(accumulator, the client's new entries)``."""
+        ...
+
+    def finish(self, acc: Any, state: Any, *, num_clients: int) -> Any:
+        """The server's new state after the round."""
+        ...
+
+
 @dataclass(frozen=True)
 class ServerState:
-    """The global model and the algorithm's server-side state after ``round`` rounds.
+    """The global model and all server-side state after ``round`` rounds.
 
     ``aggregation`` is the pipeline's state (server optimizer moments, centered clipping's
-    previous aggregate, ...). ``control`` and ``client_controls`` are SCAFFOLD's ``c`` and
-    ``c_k`` (clients that never took part have ``c_k = 0`` and are absent).
+    previous aggregate, ...); ``algorithm`` the algorithm's own (SCAFFOLD's ``c``);
+    ``clients`` the client-state store (SCAFFOLD's ``c_k``). Every field is a value made of
+    tensors, numbers, tuples and dicts, so a checkpoint stores it without knowing the
+    algorithm.
     """
 
     params: torch.Tensor
     buffers: torch.Tensor
     aggregation: Any
     round: int = 0
-    control: torch.Tensor | None = None
-    client_controls: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    algorithm: Any = None
+    clients: ClientStates = field(default_factory=dict)
 
     def skipped(self) -> ServerState:
         """The state after a round that changed nothing."""
@@ -115,39 +159,18 @@ class ServerState:
 
 def server_init(algorithm: Algorithm, params: torch.Tensor, buffers: torch.Tensor) -> ServerState:
     """The server state before round 0."""
-    control = torch.zeros_like(params) if algorithm.control_variates else None
-    return ServerState(
-        params.clone(), buffers.clone(), algorithm.aggregation.init(params), 0, control
-    )
+    own = algorithm.state.init(params) if algorithm.state is not None else None
+    return ServerState(params.clone(), buffers.clone(), algorithm.aggregation.init(params), 0, own)
 
 
-def attach_corrections(
+def prepare_plans(
     algorithm: Algorithm, state: ServerState, plans: Sequence[ClientPlan]
 ) -> list[ClientPlan]:
-    """The plans with SCAFFOLD's gradient correction ``c - c_k`` for each client."""
-    if not algorithm.control_variates or state.control is None:
+    """The plans with what the algorithm sends each client (SCAFFOLD's ``c - c_k``)."""
+    logic = algorithm.state
+    if logic is None:
         return list(plans)
-    control = state.control
-    return [
-        replace(plan, correction=control - state.client_controls.get(plan.client_id, 0.0))
-        for plan in plans
-    ]
-
-
-def scaffold_client_control(
-    client_control: torch.Tensor | float,
-    control: torch.Tensor,
-    update: torch.Tensor,
-    *,
-    num_steps: int,
-    lr: float,
-) -> torch.Tensor:
-    """SCAFFOLD option II (Karimireddy et al. 2020, Eq. 4):
-    ``c_k+ = c_k - c + (x - y_k) / (K lr)`` with ``y_k - x`` the client's update.
-
-    With plain SGD this is the mean local gradient along the client's trajectory.
-    """
-    return client_control - control - update / (num_steps * lr)
+    return [logic.send(state.algorithm, plan, state.clients) for plan in plans]
 
 
 def server_update(
@@ -175,9 +198,9 @@ def server_update(
     The old ``state`` is never modified; when a stage fails, no new state exists.
     """
     settings = settings or LocalTraining()
-    control = state.control if algorithm.control_variates else None
-    if control is not None and num_clients is None:
-        raise ValueError("SCAFFOLD's server update needs num_clients (N)")
+    logic = algorithm.state
+    if logic is not None and num_clients is None:
+        raise ValueError(f"{algorithm.name}'s server update needs num_clients (N)")
     run = begin(
         algorithm.aggregation,
         state.aggregation,
@@ -186,25 +209,23 @@ def server_update(
         expected=len(results) if isinstance(results, Sized) else None,
         num_buffers=state.buffers.numel() if average_buffers else 0,
     )
-    client_controls = dict(state.client_controls)
-    control_change = torch.zeros_like(control) if control is not None else None
+    acc = logic.start(state.algorithm) if logic is not None else None
+    writes: dict[int, Mapping[str, torch.Tensor]] = {}
     for r in results:
         run = fold(run, r)
-        if control is not None and control_change is not None:
-            old = client_controls.get(r.client_id, torch.zeros_like(control))
-            new = scaffold_client_control(
-                old, control, r.update, num_steps=r.num_steps, lr=settings.lr
+        if logic is not None:
+            acc, writes[r.client_id] = logic.fold(
+                acc, state.algorithm, r, state.clients, settings=settings
             )
-            control_change += new - old
-            client_controls[r.client_id] = new
     outcome = finish(run)
-    if control is not None and control_change is not None and num_clients is not None:
-        control = control + control_change / num_clients
+    own = state.algorithm
+    if logic is not None and num_clients is not None:
+        own = logic.finish(acc, state.algorithm, num_clients=num_clients)
     return ServerState(
         state.params + outcome.step,
         outcome.buffers if outcome.buffers is not None else state.buffers,
         outcome.state,
         state.round + 1,
-        control if control is not None else state.control,
-        client_controls,
+        own,
+        with_writes(state.clients, writes) if writes else state.clients,
     )

@@ -6,15 +6,80 @@ first takes part; kept unchanged while it sits out). Each local step uses the co
 gradient ``g + c - c_k``, which cancels the client's drift towards its own optimum. After
 ``K`` steps of learning rate ``lr`` the client sets ``c_k+ = c_k - c + (x - y_k)/(K lr)`` and
 the server moves ``x`` by the averaged update and ``c`` by ``(1/N) sum_k (c_k+ - c_k)``.
-In simulation the clients' ``c_k`` live in :class:`~fedloom.algorithms.ServerState`.
+
+All of that lives here, as :class:`ControlVariates` (the algorithm's own state): ``c`` is the
+algorithm's server state, each ``c_k`` an entry ``"scaffold/c"`` of the client-state store.
 """
 
 from __future__ import annotations
 
-from fedloom.aggregate import Weighting, pipeline, scale
-from fedloom.algorithms.base import Algorithm, scaffold_client_control
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
-__all__ = ["scaffold", "scaffold_client_control"]
+import torch
+
+from fedloom.aggregate import Weighting, pipeline, scale
+from fedloom.algorithms.base import Algorithm
+from fedloom.client import LocalTraining
+from fedloom.client.store import ClientStates, client_state
+from fedloom.types import ClientPlan, ClientResult
+
+__all__ = ["CLIENT_CONTROL", "ControlVariates", "scaffold", "scaffold_client_control"]
+
+CLIENT_CONTROL = "scaffold/c"
+"""The client-state store entry holding a client's control variate ``c_k``."""
+
+
+def scaffold_client_control(
+    client_control: torch.Tensor | float,
+    control: torch.Tensor,
+    update: torch.Tensor,
+    *,
+    num_steps: int,
+    lr: float,
+) -> torch.Tensor:
+    """SCAFFOLD option II (Karimireddy et al. 2020, Eq. 4):
+    ``c_k+ = c_k - c + (x - y_k) / (K lr)`` with ``y_k - x`` the client's update.
+
+    With plain SGD this is the mean local gradient along the client's trajectory.
+    """
+    return client_control - control - update / (num_steps * lr)
+
+
+@dataclass(frozen=True)
+class ControlVariates:
+    """SCAFFOLD's state: ``c`` on the server, ``c_k`` in the client-state store."""
+
+    def init(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(params)
+
+    def send(self, control: torch.Tensor, plan: ClientPlan, clients: ClientStates) -> ClientPlan:
+        own = client_state(clients, plan.client_id, CLIENT_CONTROL)
+        return replace(plan, correction=control - (own if own is not None else 0.0))
+
+    def start(self, control: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(control)  # sum_k (c_k+ - c_k) over the round
+
+    def fold(
+        self,
+        change: torch.Tensor,
+        control: torch.Tensor,
+        result: ClientResult,
+        clients: ClientStates,
+        *,
+        settings: LocalTraining,
+    ) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
+        old = client_state(clients, result.client_id, CLIENT_CONTROL)
+        old = old if old is not None else torch.zeros_like(control)
+        new = scaffold_client_control(
+            old, control, result.update, num_steps=result.num_steps, lr=settings.lr
+        )
+        return change + (new - old), {CLIENT_CONTROL: new}
+
+    def finish(
+        self, change: torch.Tensor, control: torch.Tensor, *, num_clients: int
+    ) -> torch.Tensor:
+        return control + change / num_clients
 
 
 def scaffold(*, server_lr: float = 1.0, weighting: Weighting = "uniform") -> Algorithm:
@@ -28,5 +93,5 @@ def scaffold(*, server_lr: float = 1.0, weighting: Weighting = "uniform") -> Alg
     return Algorithm(
         name="scaffold",
         aggregation=pipeline(weighting=weighting, server=scale(server_lr)),
-        control_variates=True,
+        state=ControlVariates(),
     )

@@ -1,10 +1,12 @@
 """Checkpoints of the round loop: everything needed to continue a run after a crash.
 
 One file, ``checkpoint.safetensors``: the tensors of the server state (global model, the
-server optimizer's moments and every other aggregation stage's state, SCAFFOLD's control
-variates, clients' local buffers) as named safetensors entries, and a JSON header in the file's metadata with
-the structure of that state, the round number, the metrics so far and a fingerprint of the
-run. Loading it can never execute code (no pickle), so a checkpoint is safe to copy around.
+server optimizer's moments and every other aggregation stage's state, the algorithm's own
+state such as SCAFFOLD's control variates, the client-state store, clients' local buffers) as
+named safetensors entries, and a JSON header in the file's metadata with the structure of that
+state, the round number, the metrics so far and a fingerprint of the run. Every field of
+:class:`~fedloom.algorithms.ServerState` is packed generically (tensors, numbers, strings,
+tuples, lists and dicts), so a new algorithm's state needs no checkpoint code. Loading it can never execute code (no pickle), so a checkpoint is safe to copy around.
 
 Writes are atomic: the new checkpoint goes to a temporary file that is flushed, synced and
 then renamed over the old one, so a ``kill -9`` at any moment leaves either the previous
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,8 @@ from fedloom.types import RoundReport
 
 __all__ = ["Checkpoints", "Resumed"]
 
-FORMAT = "fedloom-checkpoint-v2"  # v2: one aggregation-pipeline state
-OLD_FORMATS = ("fedloom-checkpoint-v1",)
+FORMAT = "fedloom-checkpoint-v3"  # v3: every ServerState field, packed generically
+OLD_FORMATS = ("fedloom-checkpoint-v1", "fedloom-checkpoint-v2")
 FILE_NAME = "checkpoint.safetensors"
 
 
@@ -107,15 +109,8 @@ class Checkpoints:
     ) -> Path:
         """Atomically replace the checkpoint with the state after ``len(reports)`` rounds."""
         tensors: dict[str, torch.Tensor] = {}
-        structure = {
-            "params": _pack(state.params, tensors),
-            "buffers": _pack(state.buffers, tensors),
-            "aggregation": _pack(state.aggregation, tensors),
-            "round": state.round,
-            "control": _pack(state.control, tensors),
-            "client_controls": _pack(dict(state.client_controls), tensors),
-            "client_buffers": _pack(dict(client_buffers), tensors),
-        }
+        structure = {f.name: _pack(getattr(state, f.name), tensors) for f in fields(ServerState)}
+        structure["client_buffers"] = _pack(dict(client_buffers), tensors)
         header = {
             "fingerprint": self.fingerprint,
             "rounds_done": len(reports),
@@ -150,7 +145,8 @@ class Checkpoints:
         if metadata.get("format") in OLD_FORMATS:
             raise FedloomError(
                 f"{self.path} was written by an older fedloom ({metadata['format']}), whose "
-                "server state predates the aggregation pipeline; finish that run with the "
+                "server state has another layout (before the aggregation pipeline, or before "
+                "algorithms owned their state); finish that run with the "
                 "fedloom that started it, or delete the checkpoint to start over"
             )
         if metadata.get("format") != FORMAT:
@@ -163,13 +159,6 @@ class Checkpoints:
                 "checkpoint to start over"
             )
         s = header["state"]
-        state = ServerState(
-            params=_unpack(s["params"], tensors),
-            buffers=_unpack(s["buffers"], tensors),
-            aggregation=_unpack(s["aggregation"], tensors),
-            round=int(s["round"]),
-            control=_unpack(s["control"], tensors),
-            client_controls=_unpack(s["client_controls"], tensors),
-        )
+        state = ServerState(**{f.name: _unpack(s[f.name], tensors) for f in fields(ServerState)})
         reports = tuple(RoundReport(r["round"], r["metrics"]) for r in header["reports"])
         return Resumed(state, _unpack(s["client_buffers"], tensors), reports)

@@ -15,7 +15,7 @@ import torch
 from fedloom.algorithms import (
     Algorithm,
     ServerState,
-    attach_corrections,
+    prepare_plans,
     server_init,
     server_update,
 )
@@ -132,7 +132,7 @@ def run_rounds(
         started = time.perf_counter()
         sampled = plans_for_round(num_clients, fraction, seed=seed, round=t)
         plans, dropped = assign_work(sampled, work, settings, seed=seed)
-        plans = attach_corrections(algorithm, state, plans)
+        plans = prepare_plans(algorithm, state, plans)
         start_buffers = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
         context = LocalContext(global_params=state.params)
         outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
