@@ -125,9 +125,16 @@ if TYPE_CHECKING:
     from fedloom.tasks import Task
 
 
+SUBPACKAGES = frozenset(
+    {"aggregate", "algorithms", "client", "config", "engine", "net", "registry", "report", "sim"}
+)
+"""Subpackages reachable as attributes (``fl.sim.QuadraticExecutor``) though not in
+``__all__``: they load on first access, like the public names."""
+
+
 def __getattr__(name: str) -> Any:
     """Import a public name on first access and keep it, so later lookups cost nothing."""
-    source = _SOURCES.get(name)
+    source = _SOURCES.get(name) or (f"{__name__}.{name}" if name in SUBPACKAGES else None)
     if source is None:
         raise AttributeError(f"module 'fedloom' has no attribute {name!r}")
     module = importlib.import_module(source)

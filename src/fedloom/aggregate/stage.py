@@ -60,11 +60,13 @@ __all__ = [
 @dataclass(frozen=True)
 class RoundInfo:
     """What every stage may know about the round: the run seed and round number (for its
-    random streams) and the clients' local learning rate (q-FFL's ``L = 1 / lr``)."""
+    random streams), the clients' local learning rate (q-FFL's ``L = 1 / lr``) and the size
+    of the population N (FedDyn's server state moves by ``|P_t| / N`` of the mean update)."""
 
     seed: int = 0
     round: int = 0
     local_lr: float | None = None
+    num_clients: int | None = None
 
     def generator(self, purpose: str, client_id: int | None = None) -> torch.Generator:
         """A torch generator for one stage's purpose in this round (and for one client)."""

@@ -205,7 +205,7 @@ def server_update(
         algorithm.aggregation,
         state.aggregation,
         state.params,
-        info=RoundInfo(seed=seed, round=state.round, local_lr=settings.lr),
+        info=RoundInfo(seed=seed, round=state.round, local_lr=settings.lr, num_clients=num_clients),
         expected=len(results) if isinstance(results, Sized) else None,
         num_buffers=state.buffers.numel() if average_buffers else 0,
     )

@@ -12,6 +12,7 @@ The built-in ones below keep hand-written sections for their docstrings and boun
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Annotated, Literal
@@ -104,9 +105,14 @@ class QFFLConfig(Named):
 
 
 def register_algorithm(
-    name: str, factory: Callable[..., Algorithm], *, section: type[Section] | None = None
+    name: str, factory: Callable[..., Algorithm] | str, *, section: type[Section] | None = None
 ) -> Entry:
-    """Register an algorithm factory under ``name`` (see the module docstring)."""
+    """Register an algorithm factory under ``name`` (see the module docstring); ``factory``
+    may be a ``"module:function"`` path, imported now."""
+    if isinstance(factory, str):
+        module, _, attribute = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attribute)
+    assert callable(factory)  # for the type checker: a path resolves to the function
     return REGISTRY.register(
         "algorithm", name, factory, section=section, server_options=SERVER_OPTIONS
     )
@@ -125,6 +131,7 @@ for _name, _factory, _section in (
     ("qffl", algorithms.qffl, QFFLConfig),
 ):
     register_algorithm(_name, _factory, section=_section)
+register_algorithm("feddyn", "fedloom.algorithms.feddyn:feddyn")
 
 
 def server_defaults(name: str) -> tuple[float, str]:
