@@ -158,8 +158,9 @@ def test_malformed_oversized_nan_and_wrong_shape_updates_are_refused_and_logged(
         ({"name": "scaffold"}, True),
         ({"name": "fednova"}, False),
         ({"name": "fedprox", "mu": 0.5}, False),
+        ({"name": "feddyn", "alpha": 0.1}, False),
     ],
-    ids=["scaffold-compressed", "fednova", "fedprox"],
+    ids=["scaffold-compressed", "fednova", "fedprox", "feddyn"],
 )
 def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
     tmp_path, algorithm, compress
@@ -192,6 +193,10 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
     assert torch.allclose(networked.params, reference.params, atol=1e-6, rtol=0)
     if networked.algorithm is not None:  # SCAFFOLD's c
         assert torch.allclose(networked.algorithm, reference.algorithm, atol=1e-6, rtol=0)
+    assert networked.clients.keys() == reference.clients.keys()  # c_k, FedDyn's g_k
+    for client, entries in reference.clients.items():
+        for name, value in entries.items():
+            assert torch.allclose(networked.clients[client][name], value, atol=1e-6, rtol=0)
     if not compress:  # the measured payload: two clients, one 4,810-float model each way
         first = outcome["history"].reports[0].metrics
         for key in ("wire_bytes_down", "wire_bytes_up"):
