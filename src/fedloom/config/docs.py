@@ -1,15 +1,15 @@
 """Documentation generated from the registry, so help texts and the README never drift.
 
 ``python -m fedloom.config.docs`` prints the README's table of registered names; a test
-checks that the README holds exactly this table, and ``fedloom run --help`` shows the same
-entries as text.
+checks that the README holds exactly this table (and that ``fedloom run --help`` names every
+entry).
 """
 
 from __future__ import annotations
 
 from fedloom.registry import KINDS, REGISTRY, Entry
 
-__all__ = ["registry_table", "registry_text"]
+__all__ = ["registry_table"]
 
 
 def _options(entry: Entry) -> str:
@@ -36,15 +36,6 @@ def registry_table() -> str:
             options = _options(entry).replace("|", "\\|")
             rows.append(f"| {_key(kind)} | `{entry.name}` | {options} | {summary} |")
     return "\n".join(rows) + "\n"
-
-
-def registry_text() -> str:
-    """The registered names as plain text, for ``--help``."""
-    lines = ["registered names (set with --set KEY=NAME, options with --set KEY.OPTION=VALUE):"]
-    for kind in KINDS:
-        names = ", ".join(REGISTRY.names(kind))
-        lines.append(f"  {_key(kind).split(' ')[0]}: {names}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
