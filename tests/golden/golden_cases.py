@@ -5,12 +5,20 @@ Each case is a small ``RunConfig`` (digits, 10 clients, 3 rounds) run through
 round's metrics (``wall_s`` and other timings left out). ``golden.json`` was written by
 ``python tests/golden/golden_cases.py`` on the code as it stood before the refactoring of issue 12,
 so the test fails if any algorithm's numbers change by a single bit.
+
+Bit-exactness holds on one machine only: another CPU (AMD EPYC instead of the Intel Xeon the
+records were first written on) makes torch pick other float kernels, and the losses move in
+the seventh digit. So the file records the machine it was written on (``"_machine"``). On
+that machine the test asserts bit for bit (the parameters' SHA-256 and every metric); on any
+other it asserts every metric and a random projection of the final parameters to a relative
+1e-5, which still catches any real change of an algorithm.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,16 +93,32 @@ def cases() -> dict[str, dict[str, Any]]:
     return out
 
 
+def machine() -> dict[str, str]:
+    """What decides the float kernels: the CPU model and the torch build."""
+    import torch
+
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    return {"cpu": cpu, "torch": torch.__version__}
+
+
 def record(raw: dict[str, Any]) -> dict[str, Any]:
     """Run one case and return its golden record."""
+    import torch
+
     from fedloom.config import RunConfig
     from fedloom.experiment import simulate_config
 
     history = simulate_config(RunConfig.from_dict(raw))
     params = history.final_state.params.detach().contiguous()
+    directions = torch.randn(4, params.numel(), generator=torch.Generator().manual_seed(0))
     return {
         "params_sha256": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
         "params_sum": float(params.double().sum()),
+        "params_projection": (directions.double() @ params.double()).tolist(),
         "metrics": [
             {k: v for k, v in r.metrics.items() if k not in TIMINGS} for r in history.reports
         ],
@@ -102,7 +126,8 @@ def record(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    records = {name: record(raw) for name, raw in cases().items()}
+    records: dict[str, Any] = {name: record(raw) for name, raw in cases().items()}
+    records["_machine"] = machine()
     GOLDEN.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(records)} golden records to {GOLDEN}")
 
