@@ -79,4 +79,5 @@ def test_ray_engine_equals_sequential_on_mnist_2nn(cluster, mnist):
 
     start = flatten_params(initial_module(fl.models.mnist_2nn, seed=1))
     sequential, on_ray = final("sequential"), final("ray")
-    assert float((on_ray - sequential).norm() / (sequential - start).norm()) < 1e-5
+    # the tolerance of tests/sim/test_engines.py: Ray's actors run the vectorized engine
+    assert float((on_ray - sequential).norm() / (sequential - start).norm()) < 1e-4

@@ -1,8 +1,10 @@
 """Every engine produces the sequential engine's results.
 
-Tolerance: after 3 rounds of FedAvg, ||w_vectorized - w_sequential|| must be at most 1e-5 of
+Tolerance: after 3 rounds of FedAvg, ||w_vectorized - w_sequential|| must be at most 1e-4 of
 the distance the sequential run moved, ||w_sequential - w_0|| (float32 arithmetic in a
-different order; measured 1e-7 to 6e-7).
+different order; measured 1e-7 to 6e-7 on an Intel Xeon, up to 3.7e-5 on an AMD EPYC, whose
+batched-matmul kernels sum MNIST's 784 inputs in another order over 54 steps and 3 rounds).
+A wrong gradient, step or weight moves it by 1e-2 or more.
 """
 
 import logging
@@ -22,7 +24,7 @@ from fedloom.sim import IsolatedExecutor, SequentialExecutor, VectorizedExecutor
 from fedloom.sim.vectorized import default_slots, vectorization_problem
 from fedloom.simulation import initial_module
 
-RELATIVE_TOLERANCE = 1e-5
+RELATIVE_TOLERANCE = 1e-4
 
 
 def _final(engine, data, model, local, fraction, rounds=3):
