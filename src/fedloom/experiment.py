@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from fedloom.config import RunConfig, RunSpec, build_attack, build_run
+from fedloom.config import RunConfig, RunSpec, build_attack, build_client_store, build_run
 from fedloom.data import FederatedDataset
 from fedloom.engine import Callback, Checkpoints, History
 from fedloom.report import (
@@ -74,6 +74,9 @@ def simulate_config(
         callbacks=callbacks,
         checkpoint=checkpoint,
         on_client_error=config.server.on_client_error,
+        client_states=build_client_store(
+            config.server, checkpoint.directory / "client-state" if checkpoint else None
+        ),
     )
 
 

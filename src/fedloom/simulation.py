@@ -16,6 +16,7 @@ import torch
 
 from fedloom.algorithms import Algorithm, ServerState
 from fedloom.client import LocalTraining
+from fedloom.client.store import ClientStates
 from fedloom.data import FederatedDataset
 from fedloom.engine import (
     Callback,
@@ -59,6 +60,7 @@ def simulate(
     callbacks: Sequence[Callback] = (),
     checkpoint: Checkpoints | None = None,
     on_client_error: OnClientError = "skip",
+    client_states: ClientStates | None = None,
 ) -> History:
     """Simulate ``rounds`` rounds of ``algorithm`` in this process.
 
@@ -91,6 +93,9 @@ def simulate(
             actor dies, is a failure counted in ``num_failures``: ``"skip"`` goes on with
             the others, ``"abort"`` stops the run with a :class:`fedloom.errors.ClientError`
             naming the client, round and error.
+        client_states: the empty client-state store for per-client algorithm state
+            (default in memory; :class:`fedloom.client.spill.SpilledClientStates` spills it
+            to disk for large populations).
     """
     if buffers not in ("average", "local"):
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
@@ -141,6 +146,7 @@ def simulate(
             callbacks=callbacks,
             checkpoint=checkpoint,
             on_client_error=on_client_error,
+            client_states=client_states,
         )
     finally:
         close = getattr(executor, "close", None)

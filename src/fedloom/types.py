@@ -50,6 +50,9 @@ class ClientResult:
         train_loss: mean training loss over the local steps, weighted by batch size.
         statistics: numbers the algorithm asked the client for (see
             :mod:`fedloom.client.program`), by name.
+        state_report: what a client that keeps its own algorithm state (a deployed SCAFFOLD
+            client's ``c_k``) reports for the server's state, by name; ``None`` when the
+            server keeps the client's state and computes the report itself (simulation).
     """
 
     client_id: int
@@ -60,6 +63,7 @@ class ClientResult:
     num_example_passes: int
     train_loss: float
     statistics: Mapping[str, float] = field(default_factory=dict)
+    state_report: Mapping[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)

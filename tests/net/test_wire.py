@@ -11,6 +11,7 @@ import torch
 from _harness import serve_in_thread, simulated
 
 from fedloom.client import LocalContext
+from fedloom.client.store import OwnState
 from fedloom.config import (
     RunConfig,
     build_federated,
@@ -37,7 +38,7 @@ class Rounds(Callback):
         self.finished.set()
 
 
-def _client_thread(config, data, certs, client_id, index, port):
+def _client_thread(config, data, certs, client_id, index, port, state_path=None):
     def target():
         run_client(
             f"127.0.0.1:{port}",
@@ -51,6 +52,7 @@ def _client_thread(config, data, certs, client_id, index, port):
                 certs / f"client-{client_id}.key",
             ),
             give_up_after_s=60,
+            state_path=state_path,
         )
 
     thread = threading.Thread(target=target, daemon=True)
@@ -153,17 +155,18 @@ def test_malformed_oversized_nan_and_wrong_shape_updates_are_refused_and_logged(
 
 
 @pytest.mark.parametrize(
-    ("algorithm", "compress"),
+    ("algorithm", "compress", "client_state"),
     [
-        ({"name": "scaffold"}, True),
-        ({"name": "fednova"}, False),
-        ({"name": "fedprox", "mu": 0.5}, False),
-        ({"name": "feddyn", "alpha": 0.1}, False),
+        ({"name": "scaffold"}, True, "client"),
+        ({"name": "scaffold"}, False, "server"),
+        ({"name": "fednova"}, False, "client"),
+        ({"name": "fedprox", "mu": 0.5}, False, "client"),
+        ({"name": "feddyn", "alpha": 0.1}, False, "client"),
     ],
-    ids=["scaffold-compressed", "fednova", "fedprox", "feddyn"],
+    ids=["scaffold-compressed", "scaffold-server-state", "fednova", "fedprox", "feddyn"],
 )
 def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
-    tmp_path, algorithm, compress
+    tmp_path, algorithm, compress, client_state
 ):
     clients = [f"c{k}" for k in range(4)]
     write_quickstart(tmp_path, clients)
@@ -177,13 +180,15 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
             "client": {"epochs": 1, "batch_size": 20, "lr": 0.05, "momentum": 0.5},
             "server": {"fraction": 0.5},
             "eval": {"clients": False},
-            "deploy": {"compress": compress},
+            "deploy": {"compress": compress, "client_state": client_state},
         }
     )
     data = build_federated(config)
     server, outcome = serve_in_thread(config, clients, tmp_path)
+    state_files = [tmp_path / f"state-{c}.safetensors" for c in clients]
     workers = [
-        _client_thread(config, data, tmp_path, c, k, outcome["port"]) for k, c in enumerate(clients)
+        _client_thread(config, data, tmp_path, c, k, outcome["port"], state_files[k])
+        for k, c in enumerate(clients)
     ]
     server.join(timeout=120)
     for worker in workers:
@@ -193,14 +198,31 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
     assert torch.allclose(networked.params, reference.params, atol=1e-6, rtol=0)
     if networked.algorithm is not None:  # SCAFFOLD's c
         assert torch.allclose(networked.algorithm, reference.algorithm, atol=1e-6, rtol=0)
-    assert networked.clients.keys() == reference.clients.keys()  # c_k, FedDyn's g_k
+    # c_k, FedDyn's g_k: on the server, or each in its own client's file (and nowhere else)
+    if client_state == "server":
+        held = dict(networked.clients)
+        assert not any(f.exists() for f in state_files)
+    else:
+        held = {k: OwnState(f).entries for k, f in enumerate(state_files) if f.exists()}
+        assert networked.clients == {}
+    assert held.keys() == reference.clients.keys()
+    assert held or algorithm["name"] in ("fednova", "fedprox")
     for client, entries in reference.clients.items():
+        assert held[client].keys() == entries.keys()
         for name, value in entries.items():
-            assert torch.allclose(networked.clients[client][name], value, atol=1e-6, rtol=0)
-    if not compress:  # the measured payload: two clients, one 4,810-float model each way
+            assert torch.allclose(held[client][name], value, atol=1e-6, rtol=0)
+    if not compress:  # the measured payload of round 1: two clients, 4,810-float vectors
         first = outcome["history"].reports[0].metrics
-        for key in ("wire_bytes_down", "wire_bytes_up"):
-            assert 2 * 4 * 4810 < first[key] < 2 * 4 * 4810 + 1000, (key, first[key])
+        scaffold = algorithm["name"] == "scaffold"  # down: c or c - c_k; up: c_k+ - c_k
+        vectors = {
+            "wire_bytes_down": 1 + scaffold,
+            "wire_bytes_up": 1 + (scaffold and client_state == "client"),
+        }
+        for key, count in vectors.items():
+            assert count * 2 * 4 * 4810 < first[key] < count * 2 * 4 * 4810 + 1000, (
+                key,
+                first[key],
+            )
 
 
 def test_a_round_short_of_min_fit_clients_waits_another_deadline_for_a_late_client(

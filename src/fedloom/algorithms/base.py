@@ -12,7 +12,8 @@ The aggregation is one :class:`~fedloom.aggregate.Pipeline` (``docs/pipeline.md`
 4. aggregate stages turn ``Delta`` into the step (FedNova's ``tau_eff``, the server learning
    rate, server momentum, Adam, ...), which is added to ``w``;
 5. algorithms with their own state (SCAFFOLD's control variates, :class:`StateLogic`)
-   update it, and their clients' entries in the client-state store, from the same results.
+   update it from the clients' reports; where the server keeps the clients' entries (the
+   client-state store, in simulation) it runs the clients' half of the logic itself.
 """
 
 from __future__ import annotations
@@ -97,36 +98,61 @@ class Algorithm:
 
 
 class StateLogic(Protocol):
-    """An algorithm's own state: a server value and per-client entries in the client-state
-    store (:mod:`fedloom.client.store`), with what it sends each client and how the round's
-    results update both. SCAFFOLD's control variates are the example (``scaffold.py``).
+    """An algorithm's own state: a server value and per-client entries (SCAFFOLD's ``c`` and
+    ``c_k``; ``scaffold.py`` and ``feddyn.py`` are the examples).
 
-    The methods are pure: ``fold`` returns the client's new entries instead of storing them,
-    and the server applies them once the round succeeded.
+    It has a server half and a client half, all pure functions of values:
+
+    - server: :meth:`init`, :meth:`shared` (what every client of a round receives),
+      :meth:`start`, :meth:`fold` (one client's report in), :meth:`finish`;
+    - client: :meth:`correction` (the client's gradient correction, from what it was sent
+      and its own entries) and :meth:`remember` (its new entries, and the report the server
+      folds in).
+
+    In simulation the server runs both halves, keeping the entries in the client-state store
+    (:mod:`fedloom.client.store`). In deployment the client half runs on the client itself,
+    with the entries in the client's own file, so per-client state never leaves the client;
+    only the report does. The logic is a frozen dataclass of numbers registered with
+    :func:`~fedloom.client.portable.portable`, so it travels to deployed clients as data.
+    ``reports`` names the tensors :meth:`remember` reports; each has the model's size.
     """
+
+    @property
+    def reports(self) -> tuple[str, ...]:
+        """The names of the tensors :meth:`remember` reports."""
+        ...
 
     def init(self, params: torch.Tensor) -> Any:
         """The server's own state before round 0."""
         ...
 
-    def send(self, state: Any, plan: ClientPlan, clients: ClientStates) -> ClientPlan:
-        """The plan with what this client gets this round (e.g. a gradient correction)."""
+    def shared(self, state: Any) -> Mapping[str, torch.Tensor]:
+        """What every client of a round receives (SCAFFOLD: ``{"c": c}``)."""
+        ...
+
+    def correction(
+        self, shared: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """The client's gradient correction (its linear term), or ``None`` for none."""
+        ...
+
+    def remember(
+        self,
+        shared: Mapping[str, torch.Tensor],
+        own: Mapping[str, torch.Tensor],
+        result: ClientResult,
+        *,
+        settings: LocalTraining,
+    ) -> tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]:
+        """After training: ``(the client's new entries, its report to the server)``."""
         ...
 
     def start(self, state: Any) -> Any:
         """A fresh accumulator for one round."""
         ...
 
-    def fold(
-        self,
-        acc: Any,
-        state: Any,
-        result: ClientResult,
-        clients: ClientStates,
-        *,
-        settings: LocalTraining,
-    ) -> tuple[Any, Mapping[str, torch.Tensor]]:
-        """Fold one result in: ``(accumulator, the client's new entries)``."""
+    def fold(self, acc: Any, state: Any, report: Mapping[str, torch.Tensor]) -> Any:
+        """Fold one client's report into the accumulator."""
         ...
 
     def finish(self, acc: Any, state: Any, *, num_clients: int) -> Any:
@@ -157,20 +183,36 @@ class ServerState:
         return replace(self, round=self.round + 1)
 
 
-def server_init(algorithm: Algorithm, params: torch.Tensor, buffers: torch.Tensor) -> ServerState:
-    """The server state before round 0."""
+def server_init(
+    algorithm: Algorithm,
+    params: torch.Tensor,
+    buffers: torch.Tensor,
+    *,
+    clients: ClientStates | None = None,
+) -> ServerState:
+    """The server state before round 0; ``clients`` is an empty client-state store to use
+    (default: in memory; :class:`~fedloom.client.spill.SpilledClientStates` for disk)."""
     own = algorithm.state.init(params) if algorithm.state is not None else None
-    return ServerState(params.clone(), buffers.clone(), algorithm.aggregation.init(params), 0, own)
+    aggregation = algorithm.aggregation.init(params)
+    store = clients if clients is not None else {}  # an empty store is falsy: no `or`
+    return ServerState(params.clone(), buffers.clone(), aggregation, 0, own, store)
 
 
 def prepare_plans(
     algorithm: Algorithm, state: ServerState, plans: Sequence[ClientPlan]
 ) -> list[ClientPlan]:
-    """The plans with what the algorithm sends each client (SCAFFOLD's ``c - c_k``)."""
+    """The plans with each client's gradient correction (SCAFFOLD's ``c - c_k``), computed
+    on the server from the client-state store (simulation; deployed clients that keep their
+    own state compute it themselves)."""
     logic = algorithm.state
     if logic is None:
         return list(plans)
-    return [logic.send(state.algorithm, plan, state.clients) for plan in plans]
+    shared = logic.shared(state.algorithm)
+    prepared = []
+    for plan in plans:
+        correction = logic.correction(shared, state.clients.get(plan.client_id, {}))
+        prepared.append(plan if correction is None else replace(plan, correction=correction))
+    return prepared
 
 
 def server_update(
@@ -210,13 +252,17 @@ def server_update(
         num_buffers=state.buffers.numel() if average_buffers else 0,
     )
     acc = logic.start(state.algorithm) if logic is not None else None
+    shared = logic.shared(state.algorithm) if logic is not None else {}
     writes: dict[int, Mapping[str, torch.Tensor]] = {}
     for r in results:
         run = fold(run, r)
-        if logic is not None:
-            acc, writes[r.client_id] = logic.fold(
-                acc, state.algorithm, r, state.clients, settings=settings
-            )
+        if logic is None:
+            continue
+        report = r.state_report
+        if report is None:  # the server keeps this client's entries: run its client half
+            own = state.clients.get(r.client_id, {})
+            writes[r.client_id], report = logic.remember(shared, own, r, settings=settings)
+        acc = logic.fold(acc, state.algorithm, report)
     outcome = finish(run)
     own = state.algorithm
     if logic is not None and num_clients is not None:

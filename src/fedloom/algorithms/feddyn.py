@@ -19,8 +19,8 @@ is the state of an aggregate stage of the pipeline.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
 import torch
 from annotated_types import Gt
@@ -28,8 +28,8 @@ from annotated_types import Gt
 from fedloom.aggregate import Cohort, RoundInfo, Weighting, pipeline
 from fedloom.algorithms.base import Algorithm
 from fedloom.client import ClientProgram, LocalTraining, ProximalTerm
-from fedloom.client.store import ClientStates, client_state
-from fedloom.types import ClientPlan, ClientResult
+from fedloom.client.portable import portable
+from fedloom.types import ClientResult
 
 __all__ = ["LINEAR_TERM", "DynamicRegularizer", "ServerCorrection", "feddyn"]
 
@@ -37,35 +37,44 @@ LINEAR_TERM = "feddyn/g"
 """The client-state store entry holding a client's linear term ``g_k``."""
 
 
+@portable("feddyn/regularizer")
 @dataclass(frozen=True)
 class DynamicRegularizer:
-    """The clients' linear terms ``g_k``: sent as the correction ``-g_k``, updated from each
-    client's update (the algorithm's own state; the server keeps none beyond the store)."""
+    """The clients' linear terms ``g_k``: the correction ``-g_k``, updated from each client's
+    update (the algorithm's own state; the server keeps none and needs no report)."""
 
     alpha: float
+    reports: ClassVar[tuple[str, ...]] = ()
 
     def init(self, params: torch.Tensor) -> None:
         return None
 
-    def send(self, state: None, plan: ClientPlan, clients: ClientStates) -> ClientPlan:
-        g = client_state(clients, plan.client_id, LINEAR_TERM)
-        return plan if g is None else replace(plan, correction=-g)
+    def shared(self, state: None) -> Mapping[str, torch.Tensor]:
+        return {}
+
+    def correction(
+        self, shared: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        g = own.get(LINEAR_TERM)
+        return None if g is None else -g
+
+    def remember(
+        self,
+        shared: Mapping[str, torch.Tensor],
+        own: Mapping[str, torch.Tensor],
+        result: ClientResult,
+        *,
+        settings: LocalTraining,
+    ) -> tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]:
+        g = own.get(LINEAR_TERM)
+        step = result.update * self.alpha
+        return {LINEAR_TERM: -step if g is None else g - step}, {}
 
     def start(self, state: None) -> None:
         return None
 
-    def fold(
-        self,
-        acc: None,
-        state: None,
-        result: ClientResult,
-        clients: ClientStates,
-        *,
-        settings: LocalTraining,
-    ) -> tuple[None, Mapping[str, torch.Tensor]]:
-        g = client_state(clients, result.client_id, LINEAR_TERM)
-        step = result.update * self.alpha
-        return None, {LINEAR_TERM: -step if g is None else g - step}
+    def fold(self, acc: None, state: None, report: Mapping[str, torch.Tensor]) -> None:
+        return None
 
     def finish(self, acc: None, state: None, *, num_clients: int) -> None:
         return None

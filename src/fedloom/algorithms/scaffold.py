@@ -8,21 +8,23 @@ gradient ``g + c - c_k``, which cancels the client's drift towards its own optim
 the server moves ``x`` by the averaged update and ``c`` by ``(1/N) sum_k (c_k+ - c_k)``.
 
 All of that lives here, as :class:`ControlVariates` (the algorithm's own state): ``c`` is the
-algorithm's server state, each ``c_k`` an entry ``"scaffold/c"`` of the client-state store.
+algorithm's server state; each ``c_k`` is an entry ``"scaffold/c"`` of the client-state store
+in simulation, and the deployed client's own in deployment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from fedloom.aggregate import Weighting, pipeline, scale
 from fedloom.algorithms.base import Algorithm
 from fedloom.client import LocalTraining
-from fedloom.client.store import ClientStates, client_state
-from fedloom.types import ClientPlan, ClientResult
+from fedloom.client.portable import portable
+from fedloom.types import ClientResult
 
 __all__ = ["CLIENT_CONTROL", "ControlVariates", "scaffold", "scaffold_client_control"]
 
@@ -46,35 +48,54 @@ def scaffold_client_control(
     return client_control - control - update / (num_steps * lr)
 
 
+@portable("scaffold/control_variates")
 @dataclass(frozen=True)
 class ControlVariates:
-    """SCAFFOLD's state: ``c`` on the server, ``c_k`` in the client-state store."""
+    """SCAFFOLD's state: ``c`` on the server, each ``c_k`` with its client.
+
+    Every client receives ``c``; its correction is ``c - c_k``; after training it computes
+    ``c_k+`` and reports ``c_k+ - c_k`` ("control_change"), of which the server adds the
+    mean over the population to ``c``. The server never needs ``c_k`` itself, so a deployed
+    client keeps it (the paper's Algorithm 1 sends ``(Delta y, Delta c)``).
+    """
+
+    reports: ClassVar[tuple[str, ...]] = ("control_change",)
 
     def init(self, params: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(params)
 
-    def send(self, control: torch.Tensor, plan: ClientPlan, clients: ClientStates) -> ClientPlan:
-        own = client_state(clients, plan.client_id, CLIENT_CONTROL)
-        return replace(plan, correction=control - (own if own is not None else 0.0))
+    def shared(self, control: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        return {"c": control}
+
+    def correction(
+        self, shared: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        client_control = own.get(CLIENT_CONTROL)
+        return shared["c"] - (client_control if client_control is not None else 0.0)
+
+    def remember(
+        self,
+        shared: Mapping[str, torch.Tensor],
+        own: Mapping[str, torch.Tensor],
+        result: ClientResult,
+        *,
+        settings: LocalTraining,
+    ) -> tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]:
+        control = shared["c"]
+        old = own.get(CLIENT_CONTROL)
+        old = old if old is not None else torch.zeros_like(control)
+        new = scaffold_client_control(
+            old, control, result.update, num_steps=result.num_steps, lr=settings.lr
+        )
+        return {CLIENT_CONTROL: new}, {"control_change": new - old}
 
     def start(self, control: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(control)  # sum_k (c_k+ - c_k) over the round
 
     def fold(
-        self,
-        change: torch.Tensor,
-        control: torch.Tensor,
-        result: ClientResult,
-        clients: ClientStates,
-        *,
-        settings: LocalTraining,
-    ) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
-        old = client_state(clients, result.client_id, CLIENT_CONTROL)
-        old = old if old is not None else torch.zeros_like(control)
-        new = scaffold_client_control(
-            old, control, result.update, num_steps=result.num_steps, lr=settings.lr
-        )
-        return change + (new - old), {CLIENT_CONTROL: new}
+        self, change: torch.Tensor, control: torch.Tensor, report: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        return change + report["control_change"]
 
     def finish(
         self, change: torch.Tensor, control: torch.Tensor, *, num_clients: int

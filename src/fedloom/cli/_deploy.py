@@ -99,6 +99,13 @@ def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         metavar="S",
         help="wait this long before each submission, like a slow device (demos)",
     )
+    client.add_argument(
+        "--state",
+        metavar="FILE",
+        help="where this client keeps its own algorithm state (SCAFFOLD's c_k) between rounds "
+        "and restarts (default client-state-<id>.safetensors here; used only by algorithms "
+        "with per-client state)",
+    )
     client.set_defaults(handler=_cmd_client)
 
     certs = commands.add_parser(
@@ -215,6 +222,7 @@ def _cmd_client(args: argparse.Namespace, console: Console) -> int:
         data_hook=args.data_hook,
         give_up_after_s=args.give_up_after,
         delay_s=args.delay,
+        state_path=args.state or f"client-state-{args.client_id}.safetensors",
     )
     console.print(f"{args.client_id}: trained {rounds} rounds")
     return 0

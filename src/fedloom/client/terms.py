@@ -1,8 +1,13 @@
 """Local objective terms that algorithms add to the data loss.
 
 Each term is a small frozen dataclass with ``__call__(w, context) -> scalar``: a value that
-pickles (for the process and Ray engines) and whose parameters are visible to code that
-needs them (FedNova reads the proximal coefficient).
+pickles (for the process and Ray engines), whose parameters are visible to code that needs
+them (FedNova reads the proximal coefficient), and that is registered with
+:func:`~fedloom.client.portable.portable`, so that it travels to deployed clients as data (a
+name, numbers, tensors) and they build exactly the objective a simulated client does.
+
+A new term is one such dataclass; it needs nothing else to work in every engine and over
+the network (``tests/client/test_portable.py`` shows a user's term crossing the wire).
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from dataclasses import dataclass
 import torch
 
 from fedloom.client.objectives import LocalContext, ObjectiveTerm
+from fedloom.client.portable import portable
 
-__all__ = ["ProximalTerm", "proximal_coefficient"]
+__all__ = ["LinearTerm", "ProximalTerm", "linear_correction", "proximal_coefficient"]
 
 
+@portable("proximal")
 @dataclass(frozen=True)
 class ProximalTerm:
     """FedProx's ``mu / 2 * ||w - w_t||^2`` (Li et al. 2020, Eq. 2).
@@ -38,3 +45,31 @@ class ProximalTerm:
 def proximal_coefficient(terms: Iterable[ObjectiveTerm]) -> float:
     """The summed ``mu`` of the proximal terms among ``terms``."""
     return float(sum(t.mu for t in terms if isinstance(t, ProximalTerm)))
+
+
+@portable("linear")
+@dataclass(frozen=True)
+class LinearTerm:
+    """``<g, w>``: a fixed direction added to every local gradient.
+
+    SCAFFOLD's correction (``g = c - c_k``) and FedDyn's linear term (``g = -g_k``) are of
+    this form. Inside fedloom a client's linear term is its plan's ``correction``, which the
+    SGD step adds to the gradient directly (:func:`fedloom.client.optim.sgd_step`; the same
+    gradient without an autograd pass); it travels to deployed clients as this term.
+    """
+
+    g: torch.Tensor
+
+    def __call__(self, w: torch.Tensor, context: LocalContext) -> torch.Tensor:
+        return (w * self.g).sum()
+
+
+def linear_correction(terms: Iterable[ObjectiveTerm]) -> torch.Tensor | None:
+    """The summed ``g`` of the linear terms among ``terms`` (``None`` without one)."""
+    directions = [t.g for t in terms if isinstance(t, LinearTerm)]
+    if not directions:
+        return None
+    total = directions[0]
+    for g in directions[1:]:
+        total = total + g
+    return total

@@ -36,7 +36,13 @@ from fedloom.config.run import (
     apply_overrides,
     load_config,
 )
-from fedloom.config.server import ServerConfig, build_aggregator, build_policy, build_rule
+from fedloom.config.server import (
+    ServerConfig,
+    build_aggregator,
+    build_client_store,
+    build_policy,
+    build_rule,
+)
 from fedloom.config.spec import RunSpec, build_run
 
 __all__ = [
@@ -62,6 +68,7 @@ __all__ = [
     "build_local_work",
     "build_model",
     "build_partitioner",
+    "build_client_store",
     "build_policy",
     "build_rule",
     "build_run",

@@ -134,6 +134,11 @@ class DeployConfig(Section):
         default=False, description="aggregate as soon as min_fit_clients valid updates arrived"
     )
     compress: bool = Field(default=False, description="zlib-compress tensors on the wire")
+    client_state: Literal["client", "server"] = Field(
+        default="client",
+        description="where per-client algorithm state (SCAFFOLD's c_k) lives: on each client "
+        "(it never leaves it) or on the server (stateless clients)",
+    )
     max_message_mb: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="gRPC message limit; default twice the model size plus 1 MB"
     )

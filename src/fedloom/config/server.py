@@ -3,11 +3,15 @@ and the server's learning rate and weighting."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SerializeAsAny, field_validator
 
 from fedloom import aggregate
+from fedloom.client.spill import SpilledClientStates
+from fedloom.client.store import ClientStates
 from fedloom.config._dispatch import dispatch, registry_field
 from fedloom.engine import UpdatePolicy
 from fedloom.errors import ConfigError
@@ -18,6 +22,7 @@ __all__ = [
     "ServerConfig",
     "ValidationConfig",
     "build_aggregator",
+    "build_client_store",
     "build_policy",
     "build_rule",
 ]
@@ -135,6 +140,17 @@ class ServerConfig(Section):
         ),
     )
 
+    client_store: Literal["memory", "disk"] = Field(
+        default="memory",
+        description="where the server keeps per-client algorithm state (SCAFFOLD's c_k): "
+        "memory, or disk (one file per client, for populations whose state does not fit in "
+        "memory; in the run directory's client-state/)",
+    )
+    client_store_cache: Annotated[int, Field(ge=1)] = Field(
+        default=1024,
+        description="with client_store: disk, how many clients' state to keep in memory",
+    )
+
     @field_validator("aggregator", mode="before")
     @classmethod
     def _aggregator(cls, value: Any) -> Any:
@@ -174,3 +190,13 @@ def build_aggregator(config: ServerConfig, num_clients: int) -> aggregate.Reduce
 def build_policy(config: ServerConfig) -> UpdatePolicy:
     v = config.validation
     return UpdatePolicy(v.max_norm, v.max_examples, v.min_updates)
+
+
+def build_client_store(config: ServerConfig, folder: Path | None) -> ClientStates | None:
+    """The empty client-state store ``server.client_store`` asks for (``None``: in memory).
+    A disk store lives in ``folder`` (the run directory's ``client-state/``), or in a fresh
+    temporary folder when the run writes no files."""
+    if config.client_store == "memory":
+        return None
+    folder = folder if folder is not None else Path(tempfile.mkdtemp(prefix="fedloom-state-"))
+    return SpilledClientStates(folder, cache_clients=config.client_store_cache)

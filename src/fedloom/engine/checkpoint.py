@@ -21,18 +21,17 @@ a resumed run with the same seed makes exactly the choices the uninterrupted one
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from fedloom.algorithms import ServerState
+from fedloom.client.spill import SpilledClientStates
 from fedloom.errors import FedloomError
+from fedloom.storage import read_tensors, write_tensors
 from fedloom.types import RoundReport
 
 __all__ = ["Checkpoints", "Resumed"]
@@ -59,6 +58,8 @@ def _pack(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
         name = f"t{len(tensors)}"
         tensors[name] = value.detach().cpu().clone().contiguous()
         return {"t": name}
+    if isinstance(value, SpilledClientStates):  # the tensors stay in its own files
+        return {"spill": value.reference()}
     if isinstance(value, tuple | list):
         kind = "tuple" if isinstance(value, tuple) else "list"
         return {kind: [_pack(item, tensors) for item in value]}
@@ -86,6 +87,8 @@ def _unpack(node: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
         return [_unpack(item, tensors) for item in node["list"]]
     if "dict" in node:
         return {key: _unpack(item, tensors) for key, item in node["dict"]}
+    if "spill" in node:
+        return SpilledClientStates.restore(node["spill"])
     raise ValueError(f"unknown checkpoint node {sorted(node)}")
 
 
@@ -117,31 +120,13 @@ class Checkpoints:
             "state": structure,
             "reports": [{"round": r.round, "metrics": r.metrics} for r in reports],
         }
-        self.directory.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        save_file(
-            tensors, str(temporary), metadata={"format": FORMAT, "header": json.dumps(header)}
-        )
-        with temporary.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, self.path)
-        directory_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory_fd)  # make the rename itself durable
-        finally:
-            os.close(directory_fd)
-        return self.path
+        return write_tensors(self.path, tensors, {"format": FORMAT, "header": json.dumps(header)})
 
     def load(self) -> Resumed | None:
         """The saved state, or ``None`` when there is no checkpoint yet."""
         if not self.path.exists():
             return None
-        try:
-            with safe_open(str(self.path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-        except Exception as exc:  # safetensors raises its own error types
-            raise FedloomError(f"cannot read the checkpoint {self.path}: {exc}") from exc
+        tensors, metadata = read_tensors(self.path, what="checkpoint")
         if metadata.get("format") in OLD_FORMATS:
             raise FedloomError(
                 f"{self.path} was written by an older fedloom ({metadata['format']}), whose "

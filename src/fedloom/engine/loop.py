@@ -20,6 +20,7 @@ from fedloom.algorithms import (
     server_update,
 )
 from fedloom.client import LocalContext, LocalTraining
+from fedloom.client.store import ClientStates
 from fedloom.data import sample_cohort
 from fedloom.engine.callbacks import Callback, History, notify_round
 from fedloom.engine.checkpoint import Checkpoints
@@ -81,6 +82,7 @@ def run_rounds(
     callbacks: Sequence[Callback] = (),
     checkpoint: Checkpoints | None = None,
     on_client_error: OnClientError = "skip",
+    client_states: ClientStates | None = None,
 ) -> History:
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
@@ -109,13 +111,16 @@ def run_rounds(
             does: ``"skip"`` leaves it out of its round (counted in ``num_failures``),
             ``"abort"`` stops the run with a :class:`~fedloom.errors.ClientError` (see
             :mod:`fedloom.engine.failures`).
+        client_states: the empty client-state store to start from (default in memory; a
+            :class:`~fedloom.client.spill.SpilledClientStates` for large populations). A
+            resumed run uses the store its checkpoint names.
     """
     on_client_error = check_on_client_error(on_client_error)
     settings = settings or LocalTraining()
     work = work or LocalWork()
     policy = policy or UpdatePolicy()
     needed = max(policy.min_updates, algorithm.min_updates())
-    state = server_init(algorithm, params, buffers)
+    state = server_init(algorithm, params, buffers, clients=client_states)
     client_buffers: dict[int, torch.Tensor] = {}
     reports: list[RoundReport] = []
     if checkpoint is not None and (resumed := checkpoint.load()) is not None:
@@ -132,9 +137,11 @@ def run_rounds(
         started = time.perf_counter()
         sampled = plans_for_round(num_clients, fraction, seed=seed, round=t)
         plans, dropped = assign_work(sampled, work, settings, seed=seed)
-        plans = prepare_plans(algorithm, state, plans)
+        if not getattr(executor, "clients_hold_state", False):
+            plans = prepare_plans(algorithm, state, plans)  # else each client computes its own
         start_buffers = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
-        context = LocalContext(global_params=state.params)
+        shared = algorithm.state.shared(state.algorithm) if algorithm.state is not None else {}
+        context = LocalContext(global_params=state.params, extras=shared)
         outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
         returned = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]

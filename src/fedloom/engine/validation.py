@@ -84,6 +84,8 @@ def check_update(
     """Why ``result`` must be rejected, or ``None`` when it is valid."""
     problem = _tensor_problem("update", result.update, num_params)
     problem = problem or _tensor_problem("buffers", result.buffers, num_buffers)
+    for name, tensor in (result.state_report or {}).items():
+        problem = problem or _tensor_problem(f"state report {name!r}", tensor, num_params)
     if problem:
         return problem
     for key, value in result.statistics.items():

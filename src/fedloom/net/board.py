@@ -18,11 +18,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fedloom.algorithms import StateLogic
 from fedloom.client import ClientProgram, LocalTraining
-from fedloom.client.terms import ProximalTerm
+from fedloom.client.terms import LinearTerm
 from fedloom.engine.validation import UpdatePolicy, check_update
-from fedloom.errors import FedloomError
-from fedloom.net.codec import WireError, decode_tensor, encode_tensor
+from fedloom.net.codec import (
+    WireError,
+    decode_tensor,
+    decode_tensors,
+    encode_portable,
+    encode_tensor,
+)
 from fedloom.net.proto import fedloom_pb2 as pb
 from fedloom.types import ClientPlan, ClientResult
 
@@ -56,7 +62,8 @@ class _Round:
     buffers: pb.Tensor
     num_params: int
     num_buffers: int
-    corrections: dict[int, pb.Tensor] = field(default_factory=dict)
+    shared: dict[str, pb.Tensor] = field(default_factory=dict)
+    corrections: dict[int, pb.Portable] = field(default_factory=dict)  # as linear terms
     results: dict[int, ClientResult] = field(default_factory=dict)
     rejections: dict[int, list[str]] = field(default_factory=dict)
     handed_out: set[int] = field(default_factory=set)
@@ -99,21 +106,26 @@ class RoundBoard:
         max_tensor_bytes: int,
         policy: UpdatePolicy | None = None,
         program: ClientProgram | None = None,
+        state: StateLogic | None = None,
+        clients_hold_state: bool = True,
         compress: bool = False,
     ):
         program = program or ClientProgram()
-        custom = [t for t in program.terms if not isinstance(t, ProximalTerm)]
-        if custom:
-            raise FedloomError(
-                f"the algorithm's client objective has terms that cannot travel over the "
-                f"network ({', '.join(type(t).__name__ for t in custom)}); deployed clients "
-                "support the proximal term only"
-            )
+        # every term and the state logic travel as data; describing them now makes a term
+        # that cannot travel an error at start-up, not in round 1
+        self._program = pb.Program(
+            statistics=sorted(program.statistics),
+            terms=[encode_portable(term) for term in program.terms],
+        )
+        if state is not None and clients_hold_state:
+            self._program.state.CopyFrom(encode_portable(state))
         self.access = access
         self.local = local
         self.max_tensor_bytes = max_tensor_bytes
         self.policy = policy or UpdatePolicy()
         self.program = program
+        self.state = state
+        self.clients_hold_state = clients_hold_state and state is not None
         self.compress = compress
         self._lock = threading.Condition()
         self._round: _Round | None = None
@@ -131,7 +143,11 @@ class RoundBoard:
         plans: Sequence[ClientPlan],
         params: torch.Tensor,
         buffers: torch.Tensor,
+        shared: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
+        """Open a round for ``plans``; ``shared`` is what the algorithm's state sends every
+        client (sent only to clients that keep their own state)."""
+        shared = shared if self.clients_hold_state and shared else {}
         with self._lock:
             self._round = _Round(
                 number=plans[0].round if plans else -1,
@@ -140,8 +156,9 @@ class RoundBoard:
                 buffers=encode_tensor(buffers, compress=self.compress),
                 num_params=params.numel(),
                 num_buffers=buffers.numel(),
+                shared={k: encode_tensor(v, compress=self.compress) for k, v in shared.items()},
                 corrections={
-                    p.client_id: encode_tensor(p.correction, compress=self.compress)
+                    p.client_id: encode_portable(LinearTerm(p.correction), compress=self.compress)
                     for p in plans
                     if p.correction is not None
                 },
@@ -240,15 +257,14 @@ class RoundBoard:
             current.handed_out.add(index)
             plan = current.plans[index]
             local = self.local
-            extras = (
-                {"correction": current.corrections[index]} if index in current.corrections else {}
-            )
+            own_terms = [current.corrections[index]] if index in current.corrections else []
             task = pb.Task(
                 kind="train",
                 round=current.number,
                 params=current.params,
                 buffers=current.buffers,
-                extras=extras,
+                shared=current.shared,
+                client_terms=own_terms,
                 seed=plan.seed,
                 epochs=plan.epochs or 0,
                 steps=plan.steps or 0,
@@ -260,10 +276,7 @@ class RoundBoard:
                     momentum=local.momentum,
                     weight_decay=local.weight_decay,
                 ),
-                program=pb.Program(
-                    proximal_mu=self.program.proximal_mu,
-                    statistics=sorted(self.program.statistics),
-                ),
+                program=self._program,
                 update_compression="zlib" if self.compress else "",
             )
             current.bytes_down += task.ByteSize()
@@ -300,8 +313,12 @@ class RoundBoard:
         try:
             delta = decode_tensor(update.update, max_bytes=self.max_tensor_bytes)
             buffers = decode_tensor(update.buffers, max_bytes=self.max_tensor_bytes)
+            report = decode_tensors(update.state_report, max_bytes=self.max_tensor_bytes)
         except WireError as exc:
             return f"malformed update: {exc}"
+        expected = set(self.state.reports) if self.clients_hold_state and self.state else set()
+        if set(report) != expected:
+            return f"state report has {sorted(report)}, expected {sorted(expected)}"
         result = ClientResult(
             client_id=index,
             update=delta,
@@ -311,6 +328,7 @@ class RoundBoard:
             num_example_passes=int(update.num_example_passes),
             train_loss=float(update.train_loss),
             statistics=dict(update.statistics),
+            state_report=report if self.clients_hold_state else None,
         )
         missing = sorted(set(self.program.statistics) - set(result.statistics))
         if missing:

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import grpc
 import torch
 from torch import nn
 
+from fedloom.algorithms import StateLogic
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
 from fedloom.client.objectives import Objective
-from fedloom.client.terms import ProximalTerm
+from fedloom.client.portable import Description, rebuild
+from fedloom.client.store import OwnState
+from fedloom.client.terms import LinearTerm, linear_correction
 from fedloom.errors import FedloomError
-from fedloom.net.codec import decode_tensor, encode_tensor
+from fedloom.net.codec import decode_portable, decode_tensor, decode_tensors, encode_tensor
 from fedloom.net.proto import fedloom_pb2 as pb
 from fedloom.net.proto import fedloom_pb2_grpc as rpc
 from fedloom.params import buffer_spec, param_spec
@@ -61,17 +65,23 @@ def run_client(
     give_up_after_s: float = 600.0,
     delay_s: float = 0.0,
     on_round: Callable[[int], None] | None = None,
+    state_path: str | Path | None = None,
 ) -> int:
     """Take part in a run until the server says it is over; returns the rounds trained.
 
-    The server's task says how to train (local settings, the algorithm's proximal term and
-    statistics, SCAFFOLD's correction), so a client needs only its data and the model's
-    architecture. ``credentials`` are TLS channel credentials
+    The server's task says how to train (local settings, the algorithm's objective terms and
+    statistics, described as data, and the client half of its state logic), so a client
+    needs only its data and the model's architecture. ``credentials`` are TLS channel credentials
     (:func:`fedloom.net.tls.channel_credentials`); ``None`` means plaintext, which a TLS
     server refuses. ``token`` is sent as a bearer token. ``delay_s`` makes the client wait
     that long before each submission, as a slow device would (demos and tests of deadlines).
+
+    Algorithms with per-client state (SCAFFOLD's ``c_k``) keep it here, on the client: in
+    memory, and in ``state_path`` (a safetensors file, rewritten atomically after each
+    accepted update) when given, so that a restarted client continues with its state.
     """
-    objectives = _Objectives(module)
+    objectives = _Objectives(module, max_message_bytes)
+    own = OwnState(state_path)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     options = [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -101,12 +111,14 @@ def run_client(
                         time.sleep(max(task.retry_after_s, 0.05))
                         continue
                     log.info("%s: training round %d", client_id, task.round + 1)
-                    update = _train(task, x, y, objectives, max_message_bytes)
+                    update, writes = _train(task, x, y, objectives, own, max_message_bytes)
                     update.client_id = client_id
                     if delay_s > 0:
                         time.sleep(delay_s)
                     ack = stub.SubmitUpdate(update, metadata=metadata, timeout=60)
-                    if not ack.accepted:
+                    if ack.accepted:
+                        own.commit(writes)
+                    else:
                         log.warning("%s: round %d update refused: %s", client_id,
                                     task.round + 1, ack.reason)  # fmt: skip
                     trained += 1
@@ -136,23 +148,26 @@ def run_client(
 class _Objectives:
     """The client's objective for each program the server sends (built once per program)."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, max_bytes: int):
         self.module = module
+        self.max_bytes = max_bytes
         self.params, self.buffers = param_spec(module), buffer_spec(module)
-        self._built: dict[float, Objective] = {}
+        self._built: dict[bytes, tuple[ClientProgram, Objective, StateLogic | None]] = {}
 
-    def program(self, message: pb.Program) -> ClientProgram:
-        mu = float(message.proximal_mu)
-        terms = (ProximalTerm(mu),) if mu > 0 else ()
-        return ClientProgram(terms=terms, statistics=frozenset(message.statistics))
+    def program(self, message: pb.Program) -> tuple[ClientProgram, Objective, StateLogic | None]:
+        """The program, its objective and the client half of the algorithm's state logic
+        (``None`` when the server keeps the clients' state), rebuilt from their descriptions."""
+        key = message.SerializeToString(deterministic=True)
+        if key not in self._built:
+            terms = tuple(rebuild(self._decode(term)) for term in message.terms)
+            program = ClientProgram(terms=terms, statistics=frozenset(message.statistics))
+            objective = make_objective(self.module, self.params, self.buffers, terms=terms)
+            logic = rebuild(self._decode(message.state)) if message.HasField("state") else None
+            self._built[key] = (program, objective, logic)
+        return self._built[key]
 
-    def objective(self, program: ClientProgram) -> Objective:
-        mu = program.proximal_mu
-        if mu not in self._built:
-            self._built[mu] = make_objective(
-                self.module, self.params, self.buffers, terms=program.terms
-            )
-        return self._built[mu]
+    def _decode(self, message: pb.Portable) -> Description:
+        return decode_portable(message, max_bytes=self.max_bytes)
 
 
 def _train(
@@ -160,8 +175,11 @@ def _train(
     x: torch.Tensor,
     y: torch.Tensor,
     objectives: _Objectives,
+    own: OwnState,
     max_bytes: int,
-) -> pb.Update:
+) -> tuple[pb.Update, Mapping[str, torch.Tensor]]:
+    """Train one round: the update to submit, and the client's new state entries (to keep
+    once the server accepted the update)."""
     params = decode_tensor(task.params, max_bytes=max_bytes)
     buffers = decode_tensor(task.buffers, max_bytes=max_bytes)
     if (params.numel(), buffers.numel()) != (
@@ -173,11 +191,21 @@ def _train(
             f"values, this client's {objectives.params.num_params} and {objectives.buffers.num_params}: "
             "client and server must use the same model (model.name in the config)"
         )
-    correction = (
-        decode_tensor(task.extras["correction"], max_bytes=max_bytes)
-        if "correction" in task.extras
-        else None
-    )
+    program, objective, logic = objectives.program(task.program)
+    settings = _settings(task.local)
+    own_terms = [rebuild(objectives._decode(term)) for term in task.client_terms]
+    shared = decode_tensors(task.shared, max_bytes=max_bytes)
+    correction = linear_correction(own_terms)  # a linear term is applied as a correction
+    other_terms = tuple(t for t in own_terms if not isinstance(t, LinearTerm))
+    if other_terms:  # this round's own terms beyond the program's
+        objective = make_objective(
+            objectives.module,
+            objectives.params,
+            objectives.buffers,
+            terms=program.terms + other_terms,
+        )
+    if logic is not None:  # this client keeps its own state: its correction comes from it
+        correction = logic.correction(shared, own.entries)
     plan = ClientPlan(
         client_id=0,
         round=int(task.round),
@@ -186,7 +214,6 @@ def _train(
         steps=int(task.steps) or None,
         correction=correction,
     )
-    program = objectives.program(task.program)
     started = time.perf_counter()
     result = train_client(
         plan,
@@ -194,14 +221,18 @@ def _train(
         y,
         params,
         buffers,
-        objective=objectives.objective(program),
-        settings=_settings(task.local),
-        context=LocalContext(params),
+        objective=objective,
+        settings=settings,
+        context=LocalContext(params, extras=shared),
         program=program,
     )
     compute_s = time.perf_counter() - started
+    writes: Mapping[str, torch.Tensor] = {}
+    report: Mapping[str, torch.Tensor] = {}
+    if logic is not None:
+        writes, report = logic.remember(shared, own.entries, result, settings=settings)
     compress = task.update_compression == "zlib"
-    return pb.Update(
+    update = pb.Update(
         round=task.round,
         update=encode_tensor(result.update, compress=compress),
         buffers=encode_tensor(result.buffers, compress=compress),
@@ -211,4 +242,6 @@ def _train(
         train_loss=result.train_loss,
         statistics=dict(result.statistics),
         compute_s=compute_s,
+        state_report={k: encode_tensor(v, compress=compress) for k, v in report.items()},
     )
+    return update, writes

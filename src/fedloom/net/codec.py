@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
+from fedloom.client.portable import Description, describe
 from fedloom.errors import FedloomError
 from fedloom.net.proto import fedloom_pb2 as pb
 
-__all__ = ["DTYPES", "WireError", "decode_tensor", "encode_tensor"]
+__all__ = [
+    "DTYPES",
+    "WireError",
+    "decode_portable",
+    "decode_tensor",
+    "decode_tensors",
+    "encode_portable",
+    "encode_tensor",
+]
 
 DTYPES: dict[str, np.dtype] = {
     "float32": np.dtype("<f4"),
@@ -76,3 +86,25 @@ def decode_tensor(message: pb.Tensor, *, max_bytes: int) -> torch.Tensor:
         raise WireError(f"shape {shape} of {message.dtype} needs {expected} bytes, got {len(data)}")
     array = np.frombuffer(data, dtype=dtype).reshape(shape)
     return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
+
+
+def decode_tensors(messages: Mapping[str, pb.Tensor], *, max_bytes: int) -> dict[str, torch.Tensor]:
+    """A map of named tensors, each checked by :func:`decode_tensor`."""
+    return {name: decode_tensor(message, max_bytes=max_bytes) for name, message in messages.items()}
+
+
+def encode_portable(value: object, *, compress: bool = False) -> pb.Portable:
+    """The wire form of a portable value (an objective term, a state logic)."""
+    description = describe(value)
+    return pb.Portable(
+        name=description.name,
+        numbers=dict(description.numbers),
+        tensors={k: encode_tensor(t, compress=compress) for k, t in description.tensors.items()},
+    )
+
+
+def decode_portable(message: pb.Portable, *, max_bytes: int) -> Description:
+    """The description in ``message`` (rebuild it with :func:`fedloom.client.portable.rebuild`)."""
+    return Description(
+        message.name, dict(message.numbers), decode_tensors(message.tensors, max_bytes=max_bytes)
+    )

@@ -28,6 +28,7 @@ from fedloom.config import (
     NUM_CLASSES,
     DeployConfig,
     RunConfig,
+    build_client_store,
     build_federated,
     build_model,
     build_run,
@@ -121,6 +122,8 @@ def serve(
         max_tensor_bytes=model_bytes + 2**20,
         policy=policy,
         program=algorithm.client_program(),
+        state=algorithm.state,
+        clients_hold_state=deploy.client_state == "client",
         compress=deploy.compress,
     )
     server, port = start_server(
@@ -169,6 +172,9 @@ def serve(
             eval_every=config.eval.every,
             callbacks=observers,
             checkpoint=checkpoint,
+            client_states=build_client_store(
+                config.server, run_dir / "client-state" if run_dir is not None else None
+            ),
         )
         finished = True
     finally:
@@ -229,9 +235,11 @@ def run_demo_client(
     data_hook: str | None = None,
     give_up_after_s: float = 600.0,
     delay_s: float = 0.0,
+    state_path: str | Path | None = None,
 ) -> int:
     """Train as client ``index`` of the config's federated dataset, or on the data that
-    ``data_hook`` returns; the config gives the model architecture."""
+    ``data_hook`` returns; the config gives the model architecture. ``state_path`` keeps the
+    client's own algorithm state (see :func:`~fedloom.net.client.run_client`)."""
     if (index is None) == (data_hook is None):
         raise ConfigError("give exactly one of --index (a demo share) and --data-hook")
     if data_hook is not None:
@@ -257,4 +265,5 @@ def run_demo_client(
         token=token,
         give_up_after_s=give_up_after_s,
         delay_s=delay_s,
+        state_path=state_path,
     )

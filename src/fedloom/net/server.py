@@ -127,6 +127,12 @@ class NetworkExecutor:
         self.retries = retries
         self.close_early = close_early
 
+    @property
+    def clients_hold_state(self) -> bool:
+        """Whether the clients keep their own algorithm state (then the round loop sends
+        no per-client corrections: each client computes its own)."""
+        return self.board.clients_hold_state
+
     def round_metrics(self) -> dict[str, float]:
         """The last round's protobuf payload bytes each way and the clients' compute time."""
         return dict(self.board.last_traffic)
@@ -140,7 +146,7 @@ class NetworkExecutor:
     ) -> list[ClientResult | ClientFailure]:
         global_buffers = next(iter(buffers.values())) if buffers else torch.zeros(0)
         number = plans[0].round + 1 if plans else 0
-        self.board.open(plans, params, global_buffers)
+        self.board.open(plans, params, global_buffers, context.extras)
         needed = min(self.min_fit_clients, len(plans))
         target = needed if self.close_early else len(plans)
         arrived = 0

@@ -18,6 +18,30 @@ class Tensor(_message.Message):
     compression: str
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., compression: _Optional[str] = ...) -> None: ...
 
+class Portable(_message.Message):
+    __slots__ = ("name", "numbers", "tensors")
+    class NumbersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TensorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    numbers: _containers.ScalarMap[str, float]
+    tensors: _containers.MessageMap[str, Tensor]
+    def __init__(self, name: _Optional[str] = ..., numbers: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
+
 class JoinRequest(_message.Message):
     __slots__ = ("client_id", "num_examples")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -41,8 +65,8 @@ class TaskRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "round", "retry_after_s", "params", "buffers", "extras", "seed", "epochs", "steps", "message", "local", "program", "update_compression")
-    class ExtrasEntry(_message.Message):
+    __slots__ = ("kind", "round", "retry_after_s", "params", "buffers", "shared", "seed", "epochs", "steps", "message", "local", "program", "update_compression", "client_terms")
+    class SharedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -54,7 +78,7 @@ class Task(_message.Message):
     RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     BUFFERS_FIELD_NUMBER: _ClassVar[int]
-    EXTRAS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -62,12 +86,13 @@ class Task(_message.Message):
     LOCAL_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     UPDATE_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TERMS_FIELD_NUMBER: _ClassVar[int]
     kind: str
     round: int
     retry_after_s: float
     params: Tensor
     buffers: Tensor
-    extras: _containers.MessageMap[str, Tensor]
+    shared: _containers.MessageMap[str, Tensor]
     seed: int
     epochs: int
     steps: int
@@ -75,15 +100,18 @@ class Task(_message.Message):
     local: LocalSettings
     program: Program
     update_compression: str
-    def __init__(self, kind: _Optional[str] = ..., round: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., params: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., extras: _Optional[_Mapping[str, Tensor]] = ..., seed: _Optional[int] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., message: _Optional[str] = ..., local: _Optional[_Union[LocalSettings, _Mapping]] = ..., program: _Optional[_Union[Program, _Mapping]] = ..., update_compression: _Optional[str] = ...) -> None: ...
+    client_terms: _containers.RepeatedCompositeFieldContainer[Portable]
+    def __init__(self, kind: _Optional[str] = ..., round: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., params: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., shared: _Optional[_Mapping[str, Tensor]] = ..., seed: _Optional[int] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., message: _Optional[str] = ..., local: _Optional[_Union[LocalSettings, _Mapping]] = ..., program: _Optional[_Union[Program, _Mapping]] = ..., update_compression: _Optional[str] = ..., client_terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ...) -> None: ...
 
 class Program(_message.Message):
-    __slots__ = ("proximal_mu", "statistics")
-    PROXIMAL_MU_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("statistics", "terms", "state")
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
-    proximal_mu: float
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     statistics: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, proximal_mu: _Optional[float] = ..., statistics: _Optional[_Iterable[str]] = ...) -> None: ...
+    terms: _containers.RepeatedCompositeFieldContainer[Portable]
+    state: Portable
+    def __init__(self, statistics: _Optional[_Iterable[str]] = ..., terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., state: _Optional[_Union[Portable, _Mapping]] = ...) -> None: ...
 
 class LocalSettings(_message.Message):
     __slots__ = ("epochs", "steps", "batch_size", "lr", "momentum", "weight_decay")
@@ -102,7 +130,7 @@ class LocalSettings(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ...) -> None: ...
 
 class Update(_message.Message):
-    __slots__ = ("client_id", "round", "update", "buffers", "num_examples", "num_steps", "num_example_passes", "train_loss", "statistics", "compute_s")
+    __slots__ = ("client_id", "round", "update", "buffers", "num_examples", "num_steps", "num_example_passes", "train_loss", "statistics", "compute_s", "state_report")
     class StatisticsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +138,13 @@ class Update(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class StateReportEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +155,7 @@ class Update(_message.Message):
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    STATE_REPORT_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round: int
     update: Tensor
@@ -130,7 +166,8 @@ class Update(_message.Message):
     train_loss: float
     statistics: _containers.ScalarMap[str, float]
     compute_s: float
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., update: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., num_examples: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_example_passes: _Optional[int] = ..., train_loss: _Optional[float] = ..., statistics: _Optional[_Mapping[str, float]] = ..., compute_s: _Optional[float] = ...) -> None: ...
+    state_report: _containers.MessageMap[str, Tensor]
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., update: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., num_examples: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_example_passes: _Optional[int] = ..., train_loss: _Optional[float] = ..., statistics: _Optional[_Mapping[str, float]] = ..., compute_s: _Optional[float] = ..., state_report: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("accepted", "reason")
