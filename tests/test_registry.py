@@ -92,3 +92,32 @@ def test_readme_table_is_the_registry():
     start = text.index("<!-- registry-table:start -->\n") + len("<!-- registry-table:start -->\n")
     end = text.index("<!-- registry-table:end -->")
     assert text[start:end] == registry_table()
+
+
+def test_a_registered_engine_runs_from_a_config_and_an_unknown_one_is_named():
+    from fedloom.config import register_engine
+    from fedloom.sim import SequentialExecutor
+
+    fitted = []
+
+    class Counting(SequentialExecutor):
+        def fit(self, plans, params, buffers, context):
+            fitted.append(len(plans))
+            return super().fit(plans, params, buffers, context)
+
+    def counting(module, data, settings, *, program=None, task=None, workers=None):
+        """The sequential engine, counting the clients it trains."""
+        return Counting(module, data, settings, program=program, task=task)
+
+    register_engine("counting", counting)
+    try:
+        config = load_config(None, [*SHORT, "engine=counting"])
+        counted = simulate_config(config)
+        reference = simulate_config(load_config(None, SHORT))
+        assert fitted == [3, 3]  # 2 rounds of half of 6 clients
+        assert torch.equal(counted.final_state.params, reference.final_state.params)
+        assert "| engine | `counting` |  | The sequential engine, counting" in registry_table()
+    finally:
+        REGISTRY.unregister("engine", "counting")
+    with pytest.raises(ConfigError, match="unknown engine 'counting'; registered: auto, seq"):
+        load_config(None, ["engine=counting"])

@@ -37,7 +37,7 @@ __all__ = [
     "section_from_factory",
 ]
 
-KINDS = ("algorithm", "aggregator", "partition", "model", "task")
+KINDS = ("algorithm", "aggregator", "partition", "model", "task", "engine")
 """What the registry names; each kind's entries are told apart by the key :data:`TAGS` gives."""
 
 TAGS = {"partition": "kind"}

@@ -31,7 +31,7 @@ from fedloom.engine import (
 )
 from fedloom.models import ModelSource, initial_module
 from fedloom.params import flatten_buffers, flatten_params
-from fedloom.sim import Engine, make_executor
+from fedloom.sim import make_executor
 from fedloom.sim.attacks import Attack, AttackedExecutor, choose_attackers, flip_labels
 from fedloom.tasks import Task
 
@@ -52,7 +52,7 @@ def simulate(
     policy: UpdatePolicy | None = None,
     seed: int = 0,
     buffers: Literal["average", "local"] = "average",
-    engine: Engine = "auto",
+    engine: str = "auto",
     workers: int | None = None,
     eval_every: int = 1,
     eval_clients: bool = True,

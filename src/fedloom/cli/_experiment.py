@@ -38,8 +38,9 @@ def add_experiment_commands(
     run.add_argument("--runs-dir", metavar="DIR", help="where run directories go (default: runs)")
     run.add_argument(
         "--engine",
-        choices=ENGINES,
-        help="simulation engine (default auto: vectorized where the model allows it)",
+        metavar="NAME",
+        help=f"simulation engine: {', '.join(ENGINES)} or one you registered "
+        "(default auto: vectorized where the model allows it)",
     )
     run.add_argument(
         "--resume",

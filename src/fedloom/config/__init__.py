@@ -1,13 +1,14 @@
 """The run configuration: pydantic models, YAML in, resolved YAML out.
 
 This is the only place where strings become choices. Names of algorithms, aggregation
-rules, partitions, models and tasks are looked up in :data:`fedloom.registry.REGISTRY`, so
+rules, partitions, models, tasks and engines are looked up in :data:`fedloom.registry.REGISTRY`, so
 a registered entry is usable from YAML at once; every invalid value produces one line
 naming the field and what is allowed. One module per section:
 
 - :mod:`~fedloom.config.data`: the data set and its partition;
 - :mod:`~fedloom.config.server`: aggregation rules, clipping, hierarchy, validation;
 - :mod:`~fedloom.config.algorithms`: the registered algorithms and their options;
+- :mod:`~fedloom.config.engines`: the registered simulation engines;
 - :mod:`~fedloom.config.run`: the run as a whole, the smaller sections, YAML and ``--set``;
 - :mod:`~fedloom.config.build`: the objects a config describes;
 - :mod:`~fedloom.config.spec`: a whole run built once (:func:`build_run`), for simulation
@@ -25,6 +26,7 @@ from fedloom.config.build import (
     build_model,
 )
 from fedloom.config.data import DataConfig, build_dataset, build_partitioner
+from fedloom.config.engines import register_engine
 from fedloom.config.run import (
     AttackConfig,
     ClientConfig,
@@ -74,4 +76,5 @@ __all__ = [
     "build_run",
     "load_config",
     "register_algorithm",
+    "register_engine",
 ]

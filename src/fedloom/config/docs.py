@@ -24,6 +24,7 @@ def _key(kind: str) -> str:
         "partition": "data.partition",
         "model": "model.name",
         "task": "task (Python: `simulate(task=...)`)",
+        "engine": "engine",
     }[kind]
 
 
@@ -39,6 +40,6 @@ def registry_table() -> str:
 
 
 if __name__ == "__main__":
-    import fedloom.config  # noqa: F401  (registers the built-in entries)
+    import fedloom.config  # noqa: F401  (registers the built-in entries, engines too)
 
     print(registry_table(), end="")

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+import fedloom.config.engines  # noqa: F401  (registers the engines)
 from fedloom.config._dispatch import dispatch, registry_field
 from fedloom.config._errors import describe_errors
 from fedloom.config.algorithms import FedAvgConfig, server_defaults
@@ -18,7 +19,6 @@ from fedloom.config.data import DataConfig
 from fedloom.config.server import ServerConfig
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS
-from fedloom.names import Engine
 from fedloom.registry import REGISTRY, Named, Section, section_from_factory
 from fedloom.tasks import TASKS
 
@@ -150,7 +150,10 @@ class RunConfig(Section):
     name: str | None = None
     seed: Annotated[int, Field(ge=0)] = 0
     rounds: Annotated[int, Field(ge=1)] = 40
-    engine: Engine = "auto"
+    engine: str = Field(
+        default="auto",
+        description="a registered simulation engine (fedloom.config.register_engine)",
+    )
     workers: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="processes for the process engine; default one per core"
     )
@@ -170,6 +173,14 @@ class RunConfig(Section):
     @classmethod
     def _algorithm(cls, value: Any) -> Any:
         return dispatch("algorithm", value, default="fedavg")
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, value: str) -> str:
+        names = REGISTRY.names("engine")
+        if value not in names:
+            raise ValueError(f"unknown engine {value!r}; registered: {', '.join(names)}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

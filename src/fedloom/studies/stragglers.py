@@ -70,7 +70,7 @@ def run(
             local=local,
             work=LocalWork(straggler_fraction=fraction, drop_stragglers=drop),
             seed=seed,
-            engine=engine,  # type: ignore[arg-type]
+            engine=engine,
             eval_clients=False,
             eval_train=True,
         )
