@@ -54,6 +54,8 @@ def _tensor(**fields):
         ({"shape": [-1, -8]}, "negative dimension"),
         ({"shape": [1 << 20, 1 << 10]}, "over the 1048576 limit"),
         ({"compression": "lzma"}, "unknown compression 'lzma'"),
+        # NumPy's own limit is 64 dimensions (a ValueError that once escaped the handler)
+        ({"shape": [1] * 70}, "tensor has 70 dimensions, at most 8 allowed"),
         ({"compression": "zlib", "data": b"not zlib"}, "corrupt zlib payload"),
         # a compressed bomb: 8 bytes claimed, 100 MB inside
         (
@@ -98,3 +100,9 @@ def test_checked_in_protobuf_code_is_current(tmp_path):
     for name in ("fedloom_pb2.py", "fedloom_pb2_grpc.py", "fedloom_pb2.pyi"):
         generated = (tmp_path / "fedloom/net/proto" / name).read_text()
         assert generated == (src / "fedloom/net/proto" / name).read_text(), name
+
+
+def test_a_tensor_of_a_shape_the_model_cannot_have_is_refused_before_decoding():
+    with pytest.raises(WireError, match="tensor has shape \\(2,\\), expected \\(3,\\)"):
+        decode_tensor(_tensor(), max_bytes=MAX, shape=(3,))
+    assert decode_tensor(_tensor(), max_bytes=MAX, shape=(2,)).tolist() == [0.0, 0.0]

@@ -122,7 +122,7 @@ def test_malformed_oversized_nan_and_wrong_shape_updates_are_refused_and_logged(
         ]
         assert size >= 4810
         assert reasons[0].startswith("malformed update: unknown dtype 'object'")
-        assert reasons[1] == "update has shape (4811,), expected (4810,)"
+        assert reasons[1] == "malformed update: tensor has shape (4811,), expected (4810,)"
         assert reasons[2] == "update has 4810 non-finite values (NaN or inf)"
         assert reasons[3] == "too many refused updates in round 1"
 

@@ -46,6 +46,11 @@ class ModelConfig(Section):
         default="auto", description="a registered model, or auto: the dataset's reference model"
     )
     buffers: Literal["average", "local"] = "average"
+    init: str | None = Field(
+        default=None,
+        description="start from this model file (an earlier run's model.safetensors) instead "
+        "of the seeded initialization; verified before use",
+    )
 
     @field_validator("name")
     @classmethod

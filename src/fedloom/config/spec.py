@@ -26,7 +26,9 @@ from fedloom.config.run import RunConfig
 from fedloom.config.server import build_policy
 from fedloom.data import FederatedDataset
 from fedloom.engine import LocalWork, UpdatePolicy
+from fedloom.model_file import load_model
 from fedloom.models import initial_module
+from fedloom.params import load_flat
 
 __all__ = ["RunSpec", "build_run"]
 
@@ -60,12 +62,15 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
     data = data if data is not None else build_federated(config)
     algorithm = build_algorithm(config, data.num_clients)
     model = build_model(config, data.dataset)
+    module = initial_module(model, seed=config.seed)
+    if config.model.init is not None:
+        load_flat(module, *load_model(config.model.init, module))
     return RunSpec(
         config=config,
         data=data,
         algorithm=algorithm,
         model=model,
-        module=initial_module(model, seed=config.seed),
+        module=module,
         local=algorithm.local_training(build_local_training(config.client)),
         work=build_local_work(config.client),
         policy=build_policy(config.server),

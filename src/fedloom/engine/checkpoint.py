@@ -36,8 +36,8 @@ from fedloom.types import RoundReport
 
 __all__ = ["Checkpoints", "Resumed"]
 
-FORMAT = "fedloom-checkpoint-v3"  # v3: every ServerState field, packed generically
-OLD_FORMATS = ("fedloom-checkpoint-v1", "fedloom-checkpoint-v2")
+FORMAT = "fedloom-checkpoint-v4"  # v4: checksums; v3: every ServerState field, generically
+OLD_FORMATS = ("fedloom-checkpoint-v1", "fedloom-checkpoint-v2", "fedloom-checkpoint-v3")
 FILE_NAME = "checkpoint.safetensors"
 
 
@@ -136,14 +136,45 @@ class Checkpoints:
             )
         if metadata.get("format") != FORMAT:
             raise FedloomError(f"{self.path} is not a fedloom checkpoint ({FORMAT})")
-        header = json.loads(metadata["header"])
-        if self.fingerprint and header["fingerprint"] != self.fingerprint:
+        try:
+            header = json.loads(metadata["header"])
+            fingerprint = header["fingerprint"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FedloomError(
+                f"the checkpoint {self.path} has a malformed header ({exc}); delete it to start over"
+            ) from None
+        if self.fingerprint and fingerprint != self.fingerprint:
             raise FedloomError(
                 f"the checkpoint in {self.directory} belongs to a different run (its config "
                 "differs from this one); use another run name or output folder, or delete the "
                 "checkpoint to start over"
             )
-        s = header["state"]
-        state = ServerState(**{f.name: _unpack(s[f.name], tensors) for f in fields(ServerState)})
-        reports = tuple(RoundReport(r["round"], r["metrics"]) for r in header["reports"])
-        return Resumed(state, _unpack(s["client_buffers"], tensors), reports)
+        try:
+            resumed = _resumed(header, tensors)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FedloomError(
+                f"the checkpoint {self.path} is malformed ({type(exc).__name__}: {exc}); "
+                "delete it to start over"
+            ) from None
+        state = resumed.state
+        for name, value in (("parameters", state.params), ("buffers", state.buffers)):
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                raise FedloomError(
+                    f"the checkpoint {self.path} is malformed: its {name} are not a float tensor"
+                )
+            if not bool(torch.isfinite(value).all()):
+                raise FedloomError(
+                    f"the checkpoint {self.path} holds non-finite {name} (NaN or inf); "
+                    "refusing to continue from it: delete it to start over"
+                )
+        return resumed
+
+
+def _resumed(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Resumed:
+    """The checkpoint's content; any structural problem raises (the caller names the file)."""
+    s = header["state"]
+    state = ServerState(**{f.name: _unpack(s[f.name], tensors) for f in fields(ServerState)})
+    reports = tuple(RoundReport(int(r["round"]), dict(r["metrics"])) for r in header["reports"])
+    if int(header["rounds_done"]) != len(reports):
+        raise ValueError(f"rounds_done {header['rounds_done']} but {len(reports)} reports")
+    return Resumed(state, _unpack(s["client_buffers"], tensors), reports)

@@ -28,6 +28,7 @@ from fedloom.engine.executor import Executor
 from fedloom.engine.failures import OnClientError, check_on_client_error, judge_failures
 from fedloom.engine.validation import UpdatePolicy, validate_updates
 from fedloom.engine.work import LocalWork, assign_work
+from fedloom.errors import FedloomError
 from fedloom.rng import derive_seed
 from fedloom.types import ClientFailure, ClientPlan, ClientResult, RoundReport
 
@@ -124,6 +125,13 @@ def run_rounds(
     client_buffers: dict[int, torch.Tensor] = {}
     reports: list[RoundReport] = []
     if checkpoint is not None and (resumed := checkpoint.load()) is not None:
+        if (resumed.state.params.shape, resumed.state.buffers.shape) != (
+            params.shape, buffers.shape
+        ):  # fmt: skip
+            raise FedloomError(
+                f"the checkpoint {checkpoint.path} holds a model of {resumed.state.params.numel()} "
+                f"parameters, this run's has {params.numel()}; delete it to start over"
+            )
         state, client_buffers, reports = (
             resumed.state, dict(resumed.client_buffers), list(resumed.reports)
         )  # fmt: skip

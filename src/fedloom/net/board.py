@@ -300,7 +300,11 @@ class RoundBoard:
             refused = current.rejections.setdefault(index, [])
             if len(refused) >= MAX_REJECTIONS_PER_ROUND:
                 return f"too many refused updates in round {update.round + 1}"
-            reason = self._check(index, update, current)
+            try:
+                reason = self._check(index, update, current)
+            except Exception as exc:  # noqa: BLE001 - a peer's bytes must never crash a handler
+                log.debug("update of %s crashed its check", name, exc_info=True)
+                reason = f"malformed update: {type(exc).__name__}: {str(exc)[:200]}"
             if isinstance(reason, str):
                 refused.append(reason)
                 return reason
@@ -311,9 +315,14 @@ class RoundBoard:
 
     def _check(self, index: int, update: pb.Update, current: _Round) -> ClientResult | str:
         try:
-            delta = decode_tensor(update.update, max_bytes=self.max_tensor_bytes)
-            buffers = decode_tensor(update.buffers, max_bytes=self.max_tensor_bytes)
-            report = decode_tensors(update.state_report, max_bytes=self.max_tensor_bytes)
+            limit, params, values = (
+                self.max_tensor_bytes,
+                (current.num_params,),
+                (current.num_buffers,),
+            )
+            delta = decode_tensor(update.update, max_bytes=limit, shape=params)
+            buffers = decode_tensor(update.buffers, max_bytes=limit, shape=values)
+            report = decode_tensors(update.state_report, max_bytes=limit, shape=params)
         except WireError as exc:
             return f"malformed update: {exc}"
         expected = set(self.state.reports) if self.clients_hold_state and self.state else set()

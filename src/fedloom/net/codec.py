@@ -37,6 +37,7 @@ DTYPES: dict[str, np.dtype] = {
     "uint8": np.dtype("u1"),
 }
 _TORCH_NAMES = {getattr(torch, name): name for name in DTYPES}
+MAX_DIMS = 8  # no fedloom tensor has more; NumPy refuses more than 64 with its own error
 
 
 class WireError(FedloomError):
@@ -57,18 +58,29 @@ def encode_tensor(tensor: torch.Tensor, *, compress: bool = False) -> pb.Tensor:
     )
 
 
-def decode_tensor(message: pb.Tensor, *, max_bytes: int) -> torch.Tensor:
-    """The tensor in ``message``, or :class:`WireError` saying what is wrong with it."""
+def decode_tensor(
+    message: pb.Tensor, *, max_bytes: int, shape: tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """The tensor in ``message``, or :class:`WireError` saying what is wrong with it.
+
+    ``shape``, when given, is the only shape accepted (an update must be the model's size),
+    checked before any byte is decoded.
+    """
     dtype = DTYPES.get(message.dtype)
     if dtype is None:
-        raise WireError(f"unknown dtype {message.dtype!r}; allowed: {', '.join(DTYPES)}")
-    shape = list(message.shape)
-    if any(d < 0 for d in shape):
-        raise WireError(f"negative dimension in shape {shape}")
+        raise WireError(f"unknown dtype {message.dtype[:40]!r}; allowed: {', '.join(DTYPES)}")
+    if len(message.shape) > MAX_DIMS:
+        raise WireError(f"tensor has {len(message.shape)} dimensions, at most {MAX_DIMS} allowed")
+    shape_given = list(message.shape)
+    if any(d < 0 for d in shape_given):
+        raise WireError(f"negative dimension in shape {shape_given}")
+    if shape is not None and tuple(shape_given) != tuple(shape):
+        raise WireError(f"tensor has shape {tuple(shape_given)}, expected {tuple(shape)}")
+    shape = tuple(shape_given)
     expected = math.prod(shape) * dtype.itemsize
     if expected > max_bytes:
         raise WireError(
-            f"tensor of shape {shape} needs {expected} bytes, over the {max_bytes} limit"
+            f"tensor of shape {list(shape)} needs {expected} bytes, over the {max_bytes} limit"
         )
     if message.compression == "zlib":
         inflater = zlib.decompressobj()
@@ -81,16 +93,23 @@ def decode_tensor(message: pb.Tensor, *, max_bytes: int) -> torch.Tensor:
     elif message.compression == "":
         data = message.data
     else:
-        raise WireError(f"unknown compression {message.compression!r}; allowed: '', 'zlib'")
+        raise WireError(f"unknown compression {message.compression[:40]!r}; allowed: '', 'zlib'")
     if len(data) != expected:
-        raise WireError(f"shape {shape} of {message.dtype} needs {expected} bytes, got {len(data)}")
+        raise WireError(
+            f"shape {list(shape)} of {message.dtype} needs {expected} bytes, got {len(data)}"
+        )
     array = np.frombuffer(data, dtype=dtype).reshape(shape)
     return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
 
 
-def decode_tensors(messages: Mapping[str, pb.Tensor], *, max_bytes: int) -> dict[str, torch.Tensor]:
+def decode_tensors(
+    messages: Mapping[str, pb.Tensor], *, max_bytes: int, shape: tuple[int, ...] | None = None
+) -> dict[str, torch.Tensor]:
     """A map of named tensors, each checked by :func:`decode_tensor`."""
-    return {name: decode_tensor(message, max_bytes=max_bytes) for name, message in messages.items()}
+    return {
+        name: decode_tensor(message, max_bytes=max_bytes, shape=shape)
+        for name, message in messages.items()
+    }
 
 
 def encode_portable(value: object, *, compress: bool = False) -> pb.Portable:

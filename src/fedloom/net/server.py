@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 import torch
@@ -70,17 +71,37 @@ class FederationService(rpc.FederationServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"client {client_id} is revoked")
         return access.index(client_id)
 
+    def _guarded(self, context: grpc.ServicerContext, index: int, what: str, call: Any) -> Any:
+        """Run ``call``; an exception (a bug, or input nobody foresaw) is logged with the
+        client's name and answered with INVALID_ARGUMENT, never an unlogged UNKNOWN."""
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - a peer's request must never crash a handler
+            name = self.board.access.clients[index]
+            log.error("%s of %s failed: %s: %s", what, name, type(exc).__name__, exc)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} failed: {type(exc).__name__}")
+
     def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:  # noqa: N802
         index = self._identify(context, request.client_id)
-        self.board.join(index, int(request.num_examples))
+        if request.num_examples < 1:
+            log.warning("refused the join of %s: %d examples", self.board.access.clients[index],
+                        request.num_examples)  # fmt: skip
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "num_examples must be >= 1")
+        self._guarded(
+            context, index, "join", lambda: self.board.join(index, int(request.num_examples))
+        )
         return pb.JoinReply(message=f"welcome {self.board.access.clients[index]}", run_id="fedloom")
 
     def GetTask(self, request: pb.TaskRequest, context: grpc.ServicerContext) -> pb.Task:  # noqa: N802
-        return self.board.task_for(self._identify(context, request.client_id))
+        index = self._identify(context, request.client_id)
+        task: pb.Task = self._guarded(context, index, "task", lambda: self.board.task_for(index))
+        return task
 
     def SubmitUpdate(self, request: pb.Update, context: grpc.ServicerContext) -> pb.Ack:  # noqa: N802
         index = self._identify(context, request.client_id)
-        reason = self.board.submit(index, request)
+        reason = self._guarded(
+            context, index, "submission", lambda: self.board.submit(index, request)
+        )
         if reason is not None:
             log.warning(
                 "rejected the update of %s for round %d: %s",

@@ -6,11 +6,7 @@ import datetime as _dt
 import re
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-from torch import nn
-
-from fedloom.params import buffer_spec, param_spec
+from fedloom.model_file import save_model
 
 __all__ = ["create_run_dir", "save_model"]
 
@@ -27,19 +23,3 @@ def create_run_dir(runs_dir: str | Path, name: str | None, *, default_stem: str)
         candidate = root / f"{stem}-{suffix}"
     candidate.mkdir(parents=True)
     return candidate
-
-
-def save_model(path: Path, module: nn.Module, params: torch.Tensor, buffers: torch.Tensor) -> Path:
-    """Write the model as safetensors: one named tensor per parameter and float buffer.
-
-    safetensors holds only tensors, so loading a model file can never run code.
-    """
-    tensors = {
-        name: view.clone().contiguous() for name, view in param_spec(module).views(params).items()
-    }
-    if buffers.numel():
-        tensors.update(
-            {n: v.clone().contiguous() for n, v in buffer_spec(module).views(buffers).items()}
-        )
-    save_file(tensors, str(path), metadata={"format": "fedloom-model-v1"})
-    return path

@@ -27,6 +27,7 @@ __all__ = [
     "make_executor",
 ]
 
+
 def make_executor(
     engine: str,
     module: nn.Module,
