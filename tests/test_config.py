@@ -226,3 +226,52 @@ def test_on_client_error_is_skip_or_abort_and_not_part_of_the_fingerprint():
     assert info.value.problems == [
         "server.on_client_error: Input should be 'skip' or 'abort' (got 'retry')"
     ]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model", "shape", "fitting"),
+    [
+        ("digits", "mnist_cnn", "(1, 8, 8)", "logistic_regression, digits_mlp, digits_cnn"),
+        ("digits", "mnist_2nn", "(1, 8, 8)", "logistic_regression, digits_mlp, digits_cnn"),
+        ("synthetic", "digits_cnn", "(60,)", "logistic_regression"),
+        ("synthetic", "mnist_2nn", "(60,)", "logistic_regression"),
+    ],
+)
+def test_a_model_that_does_not_fit_the_data_is_a_config_error(dataset, model, shape, fitting):
+    """`model.name=mnist_cnn` on 8x8 digits used to pass validation and fail deep inside the
+    engine with a matmul shape error (after the run directory was made). The model is now
+    tried on one example when the run is built: one line naming the field, the data's input
+    shape and the models that fit."""
+    from fedloom.config import build_run
+
+    config = load_config(None, [f"data.dataset={dataset}", f"model.name={model}"])
+    with pytest.raises(ConfigError) as info:
+        build_run(config)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"model.name: {model} does not fit the {dataset}")
+    assert f"input shape {shape} and 10 classes" in problem
+    assert problem.endswith(f"models that fit: {fitting}")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "models"),
+    [
+        ("digits", ["auto", "digits_cnn", "digits_mlp", "logistic_regression"]),
+        ("synthetic", ["auto", "logistic_regression"]),
+        ("mnist", ["auto", "mnist_2nn", "mnist_cnn", "logistic_regression"]),
+    ],
+)
+def test_models_that_fit_the_data_pass_and_leave_the_rng_alone(dataset, models, request):
+    """The fit check must not reject a model that fits, nor move the global torch RNG: a
+    run's initial weights depend only on its seed (initial_module forks the RNG too)."""
+    import torch
+
+    from fedloom.config import build_dataset, build_model
+
+    data = request.getfixturevalue("mnist") if dataset == "mnist" else None
+    for model in models:
+        config = load_config(None, [f"data.dataset={dataset}", f"model.name={model}"])
+        state = torch.get_rng_state()
+        factory = build_model(config, data or build_dataset(config.data))
+        assert torch.equal(torch.get_rng_state(), state), model
+        assert factory() is not None

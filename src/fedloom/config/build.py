@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from torch import nn
 
 from fedloom.aggregate import clip
@@ -47,15 +48,62 @@ def build_federated(config: RunConfig, dataset: Dataset | None = None) -> Federa
 
 
 def build_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
-    """The model factory; ``auto`` picks the reference model of the dataset."""
+    """The model factory; ``auto`` picks the reference model of the dataset.
+
+    The model is checked against the data here, once, by running one training example
+    through a throwaway instance: a model built for other inputs (``mnist_cnn`` on 8x8
+    digits) would otherwise fail deep inside the engine with a matrix-shape error, after the
+    run directory exists. The error names ``model.name``, the data's input shape and the
+    registered models that do fit.
+    """
     name: str = config.model.name
     if name == "auto":
         name = REFERENCE_MODELS.get(config.data.dataset, "logistic_regression")
+    model = _model_factory(name, dataset)
+    problem = _misfit(model, dataset)
+    if problem is not None:
+        fitting = [
+            other
+            for other in REGISTRY.names("model")
+            if other != name and _misfit(_model_factory(other, dataset), dataset) is None
+        ]
+        raise ConfigError(
+            f"model.name: {name} does not fit the {dataset.name} data, whose examples have "
+            f"input shape {tuple(dataset.input_shape)} and {dataset.num_classes} classes "
+            f"({problem}); models that fit: {', '.join(fitting) or 'none registered'}"
+        )
+    return model
+
+
+def _model_factory(name: str, dataset: Dataset) -> Callable[[], nn.Module]:
     factory = REGISTRY.entry("model", name).factory
     if "num_features" in inspect.signature(factory).parameters:
         num_features = int(np.prod(dataset.input_shape))
         return lambda: factory(num_features, dataset.num_classes)
     return lambda: factory(dataset.num_classes)
+
+
+def _misfit(model: Callable[[], nn.Module], dataset: Dataset) -> str | None:
+    """Why the model cannot take the data's examples, or ``None`` when it can.
+
+    One example goes through a fresh instance in eval mode, under a forked RNG: building
+    the instance draws random weights, and the global torch RNG must be left as it was
+    (the run's initial weights come from their own seed, see :func:`initial_module`).
+    """
+    example = dataset.train_x[:1]
+    if len(example) == 0:
+        example = torch.zeros((1, *dataset.input_shape), dtype=dataset.train_x.dtype)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        module = model().eval()
+        try:
+            output = module(example)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            return " ".join(str(exc).split())
+    expected = (1, dataset.num_classes)
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
+        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        return f"it gives outputs of shape {got} for one example, expected {expected}"
+    return None
 
 
 def build_local_training(config: ClientConfig) -> LocalTraining:
