@@ -174,3 +174,51 @@ def test_resume_extends_a_finished_run_to_the_model_of_a_longer_one(tmp_path):
     assert main(["run", "--no-progress", "--resume", str(tmp_path / "short"),
                  "--set", "client.lr=0.5"]) == 1  # fmt: skip
     assert main(["run", "--resume", str(tmp_path / "nowhere")]) == 1
+
+
+def _impossible_runs_dir(tmp_path, where):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    return {
+        "under_a_file": blocker / "runs",
+        "a_file": blocker,
+        "too_long": tmp_path / ("x" * 300),
+    }[where]
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_file", "too_long"])
+@pytest.mark.parametrize("flag", ["--runs-dir", "output.runs_dir"])
+def test_an_impossible_runs_dir_is_one_line_and_exit_code_2(tmp_path, capsys, where, flag):
+    """A runs dir under a regular file (or a name too long for the file system) used to be a
+    FileNotFoundError / NotADirectoryError / OSError traceback after the data had loaded; it
+    is now checked before anything is built and named as `output.runs_dir`."""
+    runs_dir = _impossible_runs_dir(tmp_path, where)
+    given = (
+        ["--runs-dir", str(runs_dir)] if flag == "--runs-dir" else ["--set", f"{flag}={runs_dir}"]
+    )
+    assert main(["run", "--no-progress", *given]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fedloom: config error: output.runs_dir: ")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_runs_dir_is_one_line_and_exit_code_2(tmp_path, capsys):
+    """A read-only runs dir used to be a PermissionError traceback."""
+    tmp_path.joinpath("ro").mkdir(mode=0o555)
+    assert main(["run", "--no-progress", "--runs-dir", str(tmp_path / "ro" / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedloom: config error: output.runs_dir: ") and "not writable" in err
+
+
+def test_a_run_name_too_long_for_the_file_system_is_named(tmp_path, capsys):
+    """The runs dir is fine but the run's own folder cannot be made: the error names `name`."""
+    code = main(["run", "--no-progress", "--runs-dir", str(tmp_path), "--name", "y" * 300])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("fedloom: config error: name: cannot create")
+
+
+def test_the_server_checks_its_runs_dir_too(tmp_path, capsys):
+    """`fedloom server` writes its run directory under output.runs_dir as well."""
+    runs_dir = _impossible_runs_dir(tmp_path, "under_a_file")
+    assert main(["server", "--insecure", "--runs-dir", str(runs_dir)]) == 2
+    assert capsys.readouterr().err.startswith("fedloom: config error: output.runs_dir: ")

@@ -21,6 +21,7 @@ from fedloom.engine import Callback, Checkpoints, History
 from fedloom.report import (
     MetricsFiles,
     ProgressBar,
+    check_runs_dir,
     create_run_dir,
     plot_run,
     save_model,
@@ -91,7 +92,11 @@ def run_experiment(
 
     With ``resume``, continue the run in that directory from its checkpoint (``config`` is
     its ``config.yaml``, possibly with more rounds) instead of starting a new directory.
+    A config that cannot run (an unwritable ``output.runs_dir``, a model that does not fit
+    the data, missing data) raises :class:`~fedloom.errors.ConfigError` before any training.
     """
+    if resume is None:
+        check_runs_dir(config.output.runs_dir)  # before the data loads: fail at once
     console = console or Console(stderr=True, quiet=not show_progress)
     started = time.perf_counter()
     spec = build_run(config)

@@ -134,6 +134,7 @@ def _cmd_server(args: argparse.Namespace, console: Console) -> int:
     from fedloom.engine import Checkpoints
     from fedloom.net.deploy import deploy_access, serve, server_credentials_for
     from fedloom.net.server import RoundStarved
+    from fedloom.report.rundir import check_runs_dir
 
     flags = {
         "address": args.address,
@@ -149,6 +150,7 @@ def _cmd_server(args: argparse.Namespace, console: Console) -> int:
     if args.runs_dir:
         extra.append(f"output.runs_dir={args.runs_dir}")
     config = load_run_config(args, extra)
+    check_runs_dir(config.output.runs_dir)  # one line now, not a traceback after the data
     data = build_federated(config)
     run_dir = Path(config.output.runs_dir) / (
         args.name or config.name or f"{config.data.dataset}-{config.algorithm.name}-server"
