@@ -37,6 +37,19 @@ def mnist():
     return load_mnist(root, download=False)
 
 
+@pytest.fixture
+def offline(monkeypatch):
+    """No download can leave this process: ``urlopen`` fails at once, as on a machine
+    without a network, so a test about missing data never waits on (or uses) the network."""
+    import urllib.error
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("offline (tests)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
 @pytest.fixture(scope="session")
 def digits():
     return load_digits()

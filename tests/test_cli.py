@@ -145,14 +145,54 @@ def test_print_config_shows_resolved_yaml(capsys):
     assert "rounds: 3" in out and "dataset: digits" in out
 
 
-def test_missing_mnist_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    import fedloom.data.mnist as mnist
+@pytest.mark.parametrize(
+    "root", ["empty", "missing", "a-file", pytest.param("x" * 300, id="too-long")]
+)
+def test_missing_mnist_is_a_config_error_naming_data_root(tmp_path, capsys, offline, root):
+    """Missing MNIST used to exit 1 with a DataError that did not name the config field; it
+    is a config error (exit 2) naming `data.root`, the folder and the files expected there,
+    also when the root is a regular file or too long a name (those were tracebacks)."""
+    data_root = tmp_path / root
+    if root == "empty":
+        data_root.mkdir()
+    elif root == "a-file":
+        data_root.write_text("not a folder")
+    code = main(["run", "--data-root", str(data_root), "--set", "data.dataset=mnist",
+                 "--runs-dir", str(tmp_path / "runs")])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fedloom: config error: data.root: ")
+    if len(root) < 255:
+        assert "train-images-idx3-ubyte.gz" in err[0] and str(data_root / "mnist") in err[0]
 
-    monkeypatch.setattr(mnist, "MIRRORS", ("http://127.0.0.1:9/",))  # offline: refused at once
-    code = main(["run", "--data-root", str(tmp_path), "--set", "data.dataset=mnist"])
-    assert code == 1
+
+def test_missing_mnist_names_the_env_var_that_chose_the_folder(tmp_path, capsys, offline,
+                                                               monkeypatch):  # fmt: skip
+    """With data.root unset, the folder came from FEDLOOM_DATA (or the cache default): the
+    message says so, since that is what the user has to change."""
+    monkeypatch.setenv("FEDLOOM_DATA", str(tmp_path / "data"))
+    assert main(["run", "--set", "data.dataset=mnist", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "train-images-idx3-ubyte.gz" in err and str(tmp_path / "mnist") in err
+    assert err.startswith(f"fedloom: config error: data.root: not set, so FEDLOOM_DATA={tmp_path}")
+    monkeypatch.delenv("FEDLOOM_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["run", "--set", "data.dataset=mnist", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "data.root: not set (nor FEDLOOM_DATA), so the default " in err
+    assert str(tmp_path / "cache" / "fedloom" / "mnist") in err
+
+
+def test_corrupt_mnist_files_stay_a_data_error(tmp_path, capsys, offline):
+    """Files that are there but broken are not a config problem: exit 1, naming the file."""
+    from fedloom.data.mnist import MNIST_FILES
+
+    (tmp_path / "mnist").mkdir()
+    for stem in MNIST_FILES.values():
+        (tmp_path / "mnist" / stem).write_bytes(b"garbage")
+    code = main(["run", "--data-root", str(tmp_path), "--set", "data.dataset=mnist",
+                 "--runs-dir", str(tmp_path / "runs")])  # fmt: skip
+    assert code == 1
+    assert "is not an IDX file" in capsys.readouterr().err
 
 
 def test_resume_extends_a_finished_run_to_the_model_of_a_longer_one(tmp_path):

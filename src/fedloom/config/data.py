@@ -4,6 +4,8 @@ partitions), and building the federated dataset from it."""
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -12,7 +14,7 @@ from pydantic import Field, SerializeAsAny, field_validator
 from fedloom.config._dispatch import dispatch, registry_field
 from fedloom.data import Dataset, FederatedDataset, federate
 from fedloom.data.partitioners import IID, Dirichlet, Natural, Partitioner, QuantitySkew, Shards
-from fedloom.errors import ConfigError
+from fedloom.errors import ConfigError, DataError
 from fedloom.registry import REGISTRY, Kinded, Section
 
 __all__ = [
@@ -102,12 +104,12 @@ class DataConfig(Section):
 
 def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
     """Load the configured dataset."""
-    from fedloom.data import load_digits, load_mnist, load_synthetic
+    from fedloom.data import load_digits, load_synthetic
 
     if config.dataset == "digits":
         return load_digits()
     if config.dataset == "mnist":
-        return load_mnist(config.root)
+        return _load_mnist(config.root)
     synthetic = config.synthetic
     return load_synthetic(
         synthetic.alpha,
@@ -116,6 +118,35 @@ def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
         iid=synthetic.iid,
         seed=seed,
     )
+
+
+def _load_mnist(root: str | None) -> Dataset:
+    """MNIST from ``data.root``; files that are missing and cannot be downloaded are a
+    :class:`ConfigError` naming ``data.root`` (and ``FEDLOOM_DATA`` when that chose the
+    folder), so the command exits 2 with one line that says where the files were expected.
+    Files that are present but corrupt stay a :class:`DataError`: the path is right, the
+    data is not."""
+    from fedloom.data.mnist import MNIST_FILES, default_data_root, load_mnist
+
+    folder = Path(root if root is not None else default_data_root()).expanduser() / "mnist"
+    try:
+        present = folder.is_dir() and all(
+            (folder / f"{stem}.gz").exists() or (folder / stem).exists()
+            for stem in MNIST_FILES.values()
+        )
+    except OSError:  # not even a usable path (a name too long, say)
+        present = False
+    try:
+        return load_mnist(root)
+    except (DataError, OSError) as exc:
+        if present:
+            raise
+        chosen = ""  # how the folder was chosen, when data.root did not choose it
+        if root is None and os.environ.get("FEDLOOM_DATA"):
+            chosen = f"not set, so FEDLOOM_DATA={os.environ['FEDLOOM_DATA']} was used: "
+        elif root is None:
+            chosen = f"not set (nor FEDLOOM_DATA), so the default {folder.parent} was used: "
+        raise ConfigError(f"data.root: {chosen}{exc}") from None
 
 
 def build_partitioner(config: DataConfig) -> Partitioner:

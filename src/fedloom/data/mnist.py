@@ -78,7 +78,13 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 
 def _download(folder: Path, stem: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. the root is a regular file or read-only
+        raise DataError(
+            f"MNIST file {stem}.gz is not in {folder}, and that folder cannot be created to "
+            f"download it ({exc.strerror or exc}). {_where_to_put(folder)}"
+        ) from None
     target = folder / f"{stem}.gz"
     errors = []
     for mirror in MIRRORS:
@@ -97,8 +103,13 @@ def _download(folder: Path, stem: str) -> Path:
             target.unlink(missing_ok=True)
     raise DataError(
         f"MNIST file {stem}.gz is not in {folder} and could not be downloaded "
-        f"({'; '.join(errors)}). Put the four files "
-        f"{', '.join(f + '.gz' for f in MNIST_FILES.values())} in {folder} "
+        f"({'; '.join(errors)}). {_where_to_put(folder)}"
+    )
+
+
+def _where_to_put(folder: Path) -> str:
+    return (
+        f"Put the four files {', '.join(f + '.gz' for f in MNIST_FILES.values())} in {folder} "
         "(or point --data-root / FEDLOOM_DATA at a folder whose mnist/ subfolder holds them)."
     )
 
