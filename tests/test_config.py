@@ -80,6 +80,53 @@ def test_cli_bad_config_is_one_line_and_exit_code_2(override, capsys):
     assert len(err) == 1 and err[0].startswith("fedloom: config error: ")
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "client.learning-rate=0.1",
+            "client.learning-rate: unknown key; allowed keys here: epochs, steps",
+        ),
+        ("data.partition.min-size=3", "data.partition.min-size: unknown key; allowed keys here"),
+        ("batch size=10", "batch size: unknown key; allowed keys here: name, seed, rounds"),
+    ],
+)
+def test_an_unknown_key_that_is_not_an_identifier_is_named(override, expected):
+    """Locations that are not identifiers were all dropped (to hide union members such as
+    'constrained-int'), so `client.learning-rate` was reported as `client: unknown key` with
+    the top level's keys. The unknown key itself is now always kept."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert info.value.problems[0].startswith(expected)
+
+
+@pytest.mark.parametrize("override", ["client..lr=0.1", ".rounds=3", "data.=1", "client. .lr=1"])
+def test_a_set_key_with_an_empty_part_is_refused(override):
+    """`data.=1` used to report `data: unknown key` with the top level's keys."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert info.value.problems == [
+        f"--set {override!r}: {override.partition('=')[0]!r} has an empty part; keys are "
+        "dotted names, e.g. --set client.lr=0.05"
+    ]
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    """PyYAML's messages span lines; the CLI prints one line per problem."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["rounds=[1"])
+    (problem,) = info.value.problems
+    assert (
+        problem.startswith("--set 'rounds=[1': value is not valid YAML (") and "\n" not in problem
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: [1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert info.value.problems[0].startswith(f"{bad}: not valid YAML (")
+    assert "\n" not in info.value.problems[0]
+
+
 def test_overrides_parse_yaml_values_and_shorthands():
     raw = apply_overrides(
         {},

@@ -79,10 +79,13 @@ def describe_errors(errors: Sequence[Any], root: type[BaseModel], raw: Any) -> l
 
 
 def _describe(error: Any, root: type[BaseModel], raw: Any) -> tuple[str, str]:
-    # Union members add locations such as 'constrained-int' or "literal['full']": not fields.
-    loc = tuple(p for p in error["loc"] if isinstance(p, int) or str(p).isidentifier())
-    where = ".".join(str(p) for p in loc) or "config"
     kind = error["type"]
+    # Union members add locations such as 'constrained-int' or "literal['full']": not fields.
+    # An unknown key is the last location, whatever it looks like ('batch-size'): kept.
+    raw_loc = tuple(error["loc"])
+    key = raw_loc[-1:] if kind == "extra_forbidden" else ()
+    loc = (*_fields(raw_loc[: len(raw_loc) - len(key)]), *key)
+    where = ".".join(str(p) for p in loc) or "config"
     if kind == "extra_forbidden":
         section = section_at(root, loc[:-1], raw)
         allowed = ", ".join(section.model_fields) if section else "see `fedloom run --help`"
@@ -92,3 +95,7 @@ def _describe(error: Any, root: type[BaseModel], raw: Any) -> tuple[str, str]:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return where, error["msg"]
     return where, f"{error['msg']} (got {error.get('input')!r})"
+
+
+def _fields(loc: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(p for p in loc if isinstance(p, int) or str(p).isidentifier())

@@ -244,12 +244,19 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         key, sep, text = override.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set rounds=10")
+        parts = key.strip().split(".")
+        if not all(part.strip() for part in parts):  # 'client..lr', '.rounds', 'data.'
+            raise ConfigError(
+                f"--set {override!r}: {key.strip()!r} has an empty part; keys are dotted "
+                "names, e.g. --set client.lr=0.05"
+            )
         try:
             value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {override!r}: value is not valid YAML ({exc})") from None
+        except yaml.YAMLError as exc:  # its text spans lines: one line per problem
+            raise ConfigError(
+                f"--set {override!r}: value is not valid YAML ({' '.join(str(exc).split())})"
+            ) from None
         node = result
-        parts = key.strip().split(".")
         for part in parts[:-1]:
             child = node.get(part)
             if isinstance(child, str) and part in SHORTHAND_TAGS:
@@ -276,7 +283,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
         raw = loaded or {}
