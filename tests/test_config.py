@@ -127,6 +127,35 @@ def test_invalid_yaml_is_one_line(tmp_path):
     assert "\n" not in info.value.problems[0]
 
 
+@pytest.mark.parametrize(
+    "value", ["!!int abc", "!!float x", "!!bool maybe", "!!timestamp 2020-99-99"]
+)
+def test_a_tagged_yaml_value_that_does_not_convert_is_a_config_error(value, tmp_path):
+    """PyYAML raises ValueError / KeyError (not YAMLError) for these: they were tracebacks."""
+    with pytest.raises(ConfigError, match=r"^--set 'rounds=.*': value is not valid YAML"):
+        load_config(None, [f"rounds={value}"])
+    path = tmp_path / "tagged.yaml"
+    path.write_text(f"rounds: {value}\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("what", ["a-folder", "not-utf8", "under-a-file", "too-long"])
+def test_an_unreadable_config_file_is_a_config_error(what, tmp_path):
+    """A folder, a binary file or an impossible path given to --config were tracebacks
+    (IsADirectoryError, UnicodeDecodeError, OSError)."""
+    blocker = tmp_path / "binary.yaml"
+    blocker.write_bytes(b"\xff\xfe\x00rounds: 3")
+    path = {
+        "a-folder": tmp_path,
+        "not-utf8": blocker,
+        "under-a-file": blocker / "run.yaml",
+        "too-long": tmp_path / ("x" * 300),
+    }[what]
+    with pytest.raises(ConfigError, match=r"^config file .*: cannot read it \("):
+        load_config(path)
+
+
 def test_overrides_parse_yaml_values_and_shorthands():
     raw = apply_overrides(
         {},

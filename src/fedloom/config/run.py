@@ -234,6 +234,10 @@ class RunConfig(Section):
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 
 
+YAML_ERRORS = (yaml.YAMLError, ValueError, LookupError, TypeError)
+"""What reading YAML text can raise: a tagged scalar that does not convert (``!!int abc``,
+``!!bool maybe``, ``!!timestamp 2020-99-99``) fails with the conversion's own error."""
+
 SHORTHAND_TAGS = {"partition": "kind", "algorithm": "name", "aggregator": "name"}
 
 
@@ -252,7 +256,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
             )
         try:
             value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as exc:  # its text spans lines: one line per problem
+        except YAML_ERRORS as exc:  # its text spans lines: one line per problem
             raise ConfigError(
                 f"--set {override!r}: value is not valid YAML ({' '.join(str(exc).split())})"
             ) from None
@@ -278,11 +282,15 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:  # a folder, unreadable, not text
+            raise ConfigError(f"config file {path}: cannot read it ({exc})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except YAML_ERRORS as exc:
             raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
