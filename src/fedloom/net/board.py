@@ -129,7 +129,7 @@ class RoundBoard:
         self.compress = compress
         self._lock = threading.Condition()
         self._round: _Round | None = None
-        self._last_closed = -1
+        self._last_closed: int | None = None
         self._done = False
         self.joined: dict[str, int] = {}  # client id -> the example count it announced
         self.last_seen: dict[str, float] = {}
