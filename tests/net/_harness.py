@@ -52,6 +52,34 @@ def serve_in_thread(config, clients, certs, *, address="127.0.0.1:0", callbacks=
     return thread, outcome
 
 
+def client_thread(config, data, certs, client_id, index, port, state_path=None):
+    """A real :func:`run_client` in a thread, training share ``index`` of ``data`` over mutual
+    TLS with the quick-start certificates in ``certs``."""
+    from fedloom.config import build_model
+    from fedloom.net.client import run_client
+    from fedloom.net.tls import channel_credentials
+
+    def target():
+        run_client(
+            f"127.0.0.1:{port}",
+            client_id=client_id,
+            x=data.client_data(index)[0],
+            y=data.client_data(index)[1],
+            module=build_model(config, data.dataset)(),
+            credentials=channel_credentials(
+                certs / "ca.pem",
+                certs / f"client-{client_id}.pem",
+                certs / f"client-{client_id}.key",
+            ),
+            give_up_after_s=60,
+            state_path=state_path,
+        )
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
 def simulated(config):
     """The final state of ``config`` simulated with the reference (sequential) engine."""
     return simulate_config(config.model_copy(update={"engine": "sequential"})).final_state
