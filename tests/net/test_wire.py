@@ -216,14 +216,16 @@ def test_a_round_short_of_min_fit_clients_waits_another_deadline_for_a_late_clie
             "client": {"steps": 2, "batch_size": 10, "lr": 0.05},
             "server": {"fraction": 1.0},
             "eval": {"clients": False},
-            "deploy": {"round_timeout_s": 2, "min_fit_clients": 2, "retries": 5},
+            # join_timeout_s: start the round after 1 s without the late client
+            "deploy": {"round_timeout_s": 2, "min_fit_clients": 2, "retries": 5,
+                       "join_timeout_s": 1},
         }
-    )
+    )  # fmt: skip
     data = build_federated(config)
     with caplog.at_level(logging.WARNING, logger="fedloom"):
         server, outcome = serve_in_thread(config, clients, tmp_path)
         early = client_thread(config, data, tmp_path, "early", 0, outcome["port"])
-        time.sleep(3)  # past the first deadline
+        time.sleep(3)  # past the join timeout and the first deadline
         late = client_thread(config, data, tmp_path, "late", 1, outcome["port"])
         server.join(timeout=60)
         early.join(timeout=30)
@@ -236,3 +238,38 @@ def test_a_round_short_of_min_fit_clients_waits_another_deadline_for_a_late_clie
     assert torch.allclose(
         outcome["history"].final_state.params, simulated(config).params, atol=1e-6
     )
+
+
+def test_a_rounds_deadline_starts_when_its_clients_have_joined_not_at_server_start(
+    tmp_path, caplog
+):
+    """Clients that start 4 s after the server, with a 2 s deadline and no retries: the
+    deadline used to run from the server's start, and the run stopped starved."""
+    clients = ["slow-a", "slow-b"]
+    write_quickstart(tmp_path, clients)
+    config = RunConfig.model_validate(
+        {
+            "seed": 3,
+            "rounds": 2,
+            "data": {"dataset": "digits", "num_clients": 2, "partition": "iid"},
+            "model": {"name": "digits_mlp"},
+            "client": {"steps": 2, "batch_size": 10, "lr": 0.05},
+            "server": {"fraction": 1.0},
+            "eval": {"clients": False},
+            "deploy": {"round_timeout_s": 2, "min_fit_clients": 2, "retries": 0},
+        }
+    )
+    data = build_federated(config)
+    with caplog.at_level(logging.INFO, logger="fedloom"):
+        server, outcome = serve_in_thread(config, clients, tmp_path)
+        time.sleep(4)  # two deadlines' worth of start-up
+        threads = [
+            client_thread(config, data, tmp_path, c, k, outcome["port"])
+            for k, c in enumerate(clients)
+        ]
+        server.join(timeout=120)
+        for thread in threads:
+            thread.join(timeout=30)
+    assert "error" not in outcome, outcome.get("error")
+    assert [r.metrics["num_results"] for r in outcome["history"].reports] == [2.0, 2.0]
+    assert "round 1: the cohort formed after" in caplog.text

@@ -162,6 +162,7 @@ def serve(
         min_fit_clients=needed,
         retries=deploy.retries,
         close_early=deploy.close_early,
+        join_timeout_s=deploy.join_timeout_s,
     )
     finished = False
     try:
