@@ -15,7 +15,7 @@ ifneq ($(wildcard ../shared/data/mnist),)
 export FEDLOOM_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: run test lint bench bench-deploy install clean
+.PHONY: run test lint bench bench-deploy test-under-load install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench: install
 
 bench-deploy: install
 	$(BIN)/python -m benchmarks.run_deploy
+
+# The networked and fault tests five times in a row with every core busy (docs/RELIABILITY.md).
+test-under-load: install
+	$(BIN)/python -m benchmarks.under_load --runs 5
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -152,3 +152,41 @@ def test_too_few_valid_updates_skip_the_round(digits, caplog):
         history = _run(fl.fedavg().with_aggregator(Krum(f=2)), executor, module)
     assert torch.equal(history.final_state.params, flatten_params(module))
     assert "6 valid updates, 7 needed" in caplog.text
+
+
+def test_norms_far_above_the_rounds_median_are_rejected_and_large_claims_capped(caplog):
+    scales = [1.0, 1.2, 0.9, 1.1, 50.0]  # update norms 1, 1.2, 0.9, 1.1, 50 (P = 4, 0.5 each)
+    results = [_ok(k, update=torch.full((P,), 0.5 * s)) for k, s in enumerate(scales)]
+    policy = UpdatePolicy(max_norm_ratio=10.0)
+    valid, rejected = validate_updates(results, num_params=P, num_buffers=0, policy=policy)
+    assert [r.client_id for r in valid] == [0, 1, 2, 3]
+    # median of the five norms is 1.1 (torch's lower middle), so the bound is 11
+    assert rejected[0].client_id == 4
+    assert rejected[0].reason == "update norm 50 exceeds 10 x the round's median norm (11)"
+    counts = [_ok(k, num_examples=n) for k, n in enumerate([10, 12, 11, 9, 10**6])]
+    policy = UpdatePolicy(max_examples_ratio=10.0)
+    with caplog.at_level(logging.WARNING, logger="fedloom"):
+        valid, rejected = validate_updates(counts, num_params=P, num_buffers=0, policy=policy)
+    assert rejected == [] and [r.num_examples for r in valid] == [10, 12, 11, 9, 110]
+    assert "client 4 claims 1000000 examples" in caplog.text and "capped at 110" in caplog.text
+    with pytest.raises(ValueError, match="max_norm_ratio must be > 1"):
+        UpdatePolicy(max_norm_ratio=1.0)
+
+
+def test_deployment_turns_the_relative_checks_on_unless_they_are_off():
+    from fedloom.config import ServerConfig, build_policy
+    from fedloom.config.server import protections
+
+    default = ServerConfig()
+    assert build_policy(default).max_norm_ratio is None  # simulation: as the papers run
+    deployed = build_policy(default, deployment=True)
+    assert (deployed.max_norm_ratio, deployed.max_examples_ratio) == (10.0, 10.0)
+    off = ServerConfig.model_validate({"validation": {"max_norm_ratio": "off"}})
+    policy = build_policy(off, deployment=True)
+    assert policy.max_norm_ratio is None and policy.max_examples_ratio == 10.0
+    on, warnings = protections(off, policy)
+    assert "example counts capped at 10 x the round's median" in on
+    assert warnings == [
+        "server.validation.max_norm_ratio is off and max_norm unset: one client's huge update "
+        "can take over the mean"
+    ]

@@ -55,7 +55,9 @@ def test_ten_client_processes_reproduce_the_simulation(setup):
 def test_clients_without_valid_credentials_are_refused(setup, tmp_path):
     config_path, clients, certs = setup
     config = load_config(config_path)
-    thread, outcome = serve_in_thread(_deploy(config, round_timeout_s=2, retries=1), clients, certs)
+    thread, outcome = serve_in_thread(
+        _deploy(config, round_timeout_s=2, retries=1, join_timeout_s=2), clients, certs
+    )
     port = outcome["port"]
     write_quickstart(tmp_path / "other", ["c0"])  # a certificate from another CA
     give_up = ("--give-up-after", "5")

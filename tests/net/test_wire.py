@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 import torch
-from _harness import serve_in_thread, simulated
+from _harness import client_thread, serve_in_thread, simulated
 
 from fedloom.client import LocalContext
 from fedloom.client.store import OwnState
@@ -20,7 +20,6 @@ from fedloom.config import (
 )
 from fedloom.engine import Callback, plans_for_round
 from fedloom.net.certs import write_quickstart
-from fedloom.net.client import run_client
 from fedloom.net.codec import encode_tensor
 from fedloom.net.proto import fedloom_pb2 as pb
 from fedloom.net.proto import fedloom_pb2_grpc as rpc
@@ -36,28 +35,6 @@ class Rounds(Callback):
 
     def on_round(self, report, state):
         self.finished.set()
-
-
-def _client_thread(config, data, certs, client_id, index, port, state_path=None):
-    def target():
-        run_client(
-            f"127.0.0.1:{port}",
-            client_id=client_id,
-            x=data.client_data(index)[0],
-            y=data.client_data(index)[1],
-            module=build_model(config, data.dataset)(),
-            credentials=channel_credentials(
-                certs / "ca.pem",
-                certs / f"client-{client_id}.pem",
-                certs / f"client-{client_id}.key",
-            ),
-            give_up_after_s=60,
-            state_path=state_path,
-        )
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
 
 
 def _update(round_, values, *, dtype=None):
@@ -126,7 +103,7 @@ def test_malformed_oversized_nan_and_wrong_shape_updates_are_refused_and_logged(
         assert reasons[2] == "update has 4810 non-finite values (NaN or inf)"
         assert reasons[3] == "too many refused updates in round 1"
 
-        honest = _client_thread(config, data, tmp_path, "honest", 0, outcome["port"])
+        honest = client_thread(config, data, tmp_path, "honest", 0, outcome["port"])
         assert rounds.finished.wait(60)  # closed early: its one valid update is enough
         late = stub.SubmitUpdate(_update(0, torch.zeros(4810)), timeout=10)
         assert late.reason == "late: round 1 already closed"
@@ -187,7 +164,7 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
     server, outcome = serve_in_thread(config, clients, tmp_path)
     state_files = [tmp_path / f"state-{c}.safetensors" for c in clients]
     workers = [
-        _client_thread(config, data, tmp_path, c, k, outcome["port"], state_files[k])
+        client_thread(config, data, tmp_path, c, k, outcome["port"], state_files[k])
         for k, c in enumerate(clients)
     ]
     server.join(timeout=120)
@@ -239,15 +216,17 @@ def test_a_round_short_of_min_fit_clients_waits_another_deadline_for_a_late_clie
             "client": {"steps": 2, "batch_size": 10, "lr": 0.05},
             "server": {"fraction": 1.0},
             "eval": {"clients": False},
-            "deploy": {"round_timeout_s": 2, "min_fit_clients": 2, "retries": 5},
+            # join_timeout_s: start the round after 1 s without the late client
+            "deploy": {"round_timeout_s": 2, "min_fit_clients": 2, "retries": 5,
+                       "join_timeout_s": 1},
         }
-    )
+    )  # fmt: skip
     data = build_federated(config)
     with caplog.at_level(logging.WARNING, logger="fedloom"):
         server, outcome = serve_in_thread(config, clients, tmp_path)
-        early = _client_thread(config, data, tmp_path, "early", 0, outcome["port"])
-        time.sleep(3)  # past the first deadline
-        late = _client_thread(config, data, tmp_path, "late", 1, outcome["port"])
+        early = client_thread(config, data, tmp_path, "early", 0, outcome["port"])
+        time.sleep(3)  # past the join timeout and the first deadline
+        late = client_thread(config, data, tmp_path, "late", 1, outcome["port"])
         server.join(timeout=60)
         early.join(timeout=30)
         late.join(timeout=30)
@@ -259,3 +238,38 @@ def test_a_round_short_of_min_fit_clients_waits_another_deadline_for_a_late_clie
     assert torch.allclose(
         outcome["history"].final_state.params, simulated(config).params, atol=1e-6
     )
+
+
+def test_a_rounds_deadline_starts_when_its_clients_have_joined_not_at_server_start(
+    tmp_path, caplog
+):
+    """Clients that start 4 s after the server, with a 2 s deadline and no retries: the
+    deadline used to run from the server's start, and the run stopped starved."""
+    clients = ["slow-a", "slow-b"]
+    write_quickstart(tmp_path, clients)
+    config = RunConfig.model_validate(
+        {
+            "seed": 3,
+            "rounds": 2,
+            "data": {"dataset": "digits", "num_clients": 2, "partition": "iid"},
+            "model": {"name": "digits_mlp"},
+            "client": {"steps": 2, "batch_size": 10, "lr": 0.05},
+            "server": {"fraction": 1.0},
+            "eval": {"clients": False},
+            "deploy": {"round_timeout_s": 2, "min_fit_clients": 2, "retries": 0},
+        }
+    )
+    data = build_federated(config)
+    with caplog.at_level(logging.INFO, logger="fedloom"):
+        server, outcome = serve_in_thread(config, clients, tmp_path)
+        time.sleep(4)  # two deadlines' worth of start-up
+        threads = [
+            client_thread(config, data, tmp_path, c, k, outcome["port"])
+            for k, c in enumerate(clients)
+        ]
+        server.join(timeout=120)
+        for thread in threads:
+            thread.join(timeout=30)
+    assert "error" not in outcome, outcome.get("error")
+    assert [r.metrics["num_results"] for r in outcome["history"].reports] == [2.0, 2.0]
+    assert "round 1: the cohort formed after" in caplog.text

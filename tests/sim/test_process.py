@@ -1,5 +1,10 @@
 """The process engine with real worker processes."""
 
+import os
+import signal
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -76,3 +81,37 @@ def test_simulate_with_the_process_engine(unequal_digits):
     ).norm()
     assert float((a.final_state.params - b.final_state.params).norm() / moved) < 1e-5
     assert np.isfinite(a.reports[-1].metrics["test_accuracy"])
+
+
+def _exposed(pid: int, key: bytes) -> list[str]:
+    """Where worker ``pid`` shows the key, or its variable name, to any process of the user."""
+    needles = {
+        "the key": key,
+        "the key in hex": key.hex().encode(),
+        "the key in HEX": key.hex().upper().encode(),
+        "FEDLOOM_WORKER_AUTHKEY": b"FEDLOOM_WORKER_AUTHKEY",
+    }
+    found = []
+    for part in ("environ", "cmdline"):
+        seen = Path(f"/proc/{pid}/{part}").read_bytes()
+        found += [f"{part} holds {name}" for name, needle in needles.items() if needle in seen]
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_workers_key_is_in_no_environment_or_command_line(worker_case):
+    """/proc/PID/environ and cmdline are readable by every process of the same user: a key
+    there would let any of them connect to the pool, or pose as it, and exchange pickles
+    (code execution). The key goes down each worker's stdin pipe instead; replacements too.
+    """
+    case = worker_case
+    with ProcessExecutor(case.module, case.data, case.local, num_workers=2) as pool:
+        key = pool._authkey
+        assert len(key) >= 16
+        assert {w: _exposed(p.pid, key) for w, p in enumerate(pool._processes)} == {0: [], 1: []}
+        os.kill(pool._processes[1].pid, signal.SIGKILL)
+        pool._processes[1].wait()
+        got = pool.fit(case.plans, case.params, {}, case.context)  # replaces worker 1
+        assert _exposed(pool._processes[1].pid, key) == []
+    for a, b in zip(case.expected, got, strict=True):  # the pool still works, and equally
+        assert torch.allclose(a.update, b.update, atol=1e-6, rtol=0)

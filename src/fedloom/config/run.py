@@ -128,7 +128,14 @@ class DeployConfig(Section):
     clients: list[str] | None = Field(
         default=None, description="client ids in population order (default client-0..K-1)"
     )
-    round_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    round_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="a round's deadline, from when its selected clients have joined"
+    )
+    join_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0,
+        description="how long a round waits for selected clients that never joined before its "
+        "deadline starts (clients starting up)",
+    )
     min_fit_clients: Annotated[int, Field(ge=1)] = Field(
         default=1, description="valid updates a round needs before it is aggregated"
     )

@@ -25,6 +25,7 @@ __all__ = [
     "build_client_store",
     "build_policy",
     "build_rule",
+    "protections",
 ]
 
 
@@ -106,12 +107,28 @@ class HierarchyConfig(Section):
     )
 
 
+DEPLOYMENT_RATIO = 10.0
+"""The deployment default of ``max_norm_ratio`` and ``max_examples_ratio``: well above the
+spread of honest clients' update norms (measured in ``docs/RELIABILITY.md``), well below
+what it takes for one client to take over a mean."""
+
+
 class ValidationConfig(Section):
     """Update validation: bounds, and the fewest valid updates a round needs."""
 
     max_norm: Annotated[float, Field(gt=0)] | None = None
     max_examples: Annotated[int, Field(ge=1)] | None = None
     min_updates: Annotated[int, Field(ge=1)] = 1
+    max_norm_ratio: Annotated[float, Field(gt=1)] | Literal["off"] | None = Field(
+        default=None,
+        description="reject updates whose norm exceeds this multiple of the round's median "
+        f"norm; default {DEPLOYMENT_RATIO:g} in deployment, none in simulation; off: none",
+    )
+    max_examples_ratio: Annotated[float, Field(gt=1)] | Literal["off"] | None = Field(
+        default=None,
+        description="cap example counts (weights) at this multiple of the round's median "
+        f"count; default {DEPLOYMENT_RATIO:g} in deployment, none in simulation; off: none",
+    )
 
 
 class ServerConfig(Section):
@@ -187,9 +204,52 @@ def build_aggregator(config: ServerConfig, num_clients: int) -> aggregate.Reduce
     return rule
 
 
-def build_policy(config: ServerConfig) -> UpdatePolicy:
+def build_policy(config: ServerConfig, *, deployment: bool = False) -> UpdatePolicy:
+    """The update policy; ``deployment`` turns the relative checks on unless they are off."""
+
+    def ratio(value: float | str | None) -> float | None:
+        if value == "off":
+            return None
+        if value is None:
+            return DEPLOYMENT_RATIO if deployment else None
+        return float(value)
+
     v = config.validation
-    return UpdatePolicy(v.max_norm, v.max_examples, v.min_updates)
+    return UpdatePolicy(
+        v.max_norm,
+        v.max_examples,
+        v.min_updates,
+        max_norm_ratio=ratio(v.max_norm_ratio),
+        max_examples_ratio=ratio(v.max_examples_ratio),
+    )
+
+
+def protections(config: ServerConfig, policy: UpdatePolicy) -> tuple[list[str], list[str]]:
+    """What a deployed server says at start: ``(the update protections that are on,
+    warnings about the ones a user turned off)``."""
+    on = ["every update checked for shape, dtype, finite values, counts"]
+    if policy.max_norm is not None:
+        on.append(f"norm <= {policy.max_norm:g}")
+    if policy.max_norm_ratio is not None:
+        on.append(f"norm <= {policy.max_norm_ratio:g} x the round's median")
+    if policy.max_examples is not None:
+        on.append(f"examples <= {policy.max_examples}")
+    if policy.max_examples_ratio is not None:
+        on.append(f"example counts capped at {policy.max_examples_ratio:g} x the round's median")
+    if config.aggregator.name != "mean":
+        on.append(f"robust aggregation ({config.aggregator.name})")
+    warnings = []
+    if config.validation.max_norm_ratio == "off" and policy.max_norm is None:
+        warnings.append(
+            "server.validation.max_norm_ratio is off and max_norm unset: one client's huge "
+            "update can take over the mean"
+        )
+    if config.validation.max_examples_ratio == "off" and policy.max_examples is None:
+        warnings.append(
+            "server.validation.max_examples_ratio is off and max_examples unset: a client "
+            "claiming many examples gets all the weight of the mean"
+        )
+    return on, warnings
 
 
 def build_client_store(config: ServerConfig, folder: Path | None) -> ClientStates | None:

@@ -13,19 +13,35 @@ Checks, in order (the first failure is the reason):
    the count the server knows for that client when it knows one (``known_examples``);
 4. the step count is a positive integer;
 5. the update's L2 norm is at most ``max_norm`` when set.
+
+Then, over the round's updates that passed (:func:`validate_updates`), two checks relative
+to the round itself, which need no absolute bound chosen in advance and are on by default in
+deployment (``docs/RELIABILITY.md``):
+
+6. an update whose norm exceeds ``max_norm_ratio`` times the round's median norm is
+   rejected (one insider's huge update cannot dominate the mean);
+7. an example count above ``max_examples_ratio`` times the round's median count is capped
+   there (a client claiming a million examples gets at most that multiple of a typical
+   client's weight).
+
+With a handful of clients the median is only as robust as the honest majority: with two
+clients, one attacker moves it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from fedloom.types import ClientResult
 
 __all__ = ["Rejection", "UpdatePolicy", "check_update", "validate_updates"]
+
+log = logging.getLogger("fedloom")
 
 
 @dataclass(frozen=True)
@@ -37,11 +53,17 @@ class UpdatePolicy:
         max_examples: reject claims of more examples than this (``None``: no bound).
         min_updates: skip the round when fewer valid updates remain (the aggregator may
             need more: Krum needs ``2f + 3``).
+        max_norm_ratio: reject updates whose norm exceeds this multiple of the round's
+            median norm (``None``: no such check).
+        max_examples_ratio: cap example counts at this multiple of the round's median
+            count (``None``: no cap).
     """
 
     max_norm: float | None = None
     max_examples: int | None = None
     min_updates: int = 1
+    max_norm_ratio: float | None = None
+    max_examples_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_norm is not None and not self.max_norm > 0:
@@ -50,6 +72,10 @@ class UpdatePolicy:
             raise ValueError(f"max_examples must be >= 1, got {self.max_examples}")
         if self.min_updates < 1:
             raise ValueError(f"min_updates must be >= 1, got {self.min_updates}")
+        for name in ("max_norm_ratio", "max_examples_ratio"):
+            value = getattr(self, name)
+            if value is not None and not value > 1:
+                raise ValueError(f"{name} must be > 1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -136,4 +162,46 @@ def validate_updates(
             valid.append(result)
         else:
             rejected.append(Rejection(result.client_id, reason))
+    if policy.max_norm_ratio is not None and valid:
+        valid, outliers = _reject_norm_outliers(valid, policy.max_norm_ratio)
+        rejected.extend(outliers)
+    if policy.max_examples_ratio is not None and valid:
+        valid = _cap_example_counts(valid, policy.max_examples_ratio)
     return valid, rejected
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(torch.tensor(values, dtype=torch.float64).median())  # the lower middle
+
+
+def _reject_norm_outliers(
+    results: list[ClientResult], ratio: float
+) -> tuple[list[ClientResult], list[Rejection]]:
+    norms = [float(r.update.double().norm()) for r in results]
+    bound = ratio * _median(norms)
+    if bound <= 0:
+        return results, []
+    kept = [r for r, n in zip(results, norms, strict=True) if n <= bound]
+    outliers = [
+        Rejection(
+            r.client_id,
+            f"update norm {n:.4g} exceeds {ratio:g} x the round's median norm ({bound:.4g})",
+        )  # fmt: skip
+        for r, n in zip(results, norms, strict=True)
+        if n > bound
+    ]
+    return kept, outliers
+
+
+def _cap_example_counts(results: list[ClientResult], ratio: float) -> list[ClientResult]:
+    cap = max(int(ratio * _median([r.num_examples for r in results])), 1)
+    capped = []
+    for r in results:
+        if r.num_examples > cap:
+            log.warning(
+                "client %d claims %d examples, over %g x the round's median: its weight is "
+                "capped at %d", r.client_id, r.num_examples, ratio, cap,
+            )  # fmt: skip
+            r = replace(r, num_examples=cap)
+        capped.append(r)
+    return capped

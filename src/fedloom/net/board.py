@@ -129,7 +129,7 @@ class RoundBoard:
         self.compress = compress
         self._lock = threading.Condition()
         self._round: _Round | None = None
-        self._last_closed = -1
+        self._last_closed: int | None = None
         self._done = False
         self.joined: dict[str, int] = {}  # client id -> the example count it announced
         self.last_seen: dict[str, float] = {}
@@ -202,6 +202,18 @@ class RoundBoard:
                     return arrived
                 self._lock.wait(timeout=min(remaining, 0.5))
 
+    def wait_joined(self, indices: Sequence[int], deadline: float) -> int:
+        """Block until every client in ``indices`` has joined (at any time in the run) or
+        the deadline; the number that joined."""
+        names = {self.access.clients[i] for i in indices}
+        with self._lock:
+            while True:
+                joined = len(names & self.joined.keys())
+                remaining = deadline - time.monotonic()
+                if joined == len(names) or remaining <= 0:
+                    return joined
+                self._lock.wait(timeout=min(remaining, 0.5))
+
     def wait_farewell(self, timeout_s: float) -> None:
         """After :meth:`finish`: give connected clients time to hear that the run is over."""
         deadline = time.monotonic() + timeout_s
@@ -243,6 +255,7 @@ class RoundBoard:
                 log.info("client %s rejoined", name)
             self.joined[name] = num_examples
             self.last_seen[name] = time.monotonic()
+            self._lock.notify_all()  # a forming cohort may be waiting for this client
 
     def task_for(self, index: int) -> pb.Task:
         with self._lock:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -31,10 +33,12 @@ from fedloom.config import (
     build_client_store,
     build_federated,
     build_model,
+    build_policy,
     build_run,
 )
+from fedloom.config.server import protections
 from fedloom.data import Dataset
-from fedloom.engine import Callback, Checkpoints, Evaluator, History, UpdatePolicy, run_rounds
+from fedloom.engine import Callback, Checkpoints, Evaluator, History, run_rounds
 from fedloom.errors import ConfigError, FedloomError
 from fedloom.net.board import Access, RoundBoard
 from fedloom.net.client import run_client
@@ -44,6 +48,8 @@ from fedloom.params import flatten_buffers, flatten_params
 from fedloom.report import MetricsFiles, save_model
 
 __all__ = ["deploy_access", "load_data_hook", "run_demo_client", "serve", "server_credentials_for"]
+
+log = logging.getLogger("fedloom.server")
 
 
 def deploy_access(deploy: DeployConfig, num_clients: int) -> Access:
@@ -115,7 +121,11 @@ def serve(
     max_message = (
         int(deploy.max_message_mb * 2**20) if deploy.max_message_mb else 2 * model_bytes + 2**20
     )
-    policy = spec.policy
+    policy = build_policy(config.server, deployment=True)  # the relative checks are on
+    enabled, warnings = protections(config.server, policy)
+    log.info("update protections: %s", "; ".join(enabled))
+    for warning in warnings:
+        log.warning("UNSAFE: %s", warning)
     board = RoundBoard(
         access,
         settings,
@@ -152,6 +162,7 @@ def serve(
         min_fit_clients=needed,
         retries=deploy.retries,
         close_early=deploy.close_early,
+        join_timeout_s=deploy.join_timeout_s,
     )
     finished = False
     try:
@@ -166,7 +177,7 @@ def serve(
             seed=config.seed,
             settings=settings,
             work=spec.work,
-            policy=UpdatePolicy(policy.max_norm, policy.max_examples, needed),
+            policy=replace(policy, min_updates=needed),
             local_buffers=config.model.buffers == "local",
             evaluate=lambda state, _: evaluator.global_metrics(state.params, state.buffers),
             eval_every=config.eval.every,

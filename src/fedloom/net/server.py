@@ -128,7 +128,8 @@ class NetworkExecutor:
     refused as late. When fewer than ``min_fit_clients`` valid updates arrived by the
     deadline, the round waits ``retries`` more deadlines (clients that come back get their
     task again), and then raises :class:`RoundStarved`: the server stops, and its checkpoint
-    keeps every completed round.
+    keeps every completed round. The deadline starts once every selected client has joined
+    the run (or ``join_timeout_s`` passed), so slow start-ups are not dropouts.
     """
 
     def __init__(
@@ -139,6 +140,7 @@ class NetworkExecutor:
         min_fit_clients: int = 1,
         retries: int = 0,
         close_early: bool = False,
+        join_timeout_s: float = 300.0,
     ):
         if min_fit_clients < 1:
             raise ValueError(f"min_fit_clients must be >= 1, got {min_fit_clients}")
@@ -147,6 +149,26 @@ class NetworkExecutor:
         self.min_fit_clients = min_fit_clients
         self.retries = retries
         self.close_early = close_early
+        self.join_timeout_s = join_timeout_s
+
+    def _form_cohort(self, plans: Sequence[ClientPlan], number: int) -> None:
+        """Wait (up to ``join_timeout_s``) until every selected client has joined the run, so
+        the round's deadline starts when its cohort exists, not when the server started:
+        clients still starting up on a busy machine are not counted as dropouts. Clients
+        that joined once and then died are not waited for (the round deadline covers them)."""
+        started = time.monotonic()
+        indices = [p.client_id for p in plans]
+        joined = self.board.wait_joined(indices, started + self.join_timeout_s)
+        waited = time.monotonic() - started
+        if joined < len(indices):
+            log.warning(
+                "round %d: %d of %d selected clients joined within the join timeout (%g s); "
+                "the round starts without the others", number, joined, len(indices),
+                self.join_timeout_s,
+            )  # fmt: skip
+        elif waited > 1:
+            log.info("round %d: the cohort formed after %.1f s; its deadline starts now",
+                     number, waited)  # fmt: skip
 
     @property
     def clients_hold_state(self) -> bool:
@@ -168,6 +190,7 @@ class NetworkExecutor:
         global_buffers = next(iter(buffers.values())) if buffers else torch.zeros(0)
         number = plans[0].round + 1 if plans else 0
         self.board.open(plans, params, global_buffers, context.extras)
+        self._form_cohort(plans, number)
         needed = min(self.min_fit_clients, len(plans))
         target = needed if self.close_early else len(plans)
         arrived = 0

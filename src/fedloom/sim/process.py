@@ -12,8 +12,10 @@ Forking a process whose torch thread pools are running can deadlock, and multipr
 ``spawn`` re-imports the user's main script, which then needs an
 ``if __name__ == "__main__"`` guard. They connect back over a Unix socket with an HMAC
 challenge on a random key, so only this process's own workers can exchange (pickled)
-messages with it. Model classes must be importable by the workers: ``torch.nn`` layers,
-fedloom's models, or classes in an importable module (not in ``__main__``).
+messages with it. Each worker reads the key from its stdin, a pipe from this process (see
+:func:`_launch`), never from its environment or command line. Model classes must be
+importable by the workers: ``torch.nn`` layers, fedloom's models, or classes in an importable
+module (not in ``__main__``).
 
 A client whose training raises is a failure inside its worker (:mod:`fedloom.sim.isolation`).
 A worker process that dies mid-round (killed, out of memory, a crash in native code) costs
@@ -118,6 +120,28 @@ def gather_results(
 
 
 START_TIMEOUT_S = 120.0
+
+
+def _launch(address: str, authkey: bytes, environment: Mapping[str, str]) -> subprocess.Popen:
+    """A worker process for ``address``, given ``authkey`` down its stdin pipe.
+
+    Not in its environment or arguments: ``/proc/PID/environ`` and ``cmdline`` are readable
+    by every process of the same user for the worker's whole life, and the key lets whoever
+    holds it exchange pickles (run code) with the pool. The pipe holds the key only until the
+    worker reads it at start-up. A worker that dies before reading is no error here: the
+    connection wait reports how it exited.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fedloom.sim._process_worker", address],
+        env=environment,
+        stdin=subprocess.PIPE,
+        bufsize=0,  # unbuffered: the key is written at once, close() does not flush
+    )
+    assert process.stdin is not None  # for the type checker: stdin=PIPE
+    with contextlib.suppress(BrokenPipeError):  # 65 bytes fit the pipe: the write never waits
+        process.stdin.write(authkey.hex().encode() + b"\n")
+    process.stdin.close()
+    return process
 
 
 def _accept(
@@ -239,29 +263,24 @@ class ProcessExecutor:
             "inner": inner,
             "threads": max(1, cores // self.num_workers),
         }
+        # The process authkey (random per interpreter) also authenticates torch's
+        # shared-memory tensor transfers, so the workers adopt it rather than a second key.
+        self._authkey = bytes(multiprocessing.current_process().authkey)
         self._processes: list[subprocess.Popen] = []
         self._connections: list[Connection] = []
         self._processes, self._connections, self.inner_engines = self._start(self.num_workers)
 
     def _start(self, count: int) -> tuple[list[subprocess.Popen], list[Connection], list[str]]:
         """``count`` new workers, connected and set up: processes, connections, engines."""
-        # The process authkey (random per interpreter) also authenticates torch's
-        # shared-memory tensor transfers, so the workers adopt it rather than a second key.
-        authkey = bytes(multiprocessing.current_process().authkey)
+        authkey = self._authkey
         listener = Listener(family="AF_UNIX", authkey=authkey)
         environment = {
             **os.environ,
-            "FEDLOOM_WORKER_AUTHKEY": authkey.hex(),
             # the workers import what this process can import (model factories, tests)
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
         }
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "fedloom.sim._process_worker", str(listener.address)],
-                env=environment,
-            )
-            for _ in range(count)
-        ]
+        address = str(listener.address)
+        processes = [_launch(address, authkey, environment) for _ in range(count)]
         try:
             connections = _accept(listener, processes, timeout_s=START_TIMEOUT_S)
         finally:
