@@ -262,6 +262,7 @@ def several(rng: random.Random, places: Places) -> Case:
             continue
         case.sets += fault.sets
         case.names += fault.names
+        case.own_runs_dir |= fault.own_runs_dir  # else --runs-dir would override the fault
     return case
 
 
