@@ -351,3 +351,22 @@ def test_models_that_fit_the_data_pass_and_leave_the_rng_alone(dataset, models, 
         factory = build_model(config, data or build_dataset(config.data))
         assert torch.equal(torch.get_rng_state(), state), model
         assert factory() is not None
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("data.num_clients=5000", "data.partition: cannot give 5000 clients at least one of"),
+        ("data.partition=natural", "data.partition: the natural partition needs a dataset"),
+        ("server.aggregator={name: krum, f: 50}",
+         "server.aggregator: krum needs at least 103 updates a round, but a round samples 10"),
+    ],
+)  # fmt: skip
+def test_a_split_or_a_rule_the_data_cannot_have_is_a_config_error(
+    setting, message, capsys, tmp_path
+):
+    """These once failed with exit 1 (the partition) or only in training (Krum's f)."""
+    from fedloom.cli import main
+
+    assert main(["run", "--set", "rounds=1", "--set", setting, "--runs-dir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err

@@ -176,3 +176,7 @@ def test_a_run_starts_from_a_verified_model_file(tmp_path):
         load_model(path, module)
     with pytest.raises(FedloomError, match="does not exist"):
         load_model(tmp_path / "nowhere.safetensors", module)
+    from fedloom.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.init: .*nowhere.safetensors is not a file"):
+        build_run(load_config(None, [*SHORT, f"model.init={tmp_path / 'nowhere.safetensors'}"]))

@@ -18,6 +18,7 @@ from fedloom.config.data import build_federated_data
 from fedloom.config.run import AttackConfig, ClientConfig, RunConfig
 from fedloom.config.server import build_aggregator
 from fedloom.data import Dataset, FederatedDataset
+from fedloom.data.sampling import cohort_size
 from fedloom.engine import LocalWork
 from fedloom.errors import ConfigError
 from fedloom.registry import REGISTRY
@@ -157,4 +158,18 @@ def build_algorithm(config: RunConfig, num_clients: int | None = None) -> Algori
         return algorithm
     if server.hierarchy is not None and num_clients is None:
         raise ConfigError("server.hierarchy: the number of clients is needed to build the tree")
-    return algorithm.with_aggregator(build_aggregator(server, num_clients or 0))
+    try:
+        algorithm = algorithm.with_aggregator(build_aggregator(server, num_clients or 0))
+    except ValueError as exc:  # a tree that does not fit the population, and the like
+        where = "server.hierarchy" if server.hierarchy is not None else "server.aggregator"
+        raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
+    if num_clients is not None:
+        cohort = cohort_size(num_clients, server.fraction)
+        if algorithm.min_updates() > cohort:
+            raise ConfigError(
+                f"server.aggregator: {server.aggregator.name} needs at least "
+                f"{algorithm.min_updates()} updates a round, but a round samples {cohort} "
+                f"clients (server.fraction {server.fraction:g} x data.num_clients "
+                f"{num_clients}); lower its f or sample more clients"
+            )
+    return algorithm

@@ -14,7 +14,7 @@ from pydantic import Field, SerializeAsAny, field_validator
 from fedloom.config._dispatch import dispatch, registry_field
 from fedloom.data import Dataset, FederatedDataset, federate
 from fedloom.data.partitioners import IID, Dirichlet, Natural, Partitioner, QuantitySkew, Shards
-from fedloom.errors import ConfigError, DataError
+from fedloom.errors import ConfigError, DataError, FedloomError
 from fedloom.registry import REGISTRY, Kinded, Section
 
 __all__ = [
@@ -177,4 +177,12 @@ def build_federated_data(
                 f"{config.num_clients}; leave num_clients empty (null) with the natural "
                 "partition"
             )
-    return federate(dataset, partitioner, holdout_fraction=config.holdout_fraction, seed=seed)
+    try:
+        return federate(dataset, partitioner, holdout_fraction=config.holdout_fraction, seed=seed)
+    except (ValueError, FedloomError) as exc:  # the data cannot be split this way
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(
+            f"data.partition: {str(exc).splitlines()[0]} (data.num_clients = "
+            f"{config.num_clients}, {len(dataset.train_y)} training examples in {dataset.name})"
+        ) from None

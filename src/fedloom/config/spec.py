@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -26,6 +27,7 @@ from fedloom.config.run import RunConfig
 from fedloom.config.server import build_policy
 from fedloom.data import FederatedDataset
 from fedloom.engine import LocalWork, UpdatePolicy
+from fedloom.errors import ConfigError
 from fedloom.model_file import load_model
 from fedloom.models import initial_module
 from fedloom.params import load_flat
@@ -64,6 +66,11 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
     model = build_model(config, data.dataset)
     module = initial_module(model, seed=config.seed)
     if config.model.init is not None:
+        if not Path(config.model.init).is_file():
+            raise ConfigError(
+                f"model.init: {config.model.init} is not a file (give an earlier run's "
+                "model.safetensors)"
+            )
         load_flat(module, *load_model(config.model.init, module))
     return RunSpec(
         config=config,
