@@ -93,3 +93,18 @@ def worker_case(unequal_digits):
         context=context,
         expected=expected,
     )
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    """No process a test started may outlive it, even a failed test's (tests/_processes.py)."""
+    yield
+    from _processes import kill_leftovers
+
+    kill_leftovers()
+
+
+def pytest_report_header(config):
+    from _processes import SLOWDOWN
+
+    return f"networked tests: deadlines scaled by {SLOWDOWN:.2f} (machine speed probe)"

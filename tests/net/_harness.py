@@ -11,42 +11,13 @@ import sys
 import threading
 import time
 
+from _processes import LIVE, SLOWDOWN, kill_leftovers, patient  # noqa: F401
 from fedloom.experiment import simulate_config
 from fedloom.net.deploy import serve
 from fedloom.net.server import Access
 from fedloom.net.tls import server_credentials
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-
-REFERENCE_S = 0.11  # the probe below on one idle core of the CI machine (AMD EPYC, 2026-12)
-LIVE: list[subprocess.Popen] = []  # every process started here; conftest kills leftovers
-
-
-def _measured_slowdown() -> float:
-    """How much slower this machine is right now than the idle reference: a fixed single-
-    threaded torch workload, timed once when the tests start (a loaded or slower machine
-    gets proportionally longer deadlines; never shorter ones)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        start = time.perf_counter()
-        x = torch.randn(256, 256, generator=torch.Generator().manual_seed(0))
-        for _ in range(200):
-            x = torch.tanh(x @ x * 0.01)
-        elapsed = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
-    return max(1.0, elapsed / REFERENCE_S)
-
-
-SLOWDOWN = _measured_slowdown()
-
-
-def patient(seconds: float) -> float:
-    """A test deadline of ``seconds`` on the idle reference machine, scaled to this one."""
-    return seconds * SLOWDOWN
 
 
 def free_port() -> int:
@@ -163,19 +134,6 @@ def fedloom(*args, cwd=None):
     )
     LIVE.append(process)
     return process, Output(process)
-
-
-def kill_leftovers() -> list[str]:
-    """SIGKILL every process started here that is still running (a failed test's), so it
-    cannot hold a port or a core in the next test; the commands that were killed."""
-    killed = []
-    while LIVE:
-        process = LIVE.pop()
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-            killed.append(" ".join(map(str, process.args[3:5])))
-    return killed
 
 
 def client_process(config_path, certs, client_id, index, port, *extra):
