@@ -370,3 +370,12 @@ def test_a_split_or_a_rule_the_data_cannot_have_is_a_config_error(
 
     assert main(["run", "--set", "rounds=1", "--set", setting, "--runs-dir", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", ["client.weight_decay=.inf", "attack.factor=.nan"])
+def test_infinite_and_nan_numbers_are_config_errors(setting):
+    """``.inf`` passed every lower bound (``ge=0``) and reached training as NaN."""
+    from fedloom.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Input should be a finite number"):
+        load_config(None, [setting])

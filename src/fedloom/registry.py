@@ -45,9 +45,10 @@ TAGS = {"partition": "kind"}
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors and values are immutable."""
+    """A config section: unknown keys are errors, values are immutable, and no number may be
+    infinite or NaN (``.inf`` passed every lower bound and reached training as NaN)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Named(Section):

@@ -36,6 +36,14 @@ def test_read_idx_checks_header_and_length(tmp_path):
     with gzip.open(good, "wb") as f:
         f.write(bytes([0, 0, 0x08, 1]) + (3).to_bytes(4, "big") + bytes([7, 8, 9]))
     assert read_idx(good).tolist() == [7, 8, 9]
+    not_gzip = tmp_path / "bad-idx1-ubyte.gz"
+    not_gzip.write_bytes(b"this is not gzip data")
+    with pytest.raises(DataError, match="bad-idx1-ubyte.gz cannot be read \\(BadGzipFile"):
+        read_idx(not_gzip)
+    cut = tmp_path / "cut-idx1-ubyte.gz"
+    cut.write_bytes(good.read_bytes()[:-6])
+    with pytest.raises(DataError, match="cut-idx1-ubyte.gz cannot be read"):
+        read_idx(cut)
     truncated = tmp_path / "t-idx1-ubyte"
     truncated.write_bytes(bytes([0, 0, 0x08, 1]) + (5).to_bytes(4, "big") + bytes([1]))
     with pytest.raises(DataError, match="truncated"):

@@ -12,6 +12,7 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,14 @@ def default_data_root() -> Path:
 def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (optionally ``.gz``) into an array, checking its header."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); delete it to download it "
+            "again, or replace it with the original file"
+        ) from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
     dtype = np.dtype(_IDX_DTYPES[data[2]])
