@@ -15,7 +15,7 @@ import pytest
 
 import fedloom
 
-OPTIONAL_HEAVY = ("matplotlib", "grpc", "ray", "cryptography")
+OPTIONAL_HEAVY = ("matplotlib", "grpc", "ray", "cryptography", "dp_accounting", "scipy")
 SOURCE_ROOT = str(Path(fedloom.__file__).resolve().parents[1])
 
 

@@ -1,0 +1,149 @@
+"""Client-level privacy accounting with Google's ``dp-accounting``.
+
+A DP-FedAvg round is a sampled Gaussian mechanism on the set of clients: each round samples
+a cohort, clips every update to L2 norm S and adds Gaussian noise of standard deviation
+``z * S`` to their sum (McMahan et al. 2018). ``T`` rounds compose. This module describes
+that as a ``dp_accounting`` event and asks one of its accountants for epsilon at a given
+delta, or calibrates the noise multiplier ``z`` for a target epsilon.
+
+The sampling scheme must be the one that ran:
+
+- ``"poisson"``: every client takes part independently with probability ``q = M / N``
+  (the cohort size varies); neighbouring datasets differ by adding or removing one client.
+  Both accountants (``"rdp"``, ``"pld"``) support it.
+- ``"uniform"``: a cohort of exactly ``M`` of the ``N`` clients, without replacement (what
+  fedloom's round loop samples). ``dp-accounting`` accounts for it under *replacing* one
+  client, with the RDP accountant only; the PLD accountant refuses it.
+
+``dp_accounting`` (and SciPy behind it) is imported only when a number is asked for, so
+``import fedloom`` stays light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fedloom.errors import ConfigError
+
+__all__ = ["ACCOUNTANTS", "SAMPLINGS", "PrivacySetting", "epsilon", "noise_multiplier_for"]
+
+Accountant = Literal["rdp", "pld"]
+Sampling = Literal["poisson", "uniform"]
+ACCOUNTANTS: tuple[Accountant, ...] = ("rdp", "pld")
+SAMPLINGS: tuple[Sampling, ...] = ("poisson", "uniform")
+
+
+@dataclass(frozen=True)
+class PrivacySetting:
+    """Everything the guarantee depends on: population ``N``, cohort ``M`` per round,
+    ``rounds`` T, ``delta``, the sampling scheme and the accountant."""
+
+    population: int
+    cohort: int
+    rounds: int
+    delta: float
+    sampling: Sampling = "poisson"
+    accountant: Accountant = "rdp"
+
+    def __post_init__(self) -> None:
+        if self.population < 1:
+            raise ConfigError(f"population: must be >= 1, got {self.population}")
+        if not 1 <= self.cohort <= self.population:
+            raise ConfigError(
+                f"cohort: must be between 1 and the population ({self.population}), got "
+                f"{self.cohort}"
+            )
+        if self.rounds < 0:
+            raise ConfigError(f"rounds: must be >= 0, got {self.rounds}")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"delta: must be in (0, 1), got {self.delta}")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(f"sampling: {self.sampling!r}; allowed: {', '.join(SAMPLINGS)}")
+        if self.accountant not in ACCOUNTANTS:
+            raise ConfigError(f"accountant: {self.accountant!r}; allowed: {', '.join(ACCOUNTANTS)}")
+        if self.sampling == "uniform" and self.accountant == "pld":
+            raise ConfigError(
+                "accountant: pld does not support uniform fixed-size sampling in dp-accounting; "
+                "use accountant rdp, or poisson sampling"
+            )
+
+    @property
+    def rate(self) -> float:
+        """The sampling rate ``q = M / N``."""
+        return self.cohort / self.population
+
+
+def _event(setting: PrivacySetting, noise_multiplier: float, rounds: int) -> Any:
+    import dp_accounting as dpa
+
+    gaussian = dpa.GaussianDpEvent(noise_multiplier)
+    if setting.sampling == "poisson":
+        sampled = dpa.PoissonSampledDpEvent(setting.rate, gaussian)
+    else:
+        sampled = dpa.SampledWithoutReplacementDpEvent(setting.population, setting.cohort, gaussian)
+    return dpa.SelfComposedDpEvent(sampled, rounds)
+
+
+def _accountant(setting: PrivacySetting) -> Any:
+    import dp_accounting as dpa
+    from dp_accounting import pld, rdp
+
+    if setting.accountant == "pld":
+        return pld.PLDAccountant()
+    relation = (
+        dpa.NeighboringRelation.REPLACE_ONE
+        if setting.sampling == "uniform"
+        else dpa.NeighboringRelation.ADD_OR_REMOVE_ONE
+    )
+    return rdp.RdpAccountant(neighboring_relation=relation)
+
+
+def epsilon(
+    setting: PrivacySetting, noise_multiplier: float, *, rounds: int | None = None
+) -> float:
+    """Epsilon at ``setting.delta`` after ``rounds`` (default ``setting.rounds``) rounds with
+    noise multiplier ``z``; ``inf`` without noise (``z = 0``), 0 after no round."""
+    if noise_multiplier < 0:
+        raise ConfigError(f"noise_multiplier: must be >= 0, got {noise_multiplier}")
+    rounds = setting.rounds if rounds is None else rounds
+    if rounds == 0:
+        return 0.0
+    if noise_multiplier == 0:
+        return float("inf")
+    accountant = _accountant(setting)
+    accountant.compose(_event(setting, noise_multiplier, rounds))
+    return float(accountant.get_epsilon(setting.delta))
+
+
+def noise_multiplier_for(setting: PrivacySetting, target_epsilon: float) -> float:
+    """The smallest noise multiplier whose epsilon after ``setting.rounds`` rounds is at most
+    ``target_epsilon`` (``dp_accounting.calibrate_dp_mechanism``, to 1e-4)."""
+    import dp_accounting as dpa
+
+    if not target_epsilon > 0:
+        raise ConfigError(f"epsilon: the target must be > 0, got {target_epsilon}")
+    low, high = 1e-3, 1e3
+    if setting.accountant == "pld":
+        # PLD is tight but its cost explodes at tiny noise; RDP's answer (an upper bound on
+        # the noise PLD needs, as RDP's epsilon is never below PLD's) brackets it cheaply
+        from dataclasses import replace
+
+        high = noise_multiplier_for(replace(setting, accountant="rdp"), target_epsilon)
+        low = high / 4
+    try:
+        z = dpa.calibrate_dp_mechanism(
+            lambda: _accountant(setting),
+            lambda z: _event(setting, z, setting.rounds),
+            target_epsilon,
+            setting.delta,
+            bracket_interval=dpa.ExplicitBracketInterval(low, high),
+            tol=1e-4,
+        )
+    except Exception as exc:  # noqa: BLE001 - dp_accounting raises several types here
+        raise ConfigError(
+            f"epsilon: no noise multiplier up to 1000 reaches epsilon {target_epsilon:g} in "
+            f"{setting.rounds} rounds at delta {setting.delta:g} ({exc}); allow a larger "
+            "epsilon or fewer rounds"
+        ) from None
+    return float(z)
