@@ -67,6 +67,7 @@ class RoundInfo:
     round: int = 0
     local_lr: float | None = None
     num_clients: int | None = None
+    cohort_size: int | None = None  # M, the clients sampled per round (DP-FedAvg's denominator)
 
     def generator(self, purpose: str, client_id: int | None = None) -> torch.Generator:
         """A torch generator for one stage's purpose in this round (and for one client)."""

@@ -41,6 +41,7 @@ __all__ = [
     "Algorithm",
     "ServerState",
     "StateLogic",
+    "pipeline_metrics",
     "prepare_plans",
     "server_init",
     "server_update",
@@ -224,6 +225,7 @@ def server_update(
     num_clients: int | None = None,
     average_buffers: bool = True,
     seed: int = 0,
+    cohort_size: int | None = None,
 ) -> ServerState:
     """``w_{t+1} = w_t + pipeline(results)``; the results are folded in one at a time.
 
@@ -236,6 +238,7 @@ def server_update(
         average_buffers: average float buffers with the weighting's weights; otherwise the
             global buffers stay as they are (clients keep their own).
         seed: the run seed, from which the stages' random streams are derived.
+        cohort_size: M, the clients sampled per round (DP-FedAvg divides by it).
 
     The old ``state`` is never modified; when a stage fails, no new state exists.
     """
@@ -247,7 +250,13 @@ def server_update(
         algorithm.aggregation,
         state.aggregation,
         state.params,
-        info=RoundInfo(seed=seed, round=state.round, local_lr=settings.lr, num_clients=num_clients),
+        info=RoundInfo(
+            seed=seed,
+            round=state.round,
+            local_lr=settings.lr,
+            num_clients=num_clients,
+            cohort_size=cohort_size,
+        ),
         expected=len(results) if isinstance(results, Sized) else None,
         num_buffers=state.buffers.numel() if average_buffers else 0,
     )
@@ -275,3 +284,21 @@ def server_update(
         own,
         with_writes(state.clients, writes) if writes else state.clients,
     )
+
+
+def pipeline_metrics(algorithm: Algorithm, state: ServerState) -> dict[str, float]:
+    """Numbers the pipeline's stages report about their state after a round (a stage with a
+    ``metrics(state) -> dict`` method: DP-FedAvg's noise stage reports ``dp_epsilon``)."""
+    p, sub = algorithm.aggregation, state.aggregation
+    pairs = [
+        (p.weighting, sub["weighting"]),
+        *zip(p.per_client, sub["per_client"], strict=True),
+        (p.reduce, sub["reduce"]),
+        *zip(p.server, sub["server"], strict=True),
+    ]
+    found: dict[str, float] = {}
+    for stage, stage_state in pairs:
+        report = getattr(stage, "metrics", None)
+        if report is not None:
+            found.update(report(stage_state))
+    return found

@@ -132,6 +132,7 @@ for _name, _factory, _section in (
 ):
     register_algorithm(_name, _factory, section=_section)
 register_algorithm("feddyn", "fedloom.algorithms.feddyn:feddyn")
+register_algorithm("dp_fedavg", "fedloom.privacy.dp_fedavg:dp_fedavg")
 
 
 def server_defaults(name: str) -> tuple[float, str]:

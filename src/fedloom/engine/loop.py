@@ -15,6 +15,7 @@ import torch
 from fedloom.algorithms import (
     Algorithm,
     ServerState,
+    pipeline_metrics,
     prepare_plans,
     server_init,
     server_update,
@@ -22,6 +23,7 @@ from fedloom.algorithms import (
 from fedloom.client import LocalContext, LocalTraining
 from fedloom.client.store import ClientStates
 from fedloom.data import sample_cohort
+from fedloom.data.sampling import cohort_size
 from fedloom.engine.callbacks import Callback, History, notify_round
 from fedloom.engine.checkpoint import Checkpoints
 from fedloom.engine.executor import Executor
@@ -189,8 +191,10 @@ def run_rounds(
                 num_clients=num_clients,
                 average_buffers=not local_buffers,
                 seed=seed,
+                cohort_size=cohort_size(num_clients, fraction),
             )
             metrics.update(_train_metrics(results))
+            metrics.update(pipeline_metrics(algorithm, state))
             if local_buffers:
                 client_buffers.update({r.client_id: r.buffers for r in results})
         else:

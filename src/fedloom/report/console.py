@@ -109,6 +109,8 @@ def summary_table(
     row(f"client {label} worst 10%", _last(records, f"{client}_worst10"), ".4f")
     row(f"client {label} best 10%", _last(records, f"{client}_best10"), ".4f")
     row("smallest 10% of clients", _last(records, f"{client}_smallest10"), ".4f")
+    if _last(records, "dp_epsilon") is not None:  # a differentially private run
+        row("privacy spent (epsilon)", _last(records, "dp_epsilon"), ".3f")
     row("examples processed", sum(r.get("examples_processed", 0) for r in records), ",.0f")
     row("MB down + up", sum(r["bytes_down"] + r["bytes_up"] for r in records) / 1e6, ",.1f")
     row("wall seconds", elapsed_s, ".1f")
