@@ -19,6 +19,7 @@ from fedloom.config import (
     build_model,
 )
 from fedloom.engine import Callback, plans_for_round
+from fedloom.experiment import simulate_config
 from fedloom.net.certs import write_quickstart
 from fedloom.net.codec import encode_tensor
 from fedloom.net.proto import fedloom_pb2 as pb
@@ -139,8 +140,9 @@ def test_malformed_oversized_nan_and_wrong_shape_updates_are_refused_and_logged(
         ({"name": "fednova"}, False, "client"),
         ({"name": "fedprox", "mu": 0.5}, False, "client"),
         ({"name": "feddyn", "alpha": 0.1}, False, "client"),
+        ({"name": "dp_fedavg", "clip_norm": 0.5, "noise_multiplier": 0.3}, False, "client"),
     ],
-    ids=["scaffold-compressed", "scaffold-server-state", "fednova", "fedprox", "feddyn"],
+    ids=["scaffold-compressed", "scaffold-server-state", "fednova", "fedprox", "feddyn", "dp"],
 )
 def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
     tmp_path, algorithm, compress, client_state
@@ -172,6 +174,11 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
         worker.join(timeout=60)
     reference = simulated(config)
     networked = outcome["history"].final_state
+    if algorithm["name"] == "dp_fedavg":  # the same noise, the same ledger, the same epsilon
+        simulated_run = simulate_config(config.model_copy(update={"engine": "sequential"}))
+        spent = [r.metrics["dp_epsilon"] for r in outcome["history"].reports]
+        assert spent == [r.metrics["dp_epsilon"] for r in simulated_run.reports]
+        assert networked.aggregation["server"][0]["rounds"] == 3
     assert torch.allclose(networked.params, reference.params, atol=1e-6, rtol=0)
     if networked.algorithm is not None:  # SCAFFOLD's c
         assert torch.allclose(networked.algorithm, reference.algorithm, atol=1e-6, rtol=0)
@@ -183,7 +190,7 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
         held = {k: OwnState(f).entries for k, f in enumerate(state_files) if f.exists()}
         assert networked.clients == {}
     assert held.keys() == reference.clients.keys()
-    assert held or algorithm["name"] in ("fednova", "fedprox")
+    assert held or algorithm["name"] in ("fednova", "fedprox", "dp_fedavg")
     for client, entries in reference.clients.items():
         assert held[client].keys() == entries.keys()
         for name, value in entries.items():
