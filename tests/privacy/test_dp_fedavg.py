@@ -101,3 +101,16 @@ def test_bad_privacy_options_are_config_errors_naming_the_field(option, message)
         from fedloom.config import build_algorithm
 
         build_algorithm(load_config(None, ["algorithm=dp_fedavg", "server.weighting=examples"]))
+
+
+def test_a_private_run_shows_its_epsilon_in_the_summary_and_a_plot(tmp_path, capsys):
+    from fedloom.cli import main
+
+    argv = ["run", "--runs-dir", str(tmp_path), "--name", "dp", "--no-progress"]
+    for setting in (*SHORT, "rounds=2"):
+        argv += ["--set", setting]
+    assert main(argv) == 0
+    expected = epsilon(PrivacySetting(10, 5, 2, 1e-4, sampling="uniform"), 0.8)
+    out = capsys.readouterr().out
+    assert "privacy spent (epsilon)" in out and f"{expected:.3f}" in out
+    assert (tmp_path / "dp" / "privacy.png").stat().st_size > 1000

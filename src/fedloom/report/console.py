@@ -56,6 +56,8 @@ class ProgressBar(Callback):
         parts = []
         if f"test_{self.score}" in m:
             parts.append(f"{_short(self.score)} {m[f'test_{self.score}']:.3f}")
+        if "dp_epsilon" in m:
+            parts.append(f"eps {m['dp_epsilon']:.2f}")
         parts.append(f"{m.get('num_results', 0) / wall:,.0f} clients/s")
         parts.append(f"{m.get('examples_processed', 0) / wall:,.0f} ex/s")
         if self.progress is not None and self.task is not None:

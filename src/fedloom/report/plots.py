@@ -32,8 +32,9 @@ def _series(records: Sequence[dict], key: str) -> tuple[list[float], list[float]
 def plot_run(
     records: Sequence[dict], out_dir: Path, *, title: str = "", score: str = "accuracy"
 ) -> list[Path]:
-    """Write ``<score>.png`` and (when measured) ``client_<score>.png`` (``accuracy.png`` and
-    ``client_accuracy.png`` for classification); return their paths."""
+    """Write ``<score>.png``, and when measured ``client_<score>.png`` (``accuracy.png`` and
+    ``client_accuracy.png`` for classification) and ``privacy.png`` (epsilon per round of
+    a DP run); return their paths."""
     plt = _pyplot()
     written = []
     client = f"client_{score}"
@@ -86,6 +87,16 @@ def plot_run(
         ax.grid(alpha=0.3)
         fig.tight_layout()
         written.append(out_dir / f"{client}.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+    if any("dp_epsilon" in r for r in records):  # a differentially private run
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(*_series(records, "dp_epsilon"), marker=".")
+        ax.set(xlabel="round", ylabel="epsilon", title="privacy spent (client-level epsilon)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(out_dir / "privacy.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     return written
