@@ -114,3 +114,48 @@ def test_a_private_run_shows_its_epsilon_in_the_summary_and_a_plot(tmp_path, cap
     out = capsys.readouterr().out
     assert "privacy spent (epsilon)" in out and f"{expected:.3f}" in out
     assert (tmp_path / "dp" / "privacy.png").stat().st_size > 1000
+
+
+def _spent(rounds, z=0.8):
+    return epsilon(PrivacySetting(10, 5, rounds, 1e-4, sampling="uniform"), z)
+
+
+def test_a_run_stops_before_the_round_that_would_exceed_its_budget(tmp_path, caplog):
+    budget = (_spent(2) + _spent(3)) / 2  # two rounds fit, the third does not
+    config = load_config(None, [*SHORT, f"algorithm.max_epsilon={budget}"])
+    checkpoint = Checkpoints(tmp_path, fingerprint="budget")
+    with caplog.at_level("WARNING", logger="fedloom"):
+        history = simulate_config(config, checkpoint=checkpoint)
+    assert len(history.reports) == 2
+    assert history.reports[-1].metrics["dp_epsilon"] == pytest.approx(_spent(2), rel=1e-12)
+    assert "stopping before round 3 of 4: the privacy budget: round 3 would bring epsilon" in (
+        caplog.text
+    )
+    again = simulate_config(config, checkpoint=checkpoint)  # resumed: the ledger says no
+    assert len(again.reports) == 2
+
+
+def test_a_budget_without_a_noise_multiplier_is_spent_exactly_by_the_rounds():
+    config = load_config(
+        None, [*SHORT, "algorithm.noise_multiplier=null", "algorithm.max_epsilon=8.0"]
+    )
+    history = simulate_config(config)
+    assert len(history.reports) == 4
+    assert 8.0 * 0.99 < history.reports[-1].metrics["dp_epsilon"] <= 8.0
+
+
+def test_a_budget_no_noise_reaches_is_a_config_error_and_nothing_runs(tmp_path, capsys):
+    from fedloom.cli import main
+
+    argv = ["run", "--runs-dir", str(tmp_path), "--no-progress"]
+    for setting in (*SHORT, "algorithm.noise_multiplier=null", "algorithm.max_epsilon=1e-9"):
+        argv += ["--set", setting]
+    assert main(argv) == 2
+    assert "algorithm.max_epsilon: epsilon: no noise multiplier up to 1000" in (
+        capsys.readouterr().err
+    )
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="give a noise multiplier, or max_epsilon"):
+        from fedloom.config import build_algorithm
+
+        build_algorithm(load_config(None, [*SHORT, "algorithm.noise_multiplier=null"]))

@@ -42,6 +42,7 @@ __all__ = [
     "ServerState",
     "StateLogic",
     "pipeline_metrics",
+    "pipeline_stop_reason",
     "prepare_plans",
     "server_init",
     "server_update",
@@ -302,3 +303,15 @@ def pipeline_metrics(algorithm: Algorithm, state: ServerState) -> dict[str, floa
         if report is not None:
             found.update(report(stage_state))
     return found
+
+
+def pipeline_stop_reason(algorithm: Algorithm, state: ServerState, info: RoundInfo) -> str | None:
+    """Why the round ``info`` describes must not run, if a stage says so (a stage with a
+    ``stop_reason(state, info)`` method: DP-FedAvg's privacy budget); else ``None``."""
+    p, sub = algorithm.aggregation, state.aggregation
+    for stage, stage_state in zip(p.server, sub["server"], strict=True):
+        ask = getattr(stage, "stop_reason", None)
+        reason = ask(stage_state, info) if ask is not None else None
+        if reason is not None:
+            return str(reason)
+    return None

@@ -26,11 +26,13 @@ from fedloom.config.build import (
 from fedloom.config.run import RunConfig
 from fedloom.config.server import build_policy
 from fedloom.data import FederatedDataset
+from fedloom.data.sampling import cohort_size
 from fedloom.engine import LocalWork, UpdatePolicy
 from fedloom.errors import ConfigError
 from fedloom.model_file import load_model
 from fedloom.models import initial_module
 from fedloom.params import load_flat
+from fedloom.privacy.dp_fedavg import calibrate
 
 __all__ = ["RunSpec", "build_run"]
 
@@ -63,6 +65,12 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
     """Build the run ``config`` describes; ``data`` reuses an already partitioned dataset."""
     data = data if data is not None else build_federated(config)
     algorithm = build_algorithm(config, data.num_clients)
+    algorithm = calibrate(  # a DP run given only its budget: the noise that spends it exactly
+        algorithm,
+        population=data.num_clients,
+        cohort=cohort_size(data.num_clients, config.server.fraction),
+        rounds=config.rounds,
+    )
     model = build_model(config, data.dataset)
     module = initial_module(model, seed=config.seed)
     if config.model.init is not None:

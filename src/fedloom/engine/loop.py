@@ -12,10 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from fedloom.aggregate import RoundInfo
 from fedloom.algorithms import (
     Algorithm,
     ServerState,
     pipeline_metrics,
+    pipeline_stop_reason,
     prepare_plans,
     server_init,
     server_update,
@@ -144,6 +146,12 @@ def run_rounds(
             callback.on_resume(tuple(reports), state)
     values_per_model = state.params.numel() + state.buffers.numel()
     for t in range(len(reports), rounds):
+        upcoming = RoundInfo(seed=seed, round=t, num_clients=num_clients,
+                             cohort_size=cohort_size(num_clients, fraction))  # fmt: skip
+        reason = pipeline_stop_reason(algorithm, state, upcoming)
+        if reason is not None:  # e.g. a spent privacy budget: end here, model and all saved
+            log.warning("stopping before round %d of %d: %s", t + 1, rounds, reason)
+            break
         started = time.perf_counter()
         sampled = plans_for_round(num_clients, fraction, seed=seed, round=t)
         plans, dropped = assign_work(sampled, work, settings, seed=seed)

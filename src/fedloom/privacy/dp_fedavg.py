@@ -14,11 +14,17 @@ rounds it has noised, with the population and cohort they ran with). It is part 
 server state, so a checkpoint keeps it and a resumed run never resets the budget spent. It
 reports ``dp_epsilon`` after every round (uniform fixed-size sampling, as fedloom's round
 loop samples, under the RDP accountant: see the accountant module for why).
+
+A budget (``max_epsilon``) stops the run before the first round that would exceed it: the
+round loop asks every stage's ``stop_reason`` before sampling a cohort, and the run ends
+there with its model and checkpoint saved. Without a ``noise_multiplier``, the budget is
+spent exactly by the configured rounds: :func:`calibrate` computes the smallest noise
+multiplier that keeps ``rounds`` rounds within it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import torch
@@ -27,9 +33,9 @@ from annotated_types import Ge, Gt, Lt
 from fedloom.aggregate import Cohort, RoundInfo, Sum, clip, pipeline, scale
 from fedloom.algorithms.base import Algorithm
 from fedloom.errors import ConfigError
-from fedloom.privacy.accountant import PrivacySetting, epsilon
+from fedloom.privacy.accountant import PrivacySetting, epsilon, noise_multiplier_for
 
-__all__ = ["GaussianSumNoise", "dp_fedavg"]
+__all__ = ["GaussianSumNoise", "calibrate", "dp_fedavg"]
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,37 @@ class GaussianSumNoise:
     """Noise ``N(0, (z S)^2)`` on the sum of clipped updates, then ``/ M`` (expected cohort)."""
 
     clip_norm: float
-    noise_multiplier: float
+    noise_multiplier: float | None
     delta: float = 1e-5
+    max_epsilon: float | None = None
     name = "dp_noise"
     kind = "server"
+
+    @property
+    def z(self) -> float:
+        if self.noise_multiplier is None:
+            raise ValueError(
+                "DP-FedAvg's noise multiplier is not calibrated yet (fedloom.privacy.calibrate)"
+            )
+        return self.noise_multiplier
+
+    def _setting(self, population: int, cohort: int, rounds: int) -> PrivacySetting:
+        return PrivacySetting(
+            population, cohort, rounds, self.delta, sampling="uniform", accountant="rdp"
+        )
+
+    def stop_reason(self, ledger: dict[str, int], info: RoundInfo) -> str | None:
+        """Why the next round must not run (it would exceed ``max_epsilon``), or ``None``."""
+        if self.max_epsilon is None or info.num_clients is None or info.cohort_size is None:
+            return None
+        setting = self._setting(info.num_clients, info.cohort_size, int(ledger["rounds"]) + 1)
+        after = epsilon(setting, self.z)
+        if after <= self.max_epsilon:
+            return None
+        return (
+            f"the privacy budget: round {int(ledger['rounds']) + 1} would bring epsilon to "
+            f"{after:.4g}, over max_epsilon {self.max_epsilon:g}"
+        )
 
     def init(self, params: torch.Tensor) -> dict[str, int]:
         return {"rounds": 0, "population": 0, "cohort": 0}
@@ -56,7 +89,7 @@ class GaussianSumNoise:
     ) -> tuple[torch.Tensor, Any]:
         if info.cohort_size is None or info.num_clients is None:
             raise ValueError("DP-FedAvg needs the population and the expected cohort size")
-        std = self.noise_multiplier * self.clip_norm
+        std = self.z * self.clip_norm
         noise = torch.randn(delta.shape, generator=info.generator("dp_noise"), dtype=torch.float64)
         noised = (delta.double() + std * noise) / info.cohort_size
         spent = {
@@ -70,27 +103,33 @@ class GaussianSumNoise:
         """``dp_epsilon`` (at ``delta``) after the rounds in the ledger."""
         if not ledger["rounds"]:
             return {"dp_epsilon": 0.0}
-        setting = PrivacySetting(
-            ledger["population"], ledger["cohort"], ledger["rounds"], self.delta,
-            sampling="uniform", accountant="rdp",
-        )  # fmt: skip
-        return {"dp_epsilon": epsilon(setting, self.noise_multiplier)}
+        setting = self._setting(ledger["population"], ledger["cohort"], ledger["rounds"])
+        return {"dp_epsilon": epsilon(setting, self.z)}
 
 
 def dp_fedavg(
     clip_norm: Annotated[float, Gt(0)] = 1.0,
-    noise_multiplier: Annotated[float, Ge(0)] = 1.0,
+    noise_multiplier: Annotated[float, Ge(0)] | None = 1.0,
     delta: Annotated[float, Gt(0), Lt(1)] = 1e-5,
+    max_epsilon: Annotated[float, Gt(0)] | None = None,
     *,
     server_lr: float = 1.0,
     weighting: str = "uniform",
 ) -> Algorithm:
     """DP-FedAvg: clip to ``clip_norm``, sum, Gaussian noise ``noise_multiplier * clip_norm``,
-    divide by the expected cohort; epsilon at ``delta`` reported every round."""
+    divide by the expected cohort; epsilon at ``delta`` reported every round, the run stopped
+    before exceeding ``max_epsilon`` (``noise_multiplier: null``: calibrated to it)."""
     if not clip_norm > 0:
         raise ConfigError(f"algorithm.clip_norm: must be > 0, got {clip_norm}")
-    if not noise_multiplier >= 0:
+    if noise_multiplier is None and max_epsilon is None:
+        raise ConfigError(
+            "algorithm.noise_multiplier: give a noise multiplier, or max_epsilon to have one "
+            "calibrated to the run's rounds"
+        )
+    if noise_multiplier is not None and not noise_multiplier >= 0:
         raise ConfigError(f"algorithm.noise_multiplier: must be >= 0, got {noise_multiplier}")
+    if max_epsilon is not None and not max_epsilon > 0:
+        raise ConfigError(f"algorithm.max_epsilon: must be > 0, got {max_epsilon}")
     if not 0 < delta < 1:
         raise ConfigError(f"algorithm.delta: must be in (0, 1), got {delta}")
     if weighting != "uniform":
@@ -104,6 +143,30 @@ def dp_fedavg(
             weighting="uniform",
             per_client=(clip(clip_norm),),
             reduce=Sum(),
-            server=(GaussianSumNoise(clip_norm, noise_multiplier, delta), scale(server_lr)),
+            server=(
+                GaussianSumNoise(clip_norm, noise_multiplier, delta, max_epsilon),
+                scale(server_lr),
+            ),
         ),
     )
+
+
+def calibrate(algorithm: Algorithm, *, population: int, cohort: int, rounds: int) -> Algorithm:
+    """``algorithm`` with every uncalibrated noise stage's multiplier set to the smallest that
+    keeps ``rounds`` rounds within its ``max_epsilon`` (a :class:`ConfigError` naming
+    ``algorithm.max_epsilon`` when none up to 1000 does); other algorithms are returned as
+    they are."""
+    stages = []
+    changed = False
+    for stage in algorithm.aggregation.server:
+        if isinstance(stage, GaussianSumNoise) and stage.noise_multiplier is None:
+            assert stage.max_epsilon is not None  # the factory requires one of the two
+            setting = stage._setting(population, cohort, rounds)
+            try:
+                z = noise_multiplier_for(setting, stage.max_epsilon)
+            except ConfigError as exc:
+                raise ConfigError(f"algorithm.max_epsilon: {exc}") from None
+            stage = replace(stage, noise_multiplier=z)
+            changed = True
+        stages.append(stage)
+    return algorithm.with_aggregation(server=tuple(stages)) if changed else algorithm
