@@ -38,8 +38,8 @@ configuration:
   Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural.
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),
-  qffl (q, lipschitz), feddyn (alpha), dp_fedavg (clip_norm, noise_multiplier, delta),
-  e.g. --set algorithm=fedprox --set algorithm.mu=0.1
+  qffl (q, lipschitz), feddyn (alpha), dp_fedavg (clip_norm, noise_multiplier, delta,
+  max_epsilon), e.g. --set algorithm=fedprox --set algorithm.mu=0.1
   Aggregators (server.aggregator): mean, median, trimmed_mean (beta), krum (f, m),
   bulyan (f), geometric_median (nu, max_iter), centered_clipping (tau, iterations).
   Weightings: examples, uniform, inverse_variance.

@@ -116,9 +116,13 @@ def dp_fedavg(
     server_lr: float = 1.0,
     weighting: str = "uniform",
 ) -> Algorithm:
-    """DP-FedAvg: clip to ``clip_norm``, sum, Gaussian noise ``noise_multiplier * clip_norm``,
-    divide by the expected cohort; epsilon at ``delta`` reported every round, the run stopped
-    before exceeding ``max_epsilon`` (``noise_multiplier: null``: calibrated to it)."""
+    """Client-level DP-FedAvg (McMahan et al. 2018) with central Gaussian noise.
+
+    Updates are clipped to ``clip_norm`` and summed, noise of std
+    ``noise_multiplier * clip_norm`` is added, and the sum is divided by the expected cohort.
+    Epsilon at ``delta`` is reported every round; the run stops before exceeding
+    ``max_epsilon`` (``noise_multiplier: null``: calibrated to spend it exactly).
+    """
     if not clip_norm > 0:
         raise ConfigError(f"algorithm.clip_norm: must be > 0, got {clip_norm}")
     if noise_multiplier is None and max_epsilon is None:
