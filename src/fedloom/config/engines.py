@@ -30,12 +30,15 @@ EngineFactory = Callable[..., "Executor"]
 """``factory(module, data, settings, *, program, task, workers) -> Executor``."""
 
 
-def register_engine(name: str, factory: EngineFactory, *, replace: bool = False) -> None:
+def register_engine(
+    name: str, factory: EngineFactory, *, summary: str | None = None, replace: bool = False
+) -> None:
     """Make ``name`` an engine: usable as ``engine: name`` in a config, ``--engine`` and
-    :func:`fedloom.simulate`. The first line of the factory's docstring is its help text.
-    Engines take no options of their own (``workers`` is a top-level key)."""
+    :func:`fedloom.simulate`. Its help text is ``summary``, or the first line of the
+    factory's docstring. Engines take no options of their own (``workers`` is a top-level
+    key)."""
     section = section_from_factory("engine", name, lambda: None)
-    section.__doc__ = (factory.__doc__ or name).strip().splitlines()[0]
+    section.__doc__ = summary or (factory.__doc__ or name).strip().splitlines()[0]
     REGISTRY.register("engine", name, factory, section=section, replace=replace)
 
 
@@ -107,21 +110,10 @@ def _ray(
     return RayExecutor(module, data, settings, program=program, task=task, num_workers=workers)
 
 
-def _auto(
-    module: nn.Module,
-    data: FederatedDataset,
-    settings: LocalTraining,
-    *,
-    program: ClientProgram | None = None,
-    task: Task | None = None,
-    workers: int | None = None,
-) -> Executor:
-    """The default: the vectorized engine where the model allows it, else sequential."""
-    return _vectorized(module, data, settings, program=program, task=task)
-
+AUTO = "The default: the vectorized engine where the model allows it, else sequential."
 
 _BUILT_IN: dict[str, EngineFactory] = {
-    "auto": _auto,
+    "auto": _vectorized,  # which falls back to sequential where vmap cannot run
     "sequential": _sequential,
     "vectorized": _vectorized,
     "process": _process,
@@ -130,4 +122,4 @@ _BUILT_IN: dict[str, EngineFactory] = {
 assert tuple(_BUILT_IN) == tuple(sorted(_BUILT_IN, key=ENGINES.index))  # one list: names.py
 for _name, _factory in _BUILT_IN.items():
     if _name not in REGISTRY.names("engine"):
-        register_engine(_name, _factory)
+        register_engine(_name, _factory, summary=AUTO if _name == "auto" else None)

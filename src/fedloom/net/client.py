@@ -159,14 +159,15 @@ class _Objectives:
         (``None`` when the server keeps the clients' state), rebuilt from their descriptions."""
         key = message.SerializeToString(deterministic=True)
         if key not in self._built:
-            terms = tuple(rebuild(self._decode(term)) for term in message.terms)
+            terms = tuple(rebuild(self.decode(term)) for term in message.terms)
             program = ClientProgram(terms=terms, statistics=frozenset(message.statistics))
             objective = make_objective(self.module, self.params, self.buffers, terms=terms)
-            logic = rebuild(self._decode(message.state)) if message.HasField("state") else None
+            logic = rebuild(self.decode(message.state)) if message.HasField("state") else None
             self._built[key] = (program, objective, logic)
         return self._built[key]
 
-    def _decode(self, message: pb.Portable) -> Description:
+    def decode(self, message: pb.Portable) -> Description:
+        """A portable value's description from the wire, within the message size limit."""
         return decode_portable(message, max_bytes=self.max_bytes)
 
 
@@ -193,7 +194,7 @@ def _train(
         )
     program, objective, logic = objectives.program(task.program)
     settings = _settings(task.local)
-    own_terms = [rebuild(objectives._decode(term)) for term in task.client_terms]
+    own_terms = [rebuild(objectives.decode(term)) for term in task.client_terms]
     shared = decode_tensors(task.shared, max_bytes=max_bytes)
     correction = linear_correction(own_terms)  # a linear term is applied as a correction
     other_terms = tuple(t for t in own_terms if not isinstance(t, LinearTerm))
