@@ -36,13 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def client(index: int) -> None:
         name = f"client-{index}"
-        x, y = data.client_data(index)
         try:
             run_client(
                 args.server,
                 client_id=name,
-                x=x,
-                y=y,
+                data=data.client_batch(index),
                 module=build_model(config, data.dataset)(),
                 credentials=channel_credentials(
                     certs / "ca.pem", certs / f"client-{name}.pem", certs / f"client-{name}.key"

@@ -33,7 +33,7 @@ from fedloom.models import ModelSource, initial_module
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.sim import make_executor
 from fedloom.sim.attacks import Attack, AttackedExecutor, choose_attackers, flip_labels
-from fedloom.tasks import Task
+from fedloom.tasks import Task, classification
 
 __all__ = ["initial_module", "simulate"]
 
@@ -99,6 +99,7 @@ def simulate(
     """
     if buffers not in ("average", "local"):
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
+    (task or classification()).model_inputs(data.dataset.test_batch())  # names checked once
     module = initial_module(model, seed=seed)
     settings = algorithm.local_training(local or LocalTraining())
     attack = attack or Attack()

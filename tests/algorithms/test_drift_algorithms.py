@@ -79,8 +79,12 @@ def test_fedprox_local_step_adds_mu_times_distance_to_the_global_model():
     prox = make_objective(module, spec, buffer_spec(module), terms=fedprox(0.3).program.terms)
     context = LocalContext(w_t)
     start = local_init(w, torch.zeros(0), settings)
-    step_plain = local_step(start, (x, y), objective=plain, settings=settings, context=context)
-    step_prox = local_step(start, (x, y), objective=prox, settings=settings, context=context)
+    step_plain = local_step(
+        start, {"x": x, "y": y}, objective=plain, settings=settings, context=context
+    )
+    step_prox = local_step(
+        start, {"x": x, "y": y}, objective=prox, settings=settings, context=context
+    )
     # the extra movement is -lr * mu * (w - w_t) = -0.5 * 0.3 * 0.1 on every coordinate
     assert torch.allclose(step_prox.params - step_plain.params, torch.full_like(w, -0.015))
 

@@ -58,10 +58,10 @@ def test_local_steps_match_torch_optim_sgd(momentum, weight_decay):
         reference.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay
     )
     for step in range(5):
-        batch = (x[step * 6 : step * 6 + 6], y[step * 6 : step * 6 + 6])
+        batch = {"x": x[step * 6 : step * 6 + 6], "y": y[step * 6 : step * 6 + 6]}
         state = local_step(state, batch, objective=objective, settings=settings, context=context)
         optimizer.zero_grad()
-        nn.functional.cross_entropy(reference(batch[0]), batch[1]).backward()
+        nn.functional.cross_entropy(reference(batch["x"]), batch["y"]).backward()
         optimizer.step()
     assert state.num_steps == 5 and state.num_example_passes == 30
     assert torch.allclose(state.params, flatten_params(reference), atol=1e-6, rtol=0)
@@ -75,7 +75,11 @@ def test_local_step_does_not_mutate_its_input_state():
     state = local_init(w0, buffers, LocalTraining())
     params_before, buffers_before = state.params.clone(), state.buffers.clone()
     new = local_step(
-        state, (x, y), objective=objective, settings=LocalTraining(), context=LocalContext(w0)
+        state,
+        {"x": x, "y": y},
+        objective=objective,
+        settings=LocalTraining(),
+        context=LocalContext(w0),
     )
     assert torch.equal(state.params, params_before)
     assert torch.equal(state.buffers, buffers_before)
@@ -89,8 +93,7 @@ def test_train_client_returns_update_and_counts():
     w0 = flatten_params(module)
     result = train_client(
         ClientPlan(client_id=7, round=0, seed=0),
-        x,
-        y,
+        {"x": x, "y": y},
         w0,
         torch.zeros(0),
         objective=objective,
@@ -113,20 +116,21 @@ def test_autograd_and_torch_func_gradients_agree_exactly():
     with_term = make_objective(module, param_spec(module), buffer_spec(module), terms=(prox,))
     context = LocalContext(global_params=w - 0.1)
     for obj in (objective, with_term):
-        g1, l1 = obj.grad_and_value(w, torch.zeros(0), x, y, context)
-        g2, l2 = obj.functional_grad_and_value(w, torch.zeros(0), x, y, context)
+        g1, l1 = obj.grad_and_value(w, torch.zeros(0), {"x": x, "y": y}, context)
+        g2, l2 = obj.functional_grad_and_value(w, torch.zeros(0), {"x": x, "y": y}, context)
         assert torch.equal(g1, g2) and torch.equal(l1, l2)
     # the proximal term adds exactly mu * (w - w_t) = 0.1 to every coordinate's gradient
-    g_plain, _ = objective.grad_and_value(w, torch.zeros(0), x, y, context)
-    g_prox, _ = with_term.grad_and_value(w, torch.zeros(0), x, y, context)
+    g_plain, _ = objective.grad_and_value(w, torch.zeros(0), {"x": x, "y": y}, context)
+    g_prox, _ = with_term.grad_and_value(w, torch.zeros(0), {"x": x, "y": y}, context)
     assert torch.allclose(g_prox - g_plain, torch.full_like(w, 0.1), atol=1e-6)
     # and vmap over a stacked cohort gives each client's own gradient
     cohort = torch.stack([w, w + 0.01, w - 0.02])
+    batch = {"x": x, "y": y}
     batched = torch.func.vmap(
-        lambda p: objective.functional_grad_and_value(p, torch.zeros(0), x, y, context)[0]
+        lambda p: objective.functional_grad_and_value(p, torch.zeros(0), batch, context)[0]
     )(cohort)
     for k in range(3):
-        single, _ = objective.grad_and_value(cohort[k], torch.zeros(0), x, y, context)
+        single, _ = objective.grad_and_value(cohort[k], torch.zeros(0), {"x": x, "y": y}, context)
         assert torch.allclose(batched[k], single, atol=1e-6)
 
 
@@ -149,5 +153,5 @@ def test_an_objective_term_of_the_wrong_shape_is_named():
     with pytest.raises(
         ValueError, match=r"term 'per_coordinate_penalty' must return a scalar.*\(8,\)"
     ):
-        objective(params, torch.zeros(0), torch.ones(4, 3), torch.zeros(4, dtype=torch.long),
+        objective(params, torch.zeros(0), {"x": torch.ones(4, 3), "y": torch.zeros(4).long()},
                   LocalContext(params))  # fmt: skip

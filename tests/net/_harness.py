@@ -64,8 +64,7 @@ def client_thread(config, data, certs, client_id, index, port, state_path=None):
         run_client(
             f"127.0.0.1:{port}",
             client_id=client_id,
-            x=data.client_data(index)[0],
-            y=data.client_data(index)[1],
+            data=data.client_batch(index),
             module=build_model(config, data.dataset)(),
             credentials=channel_credentials(
                 certs / "ca.pem",

@@ -3,6 +3,8 @@ one client bringing its own data through a data hook."""
 
 from pathlib import Path
 
+import pytest
+import torch
 from _harness import fedloom, free_port
 
 from fedloom.cli import main
@@ -53,3 +55,26 @@ def test_server_settings_errors_name_the_field(tmp_path, capsys):
     assert main(["client", "--config", str(EXAMPLE), "--insecure", "--server", "127.0.0.1:1",
                  "--client-id", "x"]) == 2  # fmt: skip
     assert "exactly one of --index" in capsys.readouterr().err
+
+
+def test_a_data_hook_may_return_named_tensors_with_extras(tmp_path):
+    from fedloom.errors import FedloomError
+    from fedloom.net.deploy import load_data_hook
+
+    hook = tmp_path / "own.py"
+    hook.write_text(
+        "import numpy as np\n"
+        "def pair():\n    return np.ones((4, 3)), [0, 1, 2, 1]\n"
+        "def named():\n"
+        "    return {'x': np.ones((4, 3)), 'y': [0, 1, 2, 1], 'mask': np.eye(4)[:, :2]}\n"
+        "def uneven():\n"
+        "    return {'x': np.ones((4, 3)), 'y': [0, 1, 2, 1], 'mask': np.ones((3, 2))}\n"
+    )
+    pair = load_data_hook(f"{hook}:pair")
+    assert sorted(pair) == ["x", "y"] and pair["y"].tolist() == [0, 1, 2, 1]
+    named = load_data_hook(f"{hook}:named")
+    assert sorted(named) == ["mask", "x", "y"]
+    assert named["x"].dtype == torch.float32 and named["y"].dtype == torch.int64
+    assert named["mask"].tolist() == [[1, 0], [0, 1], [0, 0], [0, 0]]
+    with pytest.raises(FedloomError, match=r"entries \['mask'\] do not have one row per example"):
+        load_data_hook(f"{hook}:uneven")

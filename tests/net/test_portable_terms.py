@@ -58,7 +58,7 @@ def test_a_users_term_and_a_correction_train_the_same_update_deployed_and_simula
         client = threading.Thread(
             target=run_client,
             args=(f"127.0.0.1:{port}",),
-            kwargs={"client_id": "alice", "x": x, "y": y, "module": module},
+            kwargs={"client_id": "alice", "data": {"x": x, "y": y}, "module": module},
             daemon=True,
         )
         client.start()
@@ -70,7 +70,7 @@ def test_a_users_term_and_a_correction_train_the_same_update_deployed_and_simula
         server.stop(grace=None)
     objective = make_objective(module, param_spec(module), buffer_spec(module), terms=program.terms)
     simulated = train_client(
-        plan, x, y, params, buffers, objective=objective, settings=settings,
+        plan, {"x": x, "y": y}, params, buffers, objective=objective, settings=settings,
         context=LocalContext(params), program=program,
     )  # fmt: skip
     assert torch.equal(deployed.update, simulated.update)
@@ -78,7 +78,7 @@ def test_a_users_term_and_a_correction_train_the_same_update_deployed_and_simula
     # FedNova's ||a||_1 with the proximal mu that crossed: (1 - (1 - lr mu)^tau) / (lr mu)
     assert deployed.statistics["work_norm"] == pytest.approx((1 - 0.98**6) / 0.02, rel=1e-12)
     without = train_client(
-        ClientPlan(0, 0, seed=123), x, y, params, buffers, objective=objective,
+        ClientPlan(0, 0, seed=123), {"x": x, "y": y}, params, buffers, objective=objective,
         settings=settings, context=LocalContext(params), program=program,
     )  # fmt: skip
     assert not torch.allclose(deployed.update, without.update)  # the correction did cross

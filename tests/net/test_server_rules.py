@@ -103,8 +103,7 @@ def test_a_revoked_client_process_stops_with_a_clear_error(served):
         run_client(
             f"127.0.0.1:{port}",
             client_id="eve",
-            x=torch.zeros(3, 2),
-            y=torch.zeros(3, dtype=torch.long),
+            data={"x": torch.zeros(3, 2), "y": torch.zeros(3, dtype=torch.long)},
             module=torch.nn.Linear(2, 2),
             credentials=channel_credentials(certs / "ca.pem"),
             token="t-eve",

@@ -18,6 +18,7 @@ import torch
 
 from fedloom.client.objectives import LocalContext, Objective
 from fedloom.client.optim import accumulate_gradient_moments, sgd_step
+from fedloom.tasks import Batch, num_rows
 from fedloom.types import ClientResult
 
 __all__ = [
@@ -124,21 +125,21 @@ def local_init(
 
 def local_step(
     state: LocalState,
-    batch: tuple[torch.Tensor, torch.Tensor],
+    batch: Batch,
     *,
     objective: Objective,
     settings: LocalTraining,
     context: LocalContext,
     correction: torch.Tensor | None = None,
 ) -> LocalState:
-    """One SGD step on one batch; returns a new state and leaves ``state`` untouched.
+    """One SGD step on one named batch; returns a new state and leaves ``state`` untouched.
 
     ``correction`` is added to the objective's gradient (SCAFFOLD's ``c - c_k``), before
     weight decay and momentum.
     """
-    x, y = batch
     buffers = state.buffers.clone()  # batch norm writes running statistics into it
-    grad, loss = objective.grad_and_value(state.params, buffers, x, y, context)
+    grad, loss = objective.grad_and_value(state.params, buffers, batch, context)
+    rows = num_rows(batch)
     grad_sum, grad_sq_sum = state.grad_sum, state.grad_sq_sum
     if grad_sum is not None and grad_sq_sum is not None:
         grad_sum, grad_sq_sum = accumulate_gradient_moments(grad_sum, grad_sq_sum, grad)
@@ -156,8 +157,8 @@ def local_step(
         buffers=buffers,
         velocity=velocity,
         num_steps=state.num_steps + 1,
-        loss_sum=state.loss_sum + loss.detach().double() * len(y),
-        num_example_passes=state.num_example_passes + len(y),
+        loss_sum=state.loss_sum + loss.detach().double() * rows,
+        num_example_passes=state.num_example_passes + rows,
         grad_sum=grad_sum,
         grad_sq_sum=grad_sq_sum,
     )

@@ -15,6 +15,7 @@ from fedloom.client.local import (
 )
 from fedloom.client.objectives import LocalContext, Objective
 from fedloom.client.program import ClientProgram, plan_settings, work_norm
+from fedloom.tasks import Batch, num_rows, take
 from fedloom.types import ClientPlan, ClientResult
 
 __all__ = ["train_client"]
@@ -22,8 +23,7 @@ __all__ = ["train_client"]
 
 def train_client(
     plan: ClientPlan,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: Batch,
     global_params: torch.Tensor,
     buffers: torch.Tensor,
     *,
@@ -32,7 +32,8 @@ def train_client(
     context: LocalContext,
     program: ClientProgram | None = None,
 ) -> ClientResult:
-    """Run one client's local training: init, one step per scheduled batch, final.
+    """Run one client's local training on its ``data`` (a named batch of its whole training
+    split): init, one step per scheduled batch, final.
 
     The batch order comes from the plan's seed, the amount of work from the plan's override
     (if any) or ``settings``; ``program`` names the statistics to report.
@@ -42,16 +43,16 @@ def train_client(
     wanted = program.statistics
     statistics: dict[str, float] = {}
     if "initial_loss" in wanted:
-        statistics["initial_loss"] = objective.mean_data_loss(global_params, buffers, x, y)
+        statistics["initial_loss"] = objective.mean_data_loss(global_params, buffers, data)
     state = local_init(
         global_params, buffers, settings, track_gradients="update_variance" in wanted
     )
     rng = np.random.default_rng(plan.seed)
-    for index in batch_schedule(len(y), settings, rng):
-        batch_index = torch.from_numpy(index)
+    num_examples = num_rows(data)
+    for index in batch_schedule(num_examples, settings, rng):
         state = local_step(
             state,
-            (x[batch_index], y[batch_index]),
+            take(data, torch.from_numpy(index)),
             objective=objective,
             settings=settings,
             context=context,
@@ -63,12 +64,16 @@ def train_client(
             state.grad_sq_sum,
             num_steps=state.num_steps,
             num_example_passes=state.num_example_passes,
-            num_examples=len(y),
+            num_examples=num_examples,
         )
     if "work_norm" in wanted:
         statistics["work_norm"] = work_norm(
             state.num_steps, momentum=settings.momentum, lr=settings.lr, mu=program.proximal_mu
         )
     return local_final(
-        state, global_params, client_id=plan.client_id, num_examples=len(y), statistics=statistics
+        state,
+        global_params,
+        client_id=plan.client_id,
+        num_examples=num_examples,
+        statistics=statistics,
     )

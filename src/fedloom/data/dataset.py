@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 __all__ = ["Dataset"]
+
+_RESERVED = ("x", "y")
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,10 @@ class Dataset:
         num_classes: number of labels.
         train_owner: for data with a natural federation (LEAF Synthetic devices, writers,
             hospitals), the owner id of each training example; ``None`` otherwise.
+        train_extra, test_extra: more named tensors with one row per example (an attention
+            mask, a sequence length ...). They travel with ``x`` and ``y`` into every batch
+            (:attr:`fedloom.tasks.Task.inputs` says which ones the model receives; the loss
+            and metrics see them all). Both must name the same entries.
     """
 
     name: str
@@ -30,12 +37,43 @@ class Dataset:
     test_y: torch.Tensor
     num_classes: int
     train_owner: np.ndarray | None = None
+    train_extra: Mapping[str, torch.Tensor] = field(default_factory=dict, hash=False)
+    test_extra: Mapping[str, torch.Tensor] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if len(self.train_x) != len(self.train_y) or len(self.test_x) != len(self.test_y):
             raise ValueError(f"{self.name}: inputs and labels differ in length")
         if self.train_owner is not None and len(self.train_owner) != len(self.train_y):
             raise ValueError(f"{self.name}: train_owner must have one id per training example")
+        if set(self.train_extra) != set(self.test_extra):
+            raise ValueError(
+                f"{self.name}: train_extra {sorted(self.train_extra)} and test_extra "
+                f"{sorted(self.test_extra)} must name the same entries"
+            )
+        for split, extra, rows in (
+            ("train_extra", self.train_extra, len(self.train_y)),
+            ("test_extra", self.test_extra, len(self.test_y)),
+        ):
+            for name, tensor in extra.items():
+                if name in _RESERVED or not name.isidentifier():
+                    raise ValueError(
+                        f"{self.name}: {split} entry {name!r} must be an identifier other "
+                        f"than {_RESERVED}"
+                    )
+                if not isinstance(tensor, torch.Tensor) or tensor.ndim == 0 or len(tensor) != rows:
+                    raise ValueError(
+                        f"{self.name}: {split}[{name!r}] must be a tensor with one row per "
+                        f"example ({rows})"
+                    )
+
+    def train_batch(self, index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The training examples ``index`` (all of them by default) as a named batch."""
+        batch = {"x": self.train_x, "y": self.train_y, **self.train_extra}
+        return batch if index is None else {name: t[index] for name, t in batch.items()}
+
+    def test_batch(self) -> dict[str, torch.Tensor]:
+        """The global test set as a named batch."""
+        return {"x": self.test_x, "y": self.test_y, **self.test_extra}
 
     @property
     def input_shape(self) -> tuple[int, ...]:

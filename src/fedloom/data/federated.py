@@ -44,9 +44,14 @@ class FederatedDataset:
         return np.array([len(ix) for ix in self.client_train], dtype=np.int64)
 
     def client_data(self, client_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Client ``client_id``'s training inputs and labels."""
+        """Client ``client_id``'s training inputs and labels (:meth:`client_batch` has every
+        named tensor)."""
         index = torch.from_numpy(self.client_train[client_id])
         return self.dataset.train_x[index], self.dataset.train_y[index]
+
+    def client_batch(self, client_id: int) -> dict[str, torch.Tensor]:
+        """Client ``client_id``'s training split as a named batch (``x``, ``y`` and extras)."""
+        return self.dataset.train_batch(torch.from_numpy(self.client_train[client_id]))
 
     def label_histograms(self) -> np.ndarray:
         """``[num_clients, num_classes]`` label counts of each client's training split."""

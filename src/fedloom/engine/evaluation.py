@@ -11,7 +11,7 @@ from torch.func import functional_call
 
 from fedloom.data import FederatedDataset
 from fedloom.params import buffer_spec, param_spec
-from fedloom.tasks import Batch, Task, classification
+from fedloom.tasks import Batch, Task, classification, num_rows, take
 
 __all__ = ["Evaluator", "spread_metrics"]
 
@@ -73,15 +73,16 @@ class Evaluator:
         self._holdout_sizes = np.array([len(ix) for ix in holdout])
 
     @torch.no_grad()
-    def _outputs(
-        self, params: torch.Tensor, buffers: torch.Tensor, x: torch.Tensor
-    ) -> torch.Tensor:
+    def _outputs(self, params: torch.Tensor, buffers: torch.Tensor, batch: Batch) -> torch.Tensor:
         self.module.eval()
         tensors = {**self.spec.views(params), **self.buffer_spec.views(buffers)}
+        inputs = self.task.model_inputs(batch)
         return torch.cat(
             [
-                functional_call(self.module, tensors, (x[i : i + self.batch_size],))
-                for i in range(0, len(x), self.batch_size)
+                functional_call(
+                    self.module, tensors, tuple(t[i : i + self.batch_size] for t in inputs)
+                )
+                for i in range(0, num_rows(batch), self.batch_size)
             ]
         )
 
@@ -93,9 +94,8 @@ class Evaluator:
     def global_metrics(self, params: torch.Tensor, buffers: torch.Tensor) -> dict[str, float]:
         """``test_loss`` (the task's mean loss) and ``test_<metric>`` for each of the task's
         metrics (``test_accuracy`` for classification) on the global test set."""
-        dataset = self.data.dataset
-        outputs = self._outputs(params, buffers, dataset.test_x)
-        batch = {"x": dataset.test_x, "y": dataset.test_y}
+        batch = self.data.dataset.test_batch()
+        outputs = self._outputs(params, buffers, batch)
         return {
             "test_loss": float(self.task.batch_loss(outputs, batch)),
             **self._mean_metrics(outputs, batch, "test_"),
@@ -105,10 +105,9 @@ class Evaluator:
         """``train_loss_global``: the task's mean loss over every client's training split, the
         objective ``sum_k p_k F_k`` with example weights (what the FedProx paper plots)."""
         index = torch.from_numpy(np.concatenate(self.data.client_train).astype(np.int64))
-        dataset = self.data.dataset
-        x, y = dataset.train_x[index], dataset.train_y[index]
-        outputs = self._outputs(params, buffers, x)
-        return {"train_loss_global": float(self.task.batch_loss(outputs, {"x": x, "y": y}))}
+        batch = self.data.dataset.train_batch(index)
+        outputs = self._outputs(params, buffers, batch)
+        return {"train_loss_global": float(self.task.batch_loss(outputs, batch))}
 
     def client_scores(
         self,
@@ -125,17 +124,15 @@ class Evaluator:
         scores = np.full(self.data.num_clients, np.nan)
         if self._holdout_index is None or len(self._holdout_index) == 0:
             return scores
-        x = self.data.dataset.train_x[self._holdout_index]
-        y = self.data.dataset.train_y[self._holdout_index]
-        values = self.task.example_metrics(self._outputs(params, buffers, x), {"x": x, "y": y})
+        holdout = self.data.dataset.train_batch(self._holdout_index)
+        values = self.task.example_metrics(self._outputs(params, buffers, holdout), holdout)
         per_example = {name: v.numpy().astype(np.float64) for name, v in values.items()}
         if client_buffers:
             for client_id, own in client_buffers.items():
                 rows = self._holdout_owner == client_id
                 if rows.any():
-                    selected = torch.from_numpy(rows)
-                    own_outputs = self._outputs(params, own, x[selected])
-                    own_batch = {"x": x[selected], "y": y[selected]}
+                    own_batch = take(holdout, torch.from_numpy(rows))
+                    own_outputs = self._outputs(params, own, own_batch)
                     own_values = self.task.example_metrics(own_outputs, own_batch)
                     for name, value in own_values.items():
                         per_example[name][rows] = value.numpy()

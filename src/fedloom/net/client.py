@@ -31,6 +31,7 @@ from fedloom.net.codec import decode_portable, decode_tensor, decode_tensors, en
 from fedloom.net.proto import fedloom_pb2 as pb
 from fedloom.net.proto import fedloom_pb2_grpc as rpc
 from fedloom.params import buffer_spec, param_spec
+from fedloom.tasks import Batch, Task, num_rows
 from fedloom.types import ClientPlan
 
 __all__ = ["run_client"]
@@ -55,9 +56,9 @@ def run_client(
     address: str,
     *,
     client_id: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: Batch,
     module: nn.Module,
+    task: Task | None = None,
     credentials: grpc.ChannelCredentials | None = None,
     token: str | None = None,
     max_message_bytes: int = 256 * 1024**2,
@@ -71,7 +72,9 @@ def run_client(
 
     The server's task says how to train (local settings, the algorithm's objective terms and
     statistics, described as data, and the client half of its state logic), so a client
-    needs only its data and the model's architecture. ``credentials`` are TLS channel credentials
+    needs only its data (a named batch of its whole training split: ``{"x": inputs, "y":
+    targets}`` plus any extra entries its task uses) and the model's architecture; ``task``
+    (default classification) is its loss. ``credentials`` are TLS channel credentials
     (:func:`fedloom.net.tls.channel_credentials`); ``None`` means plaintext, which a TLS
     server refuses. ``token`` is sent as a bearer token. ``delay_s`` makes the client wait
     that long before each submission, as a slow device would (demos and tests of deadlines).
@@ -80,7 +83,7 @@ def run_client(
     memory, and in ``state_path`` (a safetensors file, rewritten atomically after each
     accepted update) when given, so that a restarted client continues with its state.
     """
-    objectives = _Objectives(module, max_message_bytes)
+    objectives = _Objectives(module, max_message_bytes, task)
     own = OwnState(state_path)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     options = [
@@ -97,21 +100,21 @@ def run_client(
         try:
             with channel:
                 stub = rpc.FederationStub(channel)
-                stub.Join(pb.JoinRequest(client_id=client_id, num_examples=len(y)),
+                stub.Join(pb.JoinRequest(client_id=client_id, num_examples=num_rows(data)),
                           metadata=metadata, timeout=30)  # fmt: skip
                 backoff, last_contact = 0.2, time.monotonic()
                 while True:
-                    task = stub.GetTask(pb.TaskRequest(client_id=client_id), metadata=metadata,
-                                        timeout=60)  # fmt: skip
+                    job = stub.GetTask(pb.TaskRequest(client_id=client_id), metadata=metadata,
+                                       timeout=60)  # fmt: skip
                     last_contact = time.monotonic()
-                    if task.kind == "done":
+                    if job.kind == "done":
                         log.info("%s: the run is over after %d rounds", client_id, trained)
                         return trained
-                    if task.kind == "wait":
-                        time.sleep(max(task.retry_after_s, 0.05))
+                    if job.kind == "wait":
+                        time.sleep(max(job.retry_after_s, 0.05))
                         continue
-                    log.info("%s: training round %d", client_id, task.round + 1)
-                    update, writes = _train(task, x, y, objectives, own, max_message_bytes)
+                    log.info("%s: training round %d", client_id, job.round + 1)
+                    update, writes = _train(job, data, objectives, own, max_message_bytes)
                     update.client_id = client_id
                     if delay_s > 0:
                         time.sleep(delay_s)
@@ -120,10 +123,10 @@ def run_client(
                         own.commit(writes)
                     else:
                         log.warning("%s: round %d update refused: %s", client_id,
-                                    task.round + 1, ack.reason)  # fmt: skip
+                                    job.round + 1, ack.reason)  # fmt: skip
                     trained += 1
                     if on_round is not None:
-                        on_round(int(task.round))
+                        on_round(int(job.round))
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             if code in FINAL:
@@ -148,8 +151,9 @@ def run_client(
 class _Objectives:
     """The client's objective for each program the server sends (built once per program)."""
 
-    def __init__(self, module: nn.Module, max_bytes: int):
+    def __init__(self, module: nn.Module, max_bytes: int, task: Task | None = None):
         self.module = module
+        self.task = task
         self.max_bytes = max_bytes
         self.params, self.buffers = param_spec(module), buffer_spec(module)
         self._built: dict[bytes, tuple[ClientProgram, Objective, StateLogic | None]] = {}
@@ -161,7 +165,9 @@ class _Objectives:
         if key not in self._built:
             terms = tuple(rebuild(self.decode(term)) for term in message.terms)
             program = ClientProgram(terms=terms, statistics=frozenset(message.statistics))
-            objective = make_objective(self.module, self.params, self.buffers, terms=terms)
+            objective = make_objective(
+                self.module, self.params, self.buffers, terms=terms, task=self.task
+            )
             logic = rebuild(self.decode(message.state)) if message.HasField("state") else None
             self._built[key] = (program, objective, logic)
         return self._built[key]
@@ -173,8 +179,7 @@ class _Objectives:
 
 def _train(
     task: pb.Task,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: Batch,
     objectives: _Objectives,
     own: OwnState,
     max_bytes: int,
@@ -204,6 +209,7 @@ def _train(
             objectives.params,
             objectives.buffers,
             terms=program.terms + other_terms,
+            task=objectives.task,
         )
     if logic is not None:  # this client keeps its own state: its correction comes from it
         correction = logic.correction(shared, own.entries)
@@ -218,8 +224,7 @@ def _train(
     started = time.perf_counter()
     result = train_client(
         plan,
-        x,
-        y,
+        data,
         params,
         buffers,
         objective=objective,

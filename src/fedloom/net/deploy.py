@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -205,11 +205,13 @@ def serve(
     return history
 
 
-def load_data_hook(spec: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_data_hook(spec: str) -> dict[str, torch.Tensor]:
     """Call a user's data hook ``path/to/file.py:function`` (or ``package.module:function``).
 
-    The function takes no arguments and returns ``(x, y)``: the client's training inputs
-    (float tensor, one row per example, shaped as the model expects) and integer labels.
+    The function takes no arguments and returns the client's training split: ``(x, y)``
+    (float inputs, one row per example, shaped as the model expects, and integer labels), or
+    a mapping of named tensors with ``"x"``, ``"y"`` and any extra entries (masks ...), each
+    with one row per example. Returns it as a named batch.
     """
     target, _, name = spec.rpartition(":")
     if not target or not name:
@@ -225,14 +227,31 @@ def load_data_hook(spec: str) -> tuple[torch.Tensor, torch.Tensor]:
     function = getattr(module, name, None)
     if not callable(function):
         raise ConfigError(f"--data-hook: {target} has no function {name!r}")
-    x, y = function()
-    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64)
-    if x.shape[0] != y.shape[0] or y.ndim != 1:
+    returned = function()
+    if isinstance(returned, Mapping):
+        batch = {str(key): torch.as_tensor(value) for key, value in returned.items()}
+        if "x" not in batch or "y" not in batch:
+            raise FedloomError(
+                f"--data-hook {spec}: the mapping it returned has {sorted(batch)}; it needs "
+                "'x' (inputs) and 'y' (labels), plus any extra entries"
+            )
+    else:
+        x, y = returned
+        batch = {"x": torch.as_tensor(x), "y": torch.as_tensor(y)}
+    batch["x"] = batch["x"].to(torch.float32)
+    batch["y"] = batch["y"].to(torch.int64)
+    rows = batch["x"].shape[0] if batch["x"].ndim else 0
+    if batch["y"].ndim != 1 or len(batch["y"]) != rows:
         raise FedloomError(
-            f"--data-hook {spec}: x has {x.shape[0]} rows but y has shape {tuple(y.shape)}; "
+            f"--data-hook {spec}: x has {rows} rows but y has shape {tuple(batch['y'].shape)}; "
             "return (x, y) with one label per row"
         )
-    return x, y
+    uneven = [k for k, t in batch.items() if t.ndim == 0 or len(t) != rows]
+    if uneven:
+        raise FedloomError(
+            f"--data-hook {spec}: entries {uneven} do not have one row per example ({rows})"
+        )
+    return batch
 
 
 def run_demo_client(
@@ -254,7 +273,8 @@ def run_demo_client(
     if (index is None) == (data_hook is None):
         raise ConfigError("give exactly one of --index (a demo share) and --data-hook")
     if data_hook is not None:
-        x, y = load_data_hook(data_hook)
+        batch = load_data_hook(data_hook)
+        x, y = batch["x"], batch["y"]
         dataset = Dataset(  # only its shapes matter: it tells the model its input and output
             "own-data", x, y, x[:0], y[:0], num_classes=NUM_CLASSES[config.data.dataset]
         )
@@ -262,15 +282,14 @@ def run_demo_client(
         data = build_federated(config)
         if not 0 <= index < data.num_clients:  # type: ignore[operator]
             raise ConfigError(f"--index {index}: the config has {data.num_clients} clients")
-        x, y = data.client_data(index)  # type: ignore[arg-type]
+        batch = data.client_batch(index)  # type: ignore[arg-type]
         dataset = data.dataset
     torch.manual_seed(0)  # the template's own weights are never used; keep it deterministic
     module = build_model(config, dataset)()
     return run_client(
         address,
         client_id=client_id,
-        x=x,
-        y=y,
+        data=batch,
         module=module,
         credentials=credentials,
         token=token,

@@ -43,7 +43,7 @@ class SequentialExecutor:
             module, param_spec(module), buffer_spec(module), terms=self.program.terms, task=task
         )
         # Each client's training tensors, gathered once rather than every round.
-        self._client_data = [data.client_data(k) for k in range(data.num_clients)]
+        self._client_data = [data.client_batch(k) for k in range(data.num_clients)]
 
     def fit(
         self,
@@ -66,15 +66,13 @@ class SequentialExecutor:
         buffers: Mapping[int, torch.Tensor],
         context: LocalContext,
     ) -> ClientResult:
-        x, y = self._client_data[plan.client_id]
         if self.objective.buffer_spec.num_params == 0:  # none to pass (as on the vectorized
             start = torch.zeros(0)  # engine, which callers may have handed no buffers)
         else:
             start = buffers[plan.client_id]
         return train_client(
             plan,
-            x,
-            y,
+            self._client_data[plan.client_id],
             params,
             start,
             objective=self.objective,

@@ -46,7 +46,7 @@ from fedloom.client import (
 from fedloom.client.optim import accumulate_gradient_moments, sgd_step
 from fedloom.data import FederatedDataset
 from fedloom.params import buffer_spec, param_spec
-from fedloom.tasks import Task
+from fedloom.tasks import Task, take
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
 __all__ = ["VectorizedExecutor", "default_slots", "vectorization_problem"]
@@ -70,9 +70,9 @@ def vectorization_problem(module: nn.Module) -> str | None:
     return None
 
 
-def _activation_floats_per_example(module: nn.Module, example: torch.Tensor) -> int:
-    """Floats of every submodule's output for one example (a ``[1, ...]`` input of the
-    data's own dtype: token ids are integers): the forward activations."""
+def _activation_floats_per_example(module: nn.Module, example: tuple[torch.Tensor, ...]) -> int:
+    """Floats of every submodule's output for one example (the model's ``[1, ...]`` inputs
+    of the data's own dtypes: token ids are integers): the forward activations."""
     total = 0
 
     def count(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -83,7 +83,7 @@ def _activation_floats_per_example(module: nn.Module, example: torch.Tensor) -> 
     hooks = [m.register_forward_hook(count) for m in module.modules() if m is not module]
     try:
         with torch.no_grad():
-            module(torch.zeros_like(example))
+            module(*(torch.zeros_like(tensor) for tensor in example))
     finally:
         for hook in hooks:
             hook.remove()
@@ -145,27 +145,28 @@ class VectorizedExecutor:
         )
         self._corrected = False
         self._track_gradients = False
-        self._x, self._y = data.dataset.train_x, data.dataset.train_y
+        self._train = data.dataset.train_batch()  # every named tensor, indexed by row
         self._client_index = [np.asarray(ix, dtype=np.int64) for ix in data.client_train]
         self._no_buffers = torch.zeros(0)
         batch = settings.batch_size or int(max(len(ix) for ix in data.client_train))
         self.slots = slots or default_slots(
             self.spec.num_params,
-            _activation_floats_per_example(module, data.dataset.train_x[:1]),
+            _activation_floats_per_example(
+                module, self.objective.task.model_inputs(take(self._train, slice(0, 1)))
+            ),
             batch,
             memory_budget_bytes=memory_budget_bytes,
         )
-        self._grad = vmap(self._client_grad, in_dims=(0, 0, 0, 0, None))
+        self._grad = vmap(self._client_grad, in_dims=(0, 0, 0, None))
 
     def _client_grad(
         self,
         tensors: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        y: torch.Tensor,
+        batch: dict[str, torch.Tensor],
         mask: torch.Tensor,
         context: LocalContext,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        return grad_and_value(self.objective.loss)(tensors, self._no_buffers, x, y, context, mask)
+        return grad_and_value(self.objective.loss)(tensors, self._no_buffers, batch, context, mask)
 
     def fit(
         self,
@@ -187,7 +188,7 @@ class VectorizedExecutor:
             for i, plan in enumerate(plans):
                 index = torch.from_numpy(self._client_index[plan.client_id])
                 loss = self.objective.mean_data_loss(
-                    params, self._no_buffers, self._x[index], self._y[index]
+                    params, self._no_buffers, take(self._train, index)
                 )
                 statistics = {**results[i].statistics, "initial_loss": loss}
                 results[i] = replace(results[i], statistics=statistics)
@@ -250,9 +251,7 @@ class VectorizedExecutor:
                 index[r, : len(local)] = self._client_index[plans[at].client_id][local]
                 mask[r, : len(local)] = 1.0
             step_index, step_mask = torch.from_numpy(index), torch.from_numpy(mask)
-            grads, loss = self._grad(
-                weights, self._x[step_index], self._y[step_index], step_mask, context
-            )
+            grads, loss = self._grad(weights, take(self._train, step_index), step_mask, context)
             if self._track_gradients:
                 squared = torch.zeros(len(rows), dtype=torch.float64)
                 for name in self.spec.names:

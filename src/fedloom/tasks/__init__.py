@@ -11,7 +11,16 @@ A task of your own is a :class:`Task` built from two functions of ``(outputs, ba
 ``examples/custom_task.py``.
 """
 
-from fedloom.tasks.base import Batch, Task
+from fedloom.tasks.base import Batch, Task, num_rows, take
 from fedloom.tasks.builtin import TASKS, classification, next_token, regression
 
-__all__ = ["TASKS", "Batch", "Task", "classification", "next_token", "regression"]
+__all__ = [
+    "TASKS",
+    "Batch",
+    "Task",
+    "classification",
+    "next_token",
+    "num_rows",
+    "regression",
+    "take",
+]

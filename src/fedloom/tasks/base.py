@@ -1,7 +1,10 @@
 """The :class:`Task` value and how the engines use it.
 
-A batch is a mapping of named tensors (``"x"``: the model's input, ``"y"``: the target; more
-names may follow, such as attention masks). A task says
+A batch is a mapping of named tensors with one row per example: ``"x"`` (the model's input),
+``"y"`` (the target), and any others the data set carries (an attention mask, a sequence
+length, a sample weight; see :attr:`fedloom.data.Dataset.train_extra`). Every engine slices
+all of them with the same row index, pads them together in a vectorized cohort, and hands the
+whole batch to the task. A task says
 
 - ``loss(outputs, batch) -> [B]``: the loss of every example. fedloom reduces it: the mean
   over the batch, or over the real examples only when a vectorized cohort pads a client's
@@ -14,6 +17,8 @@ names may follow, such as attention masks). A task says
 - ``derive(means) -> {name: value}`` (optional): metrics that are functions of those means
   (R^2 from the MSE and the target's moments, perplexity from the mean token loss). It gets
   NumPy arrays, one entry per client or a single entry for the global set.
+- ``inputs``: the batch entries passed to the model, in order (``("x",)`` by default;
+  ``("x", "mask")`` for a model whose ``forward(x, mask)`` takes an attention mask).
 - ``score``: the metric whose per-client spread is reported (``client_<score>_mean``,
   ``_worst10`` ...), shown in the progress bar and summary; ``higher_is_better`` says which
   end is "worst".
@@ -27,10 +32,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Batch", "Task"]
+__all__ = ["Batch", "Task", "num_rows", "take"]
 
 Batch = Mapping[str, torch.Tensor]
-"""Named tensors of a batch: ``"x"`` (model input) and ``"y"`` (target)."""
+"""Named tensors of a batch, one row per example: ``"x"`` (model input), ``"y"`` (target) and
+any extra entries of the data set (masks, lengths ...)."""
+
+
+def take(batch: Batch, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+    """The rows ``index`` of every tensor of ``batch`` (a gather, or a view for a slice).
+
+    >>> take({"x": torch.arange(6).view(3, 2), "y": torch.tensor([7, 8, 9])}, slice(1, 3))["y"]
+    tensor([8, 9])
+    """
+    return {name: tensor[index] for name, tensor in batch.items()}
+
+
+def num_rows(batch: Batch) -> int:
+    """The number of examples in ``batch`` (the common length of its tensors)."""
+    return len(batch["y"]) if "y" in batch else len(next(iter(batch.values())))
+
 
 PerExample = Callable[[torch.Tensor, Batch], torch.Tensor]
 PerExampleMetrics = Callable[[torch.Tensor, Batch], Mapping[str, torch.Tensor]]
@@ -51,7 +72,7 @@ class Task:
         mean_loss: an optional fused ``(outputs, batch) -> scalar`` mean loss, used when
             no example is padded (classification uses ``F.cross_entropy``, which rounds
             differently from the mean of per-example losses; this keeps earlier runs' numbers).
-        input: the batch entry fed to the model.
+        inputs: the batch entries passed to the model's ``forward``, in order.
 
     Functions must be module-level (picklable) for the process and Ray engines.
     """
@@ -63,7 +84,25 @@ class Task:
     higher_is_better: bool = True
     derive: Derive | None = None
     mean_loss: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None
-    input: str = "x"
+    inputs: tuple[str, ...] = ("x",)
+
+    def __post_init__(self) -> None:
+        if not self.inputs or not all(isinstance(n, str) and n for n in self.inputs):
+            raise ValueError(
+                f"task {self.name!r}: inputs must name at least one batch entry, got "
+                f"{self.inputs!r}"
+            )
+
+    def model_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """The positional arguments of the model's ``forward`` for ``batch``."""
+        missing = [name for name in self.inputs if name not in batch]
+        if missing:
+            raise ValueError(
+                f"task {self.name!r} feeds {list(self.inputs)} to the model, but the batch "
+                f"has no {missing} (it holds {sorted(batch)}); give the data set those "
+                "entries (Dataset(train_extra=..., test_extra=...)) or change the task's inputs"
+            )
+        return tuple(batch[name] for name in self.inputs)
 
     def batch_loss(
         self, outputs: torch.Tensor, batch: Batch, mask: torch.Tensor | None = None
