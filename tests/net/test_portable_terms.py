@@ -1,13 +1,12 @@
 """A user's own objective term and a per-client correction reach a deployed client over a
 real gRPC server as data, and the client trains exactly the objective the simulation does."""
 
-import threading
-import time
 from dataclasses import dataclass
 
 import pytest
 import torch
 
+from _deployed import one_deployed_round
 from fedloom.client import (
     ClientProgram,
     LocalContext,
@@ -17,8 +16,6 @@ from fedloom.client import (
     train_client,
 )
 from fedloom.client.portable import portable
-from fedloom.net.client import run_client
-from fedloom.net.server import Access, RoundBoard, start_server
 from fedloom.params import buffer_spec, flatten_buffers, flatten_params, param_spec
 from fedloom.types import ClientPlan
 
@@ -45,29 +42,11 @@ def test_a_users_term_and_a_correction_train_the_same_update_deployed_and_simula
         statistics=frozenset({"work_norm"}),
     )
     settings = LocalTraining(epochs=2, batch_size=4, lr=0.1)
-    board = RoundBoard(
-        Access(("alice",), trust_claimed_ids=True),
-        settings,
-        max_tensor_bytes=1 << 20,
-        program=program,
-    )
-    server, port = start_server(board, "127.0.0.1:0", credentials=None, max_message_bytes=1 << 22)
     plan = ClientPlan(0, 0, seed=123, correction=torch.randn(params.numel()))
-    try:
-        board.open([plan], params, buffers)
-        client = threading.Thread(
-            target=run_client,
-            args=(f"127.0.0.1:{port}",),
-            kwargs={"client_id": "alice", "data": {"x": x, "y": y}, "module": module},
-            daemon=True,
-        )
-        client.start()
-        assert board.wait_for(1, time.monotonic() + 60) == 1
-        deployed = board.close()[0]
-        board.finish()
-        client.join(timeout=30)
-    finally:
-        server.stop(grace=None)
+    deployed = one_deployed_round(
+        plan, params, buffers, settings=settings, program=program,
+        data={"x": x, "y": y}, module=module,
+    )  # fmt: skip
     objective = make_objective(module, param_spec(module), buffer_spec(module), terms=program.terms)
     simulated = train_client(
         plan, {"x": x, "y": y}, params, buffers, objective=objective, settings=settings,

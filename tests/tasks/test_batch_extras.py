@@ -5,9 +5,6 @@ engine must slice it with the same rows as ``x`` and ``y`` (and pad it with them
 vectorized cohort), evaluation must pass it too, and a deployed client must train on it.
 """
 
-import threading
-import time
-
 import pytest
 import torch
 from torch import nn
@@ -127,35 +124,18 @@ def test_per_client_scores_use_each_clients_own_mask():
 
 
 def test_a_deployed_client_trains_on_its_mask_like_the_simulation():
-    from fedloom.net.client import run_client
-    from fedloom.net.server import Access, RoundBoard, start_server
+    from _deployed import one_deployed_round
 
     torch.manual_seed(0)
     module = MaskedBag()
     params, buffers = flatten_params(module), flatten_buffers(module)
     data = masked_data().client_batch(2)
     settings = LocalTraining(epochs=2, batch_size=8, lr=0.3)
-    board = RoundBoard(
-        Access(("alice",), trust_claimed_ids=True), settings, max_tensor_bytes=1 << 20,
-        program=ClientProgram(),
-    )  # fmt: skip
-    server, port = start_server(board, "127.0.0.1:0", credentials=None, max_message_bytes=1 << 22)
     plan = ClientPlan(0, 0, seed=77)
-    try:
-        board.open([plan], params, buffers)
-        client = threading.Thread(
-            target=run_client,
-            args=(f"127.0.0.1:{port}",),
-            kwargs={"client_id": "alice", "data": data, "module": module, "task": masked_task()},
-            daemon=True,
-        )
-        client.start()
-        assert board.wait_for(1, time.monotonic() + 60) == 1
-        deployed = board.close()[0]
-        board.finish()
-        client.join(timeout=30)
-    finally:
-        server.stop(grace=None)
+    deployed = one_deployed_round(
+        plan, params, buffers, settings=settings, program=ClientProgram(),
+        data=data, module=module, task=masked_task(),
+    )  # fmt: skip
     objective = make_objective(module, param_spec(module), buffer_spec(module), task=masked_task())
     simulated = train_client(
         plan, data, params, buffers, objective=objective, settings=settings,
