@@ -16,8 +16,10 @@ from pathlib import Path
 from rich.console import Console
 
 from fedloom.config import RunConfig, RunSpec, build_attack, build_client_store, build_run
+from fedloom.config.spec import stopping_callbacks
 from fedloom.data import FederatedDataset
 from fedloom.engine import Callback, Checkpoints, History
+from fedloom.engine.early import BEST_MODEL_FILE, stopping_summary
 from fedloom.report import (
     MetricsFiles,
     ProgressBar,
@@ -46,15 +48,20 @@ def simulate_config(
     checkpoint: Checkpoints | None = None,
     data: FederatedDataset | None = None,
     spec: RunSpec | None = None,
+    stopping: Sequence[Callback] | None = None,
 ) -> History:
     """Simulate ``config`` in this process and return its history; writes no files.
 
     The same data, model, algorithm and seed as ``fedloom run`` and ``fedloom server`` (all
     three start from :func:`fedloom.config.build_run`), so a deployed run can be checked
     against its simulation. ``data`` (a partitioned dataset) or ``spec`` (the whole built
-    run) skip rebuilding what the caller already has.
+    run) skip rebuilding what the caller already has. ``stopping``: the config's early
+    stopping and best-model callbacks when the caller built them (it then reads them after
+    the run); by default they are built here (the best model stays in memory).
     """
     spec = spec if spec is not None else build_run(config, data=data)
+    if stopping is None:
+        stopping = stopping_callbacks(config, spec.module, None)
     return simulate(
         spec.algorithm,
         spec.data,
@@ -72,7 +79,7 @@ def simulate_config(
         eval_every=config.eval.every,
         eval_clients=config.eval.clients,
         eval_train=config.eval.train,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *stopping],
         checkpoint=checkpoint,
         on_client_error=config.server.on_client_error,
         client_states=build_client_store(
@@ -118,17 +125,28 @@ def run_experiment(
         f"({config.data.partition.kind}), {config.rounds} rounds, C = {config.server.fraction}, "
         f"E = {config.client.epochs}, B = {config.client.batch_size}, engine {config.engine}"
     )
+    stopping = stopping_callbacks(config, module, run_dir)
     callbacks: list[Callback] = [MetricsFiles(run_dir)]
     if show_progress:
         callbacks.append(ProgressBar(console))
-    history = simulate_config(config, callbacks=callbacks, spec=spec, checkpoint=checkpoint)
+    history = simulate_config(
+        config, callbacks=callbacks, spec=spec, checkpoint=checkpoint, stopping=stopping
+    )
     elapsed = time.perf_counter() - started
     final = history.final_state
     if config.output.save_model:
         save_model(run_dir / "model.safetensors", module, final.params, final.buffers)
     if config.output.plots:
         plot_run(history.records(), run_dir, title=f"{algorithm.name} on {data.dataset.name}")
-    summary = {**history.records()[-1], "elapsed_s": elapsed, "num_params": final.params.numel()}
+    summary: dict[str, float | str] = {**history.records()[-1], "elapsed_s": elapsed}
+    summary.update({"num_params": final.params.numel(), **stopping_summary(stopping)})
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(summary_table(history, title="run summary", run_dir=run_dir, elapsed_s=elapsed))
+    if "stopped_early" in summary:
+        console.print(f"[yellow]{summary['stopped_early']}[/]")
+    if "best_round" in summary:
+        console.print(
+            f"best {config.output.best_model} at round {summary['best_round']}: "
+            f"{run_dir / BEST_MODEL_FILE}"
+        )
     return ExperimentOutcome(run_dir, history, elapsed)

@@ -26,6 +26,7 @@ __all__ = [
     "AttackConfig",
     "ClientConfig",
     "DeployConfig",
+    "EarlyStoppingConfig",
     "EvalConfig",
     "ModelConfig",
     "OutputConfig",
@@ -105,10 +106,31 @@ class EvalConfig(Section):
     train: bool = Field(default=False, description="also the global training loss")
 
 
+class EarlyStoppingConfig(Section):
+    """Stop when a metric has not improved for ``patience`` evaluations
+    (:class:`fedloom.engine.early.EarlyStopping`)."""
+
+    metric: str = Field(description="the metric watched, e.g. test_accuracy or test_loss")
+    patience: Annotated[int, Field(ge=1)] = Field(
+        default=10, description="evaluations without improvement before the run stops"
+    )
+    min_delta: Annotated[float, Field(ge=0)] = Field(
+        default=0.0, description="the smallest change that counts as an improvement"
+    )
+    mode: Literal["auto", "max", "min"] = Field(
+        default="auto", description="max, min, or auto (min for names with loss/error)"
+    )
+
+
 class OutputConfig(Section):
     runs_dir: str = "runs"
     plots: bool = True
     save_model: bool = True
+    best_model: str | None = Field(
+        default=None,
+        description="also keep best_model.safetensors, the model of the round with the best "
+        "value of this metric (e.g. test_accuracy)",
+    )
     checkpoint: bool = Field(
         default=True, description="checkpoint.safetensors after every round, for --resume"
     )
@@ -180,6 +202,9 @@ class RunConfig(Section):
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
     deploy: DeployConfig = DeployConfig()
+    early_stopping: EarlyStoppingConfig | None = Field(
+        default=None, description="stop on a plateau of a metric (off by default)"
+    )
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -231,9 +256,10 @@ class RunConfig(Section):
         """A hash of everything that decides the run's numbers, so a checkpoint is resumed
         only by the same experiment. Left out: where outputs go, how the run is served, the
         engine (engines agree to float rounding), the failure policy (it stops a run, it
-        does not change a completed round), and the number of rounds, so a finished run can
-        be extended (a round depends only on the seed and its own number)."""
-        ignored = {"name", "output", "deploy", "rounds", "engine", "workers"}
+        does not change a completed round), and the number of rounds and the early-stopping
+        rule, so a finished run can be extended (a round depends only on the seed and its own
+        number)."""
+        ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         decisive = self.model_dump(
             mode="json",
             exclude={**dict.fromkeys(ignored, True), "server": {"on_client_error": True}},

@@ -27,14 +27,15 @@ from fedloom.config.run import RunConfig
 from fedloom.config.server import build_policy
 from fedloom.data import FederatedDataset
 from fedloom.data.sampling import cohort_size
-from fedloom.engine import LocalWork, UpdatePolicy
+from fedloom.engine import Callback, LocalWork, UpdatePolicy
+from fedloom.engine.early import BEST_MODEL_FILE, BestModel, EarlyStopping
 from fedloom.errors import ConfigError
 from fedloom.model_file import load_model
 from fedloom.models import initial_module
 from fedloom.params import load_flat
 from fedloom.privacy.dp_fedavg import calibrate
 
-__all__ = ["RunSpec", "build_run"]
+__all__ = ["RunSpec", "build_run", "stopping_callbacks"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,22 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
         work=build_local_work(config.client),
         policy=build_policy(config.server),
     )
+
+
+def stopping_callbacks(
+    config: RunConfig, module: nn.Module, run_dir: Path | None
+) -> list[Callback]:
+    """The config's early stopping and best-model keeping, as callbacks (simulation and
+    deployment use the same ones). The best model goes to ``run_dir/best_model.safetensors``."""
+    callbacks: list[Callback] = []
+    if config.early_stopping is not None:
+        rule = config.early_stopping
+        callbacks.append(
+            EarlyStopping(
+                rule.metric, patience=rule.patience, min_delta=rule.min_delta, mode=rule.mode
+            )
+        )
+    if config.output.best_model is not None:
+        path = run_dir / BEST_MODEL_FILE if run_dir is not None else None
+        callbacks.append(BestModel(config.output.best_model, path=path, module=module))
+    return callbacks

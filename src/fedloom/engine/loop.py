@@ -145,6 +145,8 @@ def run_rounds(
         if reports:
             callback.on_resume(tuple(reports), state)
     values_per_model = state.params.numel() + state.buffers.numel()
+    if any(callback.stop_requested for callback in callbacks):  # a resumed run that had stopped
+        rounds = len(reports)
     for t in range(len(reports), rounds):
         upcoming = RoundInfo(seed=seed, round=t, num_clients=num_clients,
                              cohort_size=cohort_size(num_clients, fraction))  # fmt: skip

@@ -37,8 +37,10 @@ from fedloom.config import (
     build_run,
 )
 from fedloom.config.server import protections
+from fedloom.config.spec import stopping_callbacks
 from fedloom.data import Dataset
 from fedloom.engine import Callback, Checkpoints, Evaluator, History, run_rounds
+from fedloom.engine.early import stopping_summary
 from fedloom.errors import ConfigError, FedloomError
 from fedloom.net.board import Access, RoundBoard
 from fedloom.net.client import run_client
@@ -145,7 +147,8 @@ def serve(
     if on_listening is not None:
         on_listening(port)
     evaluator = Evaluator(module, data)
-    observers = list(callbacks)
+    stopping = stopping_callbacks(config, module, run_dir)
+    observers = [*callbacks, *stopping]
     checkpoint = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +203,8 @@ def serve(
         if config.output.save_model:
             save_model(run_dir / "model.safetensors", module, final.params, final.buffers)
         records = history.records()
-        summary = {**(records[-1] if records else {}), "num_params": final.params.numel()}
+        summary: dict[str, float | str] = {**(records[-1] if records else {})}
+        summary.update({"num_params": final.params.numel(), **stopping_summary(stopping)})
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return history
 
