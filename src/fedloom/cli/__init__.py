@@ -1,7 +1,7 @@
 """The ``fedloom`` command line: experiments in one process, and runs over the network.
 
 Commands: ``run``, ``study``, ``data describe``, ``server``, ``client``, ``certs``,
-``privacy``. The
+``privacy``, ``report``, ``compare``. The
 parser is built from light modules only (no torch, matplotlib, gRPC or cryptography), so
 ``fedloom --help`` and ``fedloom COMMAND --help`` answer at once; each command's handler
 imports what it needs when it runs. Commands live by group: :mod:`fedloom.cli._experiment`
@@ -19,6 +19,7 @@ from fedloom import __version__
 from fedloom.cli._deploy import add_deploy_commands
 from fedloom.cli._experiment import add_experiment_commands
 from fedloom.cli._privacy import add_privacy_command
+from fedloom.cli._report import add_report_commands
 from fedloom.errors import ConfigError, FedloomError
 
 __all__ = ["main"]
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     add_experiment_commands(commands)
     add_deploy_commands(commands)
     add_privacy_command(commands)
+    add_report_commands(commands)
     return parser
 
 
