@@ -58,7 +58,7 @@ def load_runs(paths: Sequence[Path]) -> list[RunRecord]:
         if not metrics.is_file():
             raise FedloomError(
                 f"{path} is not a run directory (no metrics.jsonl); give folders that "
-                "`fedloom run` or `fedloom server --run-dir` wrote"
+                "`fedloom run` or `fedloom server` wrote"
             )
         try:
             records = read_metrics(path)
