@@ -1,10 +1,11 @@
-"""Secure aggregation with dropout recovery (issue 15), being built: so far the errors, the
-fixed-point quantization into ``Z_{2^bits}``, the checked settings, Shamir sharing, the PRG,
-the share channel, the neighbor graph and the protocol's messages.
+"""Secure aggregation with dropout recovery (issue 15): the protocol core of Bonawitz et al.
+2017 with SecAgg+'s neighbor graph as an option, as client and server state values that
+exchange byte-encoded messages; :func:`simulate_round` runs a round in memory.
 
 Importing this package loads ``cryptography``; ``import fedloom`` does not import it.
 """
 
+from fedloom.privacy.secagg.client import SecAggClient
 from fedloom.privacy.secagg.config import CohortParams, SecAggConfig, min_threshold
 from fedloom.privacy.secagg.errors import (
     MessageError,
@@ -27,6 +28,8 @@ from fedloom.privacy.secagg.messages import (
     decode_message,
 )
 from fedloom.privacy.secagg.quantize import Quantizer, max_value_bits, min_group_bits
+from fedloom.privacy.secagg.server import Rejection, SecAggResult, SecAggServer
+from fedloom.privacy.secagg.simulate import simulate_round
 
 __all__ = [
     "AdvertiseKeys",
@@ -38,10 +41,14 @@ __all__ = [
     "Phase",
     "ProtocolError",
     "Quantizer",
+    "Rejection",
     "RevealedShare",
     "SecAggAborted",
+    "SecAggClient",
     "SecAggConfig",
     "SecAggError",
+    "SecAggResult",
+    "SecAggServer",
     "ShareError",
     "ShareKeys",
     "ShareList",
@@ -51,4 +58,5 @@ __all__ = [
     "max_value_bits",
     "min_group_bits",
     "min_threshold",
+    "simulate_round",
 ]
