@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from fedloom.config import RunConfig, RunSpec, build_attack, build_client_store, build_run
-from fedloom.config.spec import stopping_callbacks
+from fedloom.config.spec import stopping_callbacks, tracking_callbacks
 from fedloom.data import FederatedDataset
 from fedloom.engine import Callback, Checkpoints, History
 from fedloom.engine.early import BEST_MODEL_FILE, stopping_summary
@@ -126,7 +126,10 @@ def run_experiment(
         f"E = {config.client.epochs}, B = {config.client.batch_size}, engine {config.engine}"
     )
     stopping = stopping_callbacks(config, module, run_dir)
-    callbacks: list[Callback] = [MetricsFiles(run_dir)]
+    callbacks: list[Callback] = [
+        MetricsFiles(run_dir),
+        *tracking_callbacks(config, module, run_dir),
+    ]
     if show_progress:
         callbacks.append(ProgressBar(console))
     history = simulate_config(

@@ -90,10 +90,17 @@ class ClientFailure:
 
 @dataclass(frozen=True)
 class RoundReport:
-    """Everything measured in one round; one line of ``metrics.jsonl``."""
+    """Everything measured in one round; one line of ``metrics.jsonl``.
+
+    ``clients`` holds per-client values of the round's valid results (``train_loss``,
+    ``update_norm``, ``num_examples``, one entry per client in the same order), filled only
+    when a callback asks for them (``wants_clients``: TensorBoard's histograms); it is not
+    written to the metrics files or checkpoints.
+    """
 
     round: int
     metrics: dict[str, float]
+    clients: Mapping[str, tuple[float, ...]] = field(default_factory=dict, compare=False)
 
     def as_record(self) -> dict[str, float]:
         return {"round": self.round, **self.metrics}

@@ -17,7 +17,13 @@ from fedloom.names import ENGINES
 if TYPE_CHECKING:
     from fedloom.config import RunConfig
 
-__all__ = ["CONFIG_HELP", "add_config_arguments", "load_run_config"]
+__all__ = [
+    "CONFIG_HELP",
+    "add_config_arguments",
+    "add_tracking_arguments",
+    "load_run_config",
+    "tracking_overrides",
+]
 
 # The lists below are prose for people, kept free of heavy imports so that --help answers at
 # once; tests/test_cli.py checks them against the registry (fedloom.registry), so a built-in
@@ -34,7 +40,9 @@ configuration:
         model.{{name,buffers}}, client.{{epochs,steps,batch_size,lr,momentum,weight_decay,
         heterogeneity.{{low,high}},stragglers.{{fraction,policy}}}},
         server.{{fraction,lr,weighting}}, algorithm.{{name,<its parameters>}},
-        eval.{{every,clients,train}}, output.{{runs_dir,plots,save_model,checkpoint}}
+        eval.{{every,clients,train}}, output.{{runs_dir,plots,save_model,checkpoint,
+        best_model,tensorboard,mlflow,mlflow_experiment}},
+        early_stopping.{{metric,patience,min_delta,mode}}
   Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural.
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),
@@ -76,3 +84,31 @@ def load_run_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> RunC
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
     return load_config(args.config, [*overrides, *extra])
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --tensorboard and --mlflow (shortcuts for output.tensorboard / output.mlflow)."""
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write TensorBoard event files (scalars per round, per-client histograms) to DIR "
+        "(relative: inside the run directory)",
+    )
+    parser.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log parameters, metrics per round and the final model to MLflow at URI, e.g. "
+        "sqlite:///mlflow.db or http://127.0.0.1:5000",
+    )
+
+
+def tracking_overrides(args: argparse.Namespace) -> list[str]:
+    """The --set overrides that --tensorboard and --mlflow stand for."""
+    import json
+
+    extra = []
+    if args.tensorboard:
+        extra.append(f"output.tensorboard={json.dumps(args.tensorboard)}")
+    if args.mlflow:
+        extra.append(f"output.mlflow={json.dumps(args.mlflow)}")
+    return extra

@@ -11,7 +11,13 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from fedloom.cli._config_args import CONFIG_HELP, add_config_arguments, load_run_config
+from fedloom.cli._config_args import (
+    CONFIG_HELP,
+    add_config_arguments,
+    add_tracking_arguments,
+    load_run_config,
+    tracking_overrides,
+)
 from fedloom.errors import FedloomError
 
 if TYPE_CHECKING:
@@ -63,6 +69,7 @@ def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     server.add_argument(
         "--runs-dir", metavar="DIR", help="where run directories go (default: runs)"
     )
+    add_tracking_arguments(server)
     server.set_defaults(handler=_cmd_server)
 
     client = commands.add_parser(
@@ -149,6 +156,7 @@ def _cmd_server(args: argparse.Namespace, console: Console) -> int:
         extra.append("deploy.insecure=true")
     if args.runs_dir:
         extra.append(f"output.runs_dir={args.runs_dir}")
+    extra.extend(tracking_overrides(args))
     config = load_run_config(args, extra)
     check_runs_dir(config.output.runs_dir)  # one line now, not a traceback after the data
     data = build_federated(config)

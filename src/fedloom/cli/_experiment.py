@@ -10,7 +10,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from fedloom.cli._config_args import CONFIG_HELP, add_config_arguments, load_run_config
+from fedloom.cli._config_args import (
+    CONFIG_HELP,
+    add_config_arguments,
+    add_tracking_arguments,
+    load_run_config,
+    tracking_overrides,
+)
 from fedloom.errors import FedloomError
 from fedloom.names import ENGINES
 from fedloom.studies import STUDIES
@@ -36,6 +42,7 @@ def add_experiment_commands(
     add_config_arguments(run)
     run.add_argument("--name", help="run name (default: <dataset>-<algorithm>-<timestamp>)")
     run.add_argument("--runs-dir", metavar="DIR", help="where run directories go (default: runs)")
+    add_tracking_arguments(run)
     run.add_argument(
         "--engine",
         metavar="NAME",
@@ -97,6 +104,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     extra = [f"name={args.name}"] if args.name else []
     if args.runs_dir:
         extra.append(f"output.runs_dir={args.runs_dir}")
+    extra.extend(tracking_overrides(args))
     if args.engine:
         extra.append(f"engine={args.engine}")
     resume = None

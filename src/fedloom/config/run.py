@@ -131,6 +131,15 @@ class OutputConfig(Section):
         description="also keep best_model.safetensors, the model of the round with the best "
         "value of this metric (e.g. test_accuracy)",
     )
+    tensorboard: str | None = Field(
+        default=None,
+        description="a folder for TensorBoard event files (relative: inside the run directory)",
+    )
+    mlflow: str | None = Field(
+        default=None,
+        description="an MLflow tracking URI (sqlite:///mlflow.db, http://host:5000) to log to",
+    )
+    mlflow_experiment: str = Field(default="fedloom", description="the MLflow experiment name")
     checkpoint: bool = Field(
         default=True, description="checkpoint.safetensors after every round, for --resume"
     )

@@ -35,7 +35,7 @@ from fedloom.models import initial_module
 from fedloom.params import load_flat
 from fedloom.privacy.dp_fedavg import calibrate
 
-__all__ = ["RunSpec", "build_run", "stopping_callbacks"]
+__all__ = ["RunSpec", "build_run", "stopping_callbacks", "tracking_callbacks"]
 
 
 @dataclass(frozen=True)
@@ -109,4 +109,33 @@ def stopping_callbacks(
     if config.output.best_model is not None:
         path = run_dir / BEST_MODEL_FILE if run_dir is not None else None
         callbacks.append(BestModel(config.output.best_model, path=path, module=module))
+    return callbacks
+
+
+def tracking_callbacks(
+    config: RunConfig, module: nn.Module, run_dir: Path | None
+) -> list[Callback]:
+    """TensorBoard and MLflow loggers for ``output.tensorboard`` and ``output.mlflow``.
+
+    A relative TensorBoard folder is placed inside the run directory (or the working
+    directory when there is none); the MLflow run is named after the run directory."""
+    from fedloom.report.tracking import MLflowLogger, TensorBoardLogger
+
+    callbacks: list[Callback] = []
+    if config.output.tensorboard is not None:
+        folder = Path(config.output.tensorboard)
+        if not folder.is_absolute() and run_dir is not None:
+            folder = run_dir / folder
+        callbacks.append(TensorBoardLogger(folder))
+    if config.output.mlflow is not None:
+        callbacks.append(
+            MLflowLogger(
+                config.output.mlflow,
+                experiment=config.output.mlflow_experiment,
+                run_name=run_dir.name if run_dir is not None else config.name,
+                params=config.model_dump(mode="json"),
+                run_dir=run_dir,
+                module=module,
+            )
+        )
     return callbacks

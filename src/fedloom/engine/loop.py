@@ -67,6 +67,15 @@ def _train_metrics(results: Sequence[ClientResult]) -> dict[str, float]:
     }
 
 
+def _per_client(results: Sequence[ClientResult]) -> dict[str, tuple[float, ...]]:
+    """Per-client values of a round's valid results, for callbacks that want them."""
+    return {
+        "train_loss": tuple(r.train_loss for r in results),
+        "update_norm": tuple(float(r.update.norm()) for r in results),
+        "num_examples": tuple(float(r.num_examples) for r in results),
+    }
+
+
 def run_rounds(
     algorithm: Algorithm,
     executor: Executor,
@@ -145,6 +154,7 @@ def run_rounds(
         if reports:
             callback.on_resume(tuple(reports), state)
     values_per_model = state.params.numel() + state.buffers.numel()
+    wants_clients = any(getattr(callback, "wants_clients", False) for callback in callbacks)
     if any(callback.stop_requested for callback in callbacks):  # a resumed run that had stopped
         rounds = len(reports)
     for t in range(len(reports), rounds):
@@ -189,6 +199,7 @@ def run_rounds(
             "bytes_down": float(len(sampled) * values_per_model * BYTES_PER_VALUE),
             "bytes_up": float(len(returned) * values_per_model * BYTES_PER_VALUE),
         }
+        per_client = _per_client(results) if wants_clients else {}
         measured = getattr(executor, "round_metrics", None)
         if measured is not None and plans:
             metrics.update(measured())
@@ -221,7 +232,7 @@ def run_rounds(
         if evaluate is not None and ((t + 1) % eval_every == 0 or t + 1 == rounds):
             metrics.update(evaluate(state, client_buffers))
         metrics["wall_s"] = time.perf_counter() - started
-        report = RoundReport(round=t + 1, metrics=metrics)
+        report = RoundReport(round=t + 1, metrics=metrics, clients=per_client)
         reports.append(report)
         if checkpoint is not None:
             checkpoint.save(state, client_buffers, reports)

@@ -37,7 +37,7 @@ from fedloom.config import (
     build_run,
 )
 from fedloom.config.server import protections
-from fedloom.config.spec import stopping_callbacks
+from fedloom.config.spec import stopping_callbacks, tracking_callbacks
 from fedloom.data import Dataset
 from fedloom.engine import Callback, Checkpoints, Evaluator, History, run_rounds
 from fedloom.engine.early import stopping_summary
@@ -148,7 +148,7 @@ def serve(
         on_listening(port)
     evaluator = Evaluator(module, data)
     stopping = stopping_callbacks(config, module, run_dir)
-    observers = [*callbacks, *stopping]
+    observers = [*callbacks, *stopping, *tracking_callbacks(config, module, run_dir)]
     checkpoint = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
