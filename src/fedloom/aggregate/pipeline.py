@@ -186,9 +186,9 @@ def fold_contribution(run: RoundAggregation, contribution: Contribution) -> Roun
 
 def finish(run: RoundAggregation) -> Outcome:
     """Reduce, apply the aggregate stages and let every stage update its state."""
-    if run.num_results == 0:
-        raise ValueError("no client result reached the aggregation this round")
     p, info, state, num_params = run.pipeline, run.info, run.state, run.params.numel()
+    if run.num_results == 0 and p.reduce.min_updates() > 0:  # a Sum is defined for none
+        raise ValueError("no client result reached the aggregation this round")
     cohort = Cohort(run.num_results, run.total_weight, dict(run.tallies))
     delta, reduce_state = p.reduce.finish(run.acc, state["reduce"], info=info)
     check_vector(p.reduce.name, delta, num_params, what="the aggregate")
@@ -207,7 +207,7 @@ def finish(run: RoundAggregation) -> Outcome:
         "server": tuple(server_states),
     }
     buffers = None
-    if run.buffers is not None:
+    if run.buffers is not None and run.buffers[1] > 0:  # a round without results keeps them
         total, weight = run.buffers
         buffers = (total / weight).to(torch.float32)
     return Outcome(delta, buffers, new_state, cohort)

@@ -174,6 +174,7 @@ def serve(
             buffers=buffers,
             rounds=config.rounds,
             fraction=config.server.fraction,
+            sampling=config.server.sampling,
             seed=config.seed,
             settings=settings,
             work=spec.work,
