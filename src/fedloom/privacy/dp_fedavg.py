@@ -19,6 +19,23 @@ stage in :class:`~fedloom.aggregate.RoundInfo`), and the accountant is told the 
   cohort is ``q N``, not rounded; ``PoissonSampledDpEvent(q, GaussianDpEvent(z))``,
   add-or-remove-one neighbours, RDP or PLD accountant (``accountant``).
 
+The denominator is one of the paper's two estimators of the weighted average (its
+Section 2, with every client weighing ``w_k = 1``, so the population's total weight ``W``
+is ``N`` and ``qW`` is the expected cohort):
+
+- ``denominator="fixed"`` (the default), ``f_f = sum_C w_k Delta_k / (qW)``: unbiased; one
+  client moves it by at most ``S / (qW)`` (the paper's Lemma 1), so the noise is
+  ``N(0, (z S / qW)^2)``, i.e. ``z S`` on the sum before the division.
+- ``denominator="clipped_count"``, ``f_c = sum_C w_k Delta_k / max(q W_min, sum_C w_k)``:
+  divides by the weight that actually arrived (here the number of clipped updates summed),
+  but never by less than ``q W_min``. Lemma 1 bounds its sensitivity by ``2 S / (q W_min)``
+  (adding one client changes the numerator by at most ``S`` and the denominator by at most
+  1, each moving the estimate by at most ``S / (q W_min)``), so the noise added to ``f_c``
+  is ``N(0, (2 z S / (q W_min))^2)`` (Algorithm 1's ``sigma`` for ``f_c``): the same noise
+  multiplier ``z`` relative to its sensitivity, hence the same accounting.
+  ``min_weight_fraction`` is ``W_min / W`` (default 1: ``q W_min`` is the expected cohort;
+  smaller values follow the arriving count further down at the price of more noise).
+
 Every round is released, whatever arrived: the ``Sum`` of no update is zero, so a round
 whose cohort is empty (Poisson) or whose clients all failed still adds the noise, divides
 by the expected cohort, and counts in the ledger (the round loop runs every round of an
@@ -45,7 +62,7 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 import torch
-from annotated_types import Ge, Gt, Lt
+from annotated_types import Ge, Gt, Le, Lt
 
 from fedloom.aggregate import Cohort, RoundInfo, Sum, clip, pipeline, scale
 from fedloom.algorithms.base import Algorithm
@@ -59,7 +76,7 @@ from fedloom.privacy.accountant import (
     noise_multiplier_for,
 )
 
-__all__ = ["GaussianSumNoise", "calibrate", "dp_fedavg"]
+__all__ = ["DENOMINATORS", "GaussianSumNoise", "calibrate", "dp_fedavg"]
 
 
 Mechanism = dict[str, Any]
@@ -104,16 +121,23 @@ def _described(mechanism: Mechanism) -> str:
     return f"uniform sampling of {mechanism['cohort']} of {n} clients"
 
 
+DENOMINATORS = ("fixed", "clipped_count")
+
+
 @dataclass(frozen=True)
 class GaussianSumNoise:
     """Noise ``N(0, (z S)^2)`` on the sum of clipped updates, then ``/ qW`` (the expected
-    cohort: ``M``, or ``q N`` with Poisson sampling)."""
+    cohort: ``M``, or ``q N`` with Poisson sampling); or, with the clipped-count
+    denominator, the sum ``/ max(q W_min, weight that arrived)`` plus
+    ``N(0, (2 z S / (q W_min))^2)`` (see the module doc)."""
 
     clip_norm: float
     noise_multiplier: float | None
     delta: float = 1e-5
     max_epsilon: float | None = None
     accountant: Accountant = "rdp"
+    denominator: str = "fixed"
+    min_weight_fraction: float = 1.0  # W_min / W, for the clipped-count denominator
     name = "dp_noise"
     kind = "server"
 
@@ -185,7 +209,11 @@ class GaussianSumNoise:
         self._check_ledger(ledger, mechanism)
         std = self.z * self.clip_norm
         noise = torch.randn(delta.shape, generator=info.generator("dp_noise"), dtype=torch.float64)
-        noised = (delta.double() + std * noise) / expected
+        if self.denominator == "clipped_count":  # f_c, sensitivity 2 S / (q W_min)
+            floor = self.min_weight_fraction * expected  # q W_min
+            noised = delta.double() / max(floor, cohort.total_weight) + (2 * std / floor) * noise
+        else:  # f_f, sensitivity S / (qW)
+            noised = (delta.double() + std * noise) / expected
         spent = {"rounds": int(ledger["rounds"]) + 1, **mechanism}
         return noised.to(torch.float32), spent
 
@@ -203,6 +231,8 @@ def dp_fedavg(
     delta: Annotated[float, Gt(0), Lt(1)] = 1e-5,
     max_epsilon: Annotated[float, Gt(0)] | None = None,
     accountant: Literal["rdp", "pld"] = "rdp",
+    denominator: Literal["fixed", "clipped_count"] = "fixed",
+    min_weight_fraction: Annotated[float, Gt(0), Le(1)] | None = None,
     *,
     server_lr: float = 1.0,
     weighting: str = "uniform",
@@ -214,6 +244,10 @@ def dp_fedavg(
     Epsilon at ``delta`` is reported every round, from dp-accounting's ``accountant`` (rdp;
     pld only with Poisson sampling, ``server.sampling: poisson``); the run stops before
     exceeding ``max_epsilon`` (``noise_multiplier: null``: calibrated to spend it exactly).
+    ``denominator: clipped_count`` is the paper's ``f_c`` instead: the sum divided by
+    ``max(q W_min, the number of updates summed)``, with noise of std
+    ``2 noise_multiplier clip_norm / (q W_min)``, its sensitivity times z (the paper's
+    Lemma 1); ``q W_min`` is ``min_weight_fraction`` (default 1) times the expected cohort.
 
     >>> algorithm = dp_fedavg(clip_norm=0.5, noise_multiplier=1.1, delta=1e-5)
     >>> [s.name for s in algorithm.aggregation.server]
@@ -236,6 +270,19 @@ def dp_fedavg(
         raise ConfigError(
             f"algorithm.accountant: {accountant!r}; allowed: {', '.join(ACCOUNTANTS)}"
         )
+    if denominator not in DENOMINATORS:
+        raise ConfigError(
+            f"algorithm.denominator: {denominator!r}; allowed: {', '.join(DENOMINATORS)}"
+        )
+    if min_weight_fraction is not None and denominator != "clipped_count":
+        raise ConfigError(
+            "algorithm.min_weight_fraction: only the clipped_count denominator has a W_min; "
+            "set algorithm.denominator: clipped_count, or leave min_weight_fraction out"
+        )
+    if min_weight_fraction is not None and not 0 < min_weight_fraction <= 1:
+        raise ConfigError(
+            f"algorithm.min_weight_fraction: must be in (0, 1], got {min_weight_fraction}"
+        )
     if weighting != "uniform":
         raise ConfigError(
             f"server.weighting: DP-FedAvg sums clipped updates with weight 1 each (uniform); "
@@ -248,7 +295,15 @@ def dp_fedavg(
             per_client=(clip(clip_norm),),
             reduce=Sum(),
             server=(
-                GaussianSumNoise(clip_norm, noise_multiplier, delta, max_epsilon, accountant),
+                GaussianSumNoise(
+                    clip_norm,
+                    noise_multiplier,
+                    delta,
+                    max_epsilon,
+                    accountant,
+                    denominator,
+                    1.0 if min_weight_fraction is None else min_weight_fraction,
+                ),
                 scale(server_lr),
             ),
         ),
