@@ -1,5 +1,5 @@
-"""Rounds without results: an aggregation defined for none (DP-FedAvg's sum) still runs and
-counts them; one that needs a result (the mean) skips them; both are reported."""
+"""Rounds without results: an aggregation that must run every round (DP-FedAvg's noised sum)
+still runs and counts them; any other skips them; both are reported."""
 
 import logging
 
@@ -7,10 +7,17 @@ import torch
 from test_loop import DropClients, _setup
 
 import fedloom as fl
-from fedloom.aggregate import RoundInfo
+from fedloom.aggregate import CoordinateMedian, RoundInfo, Sum, pipeline
 from fedloom.engine import run_rounds
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.privacy.dp_fedavg import dp_fedavg
+
+
+def test_only_a_stage_that_asks_for_it_over_a_sum_runs_every_round():
+    assert dp_fedavg().aggregation.every_round
+    assert not pipeline(weighting="uniform", reduce=Sum()).every_round  # e.g. secure sums
+    assert not dp_fedavg().with_aggregator(CoordinateMedian()).aggregation.every_round
+    assert not fl.fedavg().aggregation.every_round
 
 
 def test_a_dp_round_whose_clients_all_failed_is_still_noised_and_counted(digits, caplog):

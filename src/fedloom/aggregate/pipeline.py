@@ -78,6 +78,15 @@ class Pipeline:
     def min_updates(self) -> int:
         return self.reduce.min_updates()
 
+    @property
+    def every_round(self) -> bool:
+        """Whether the aggregation runs every round, whatever arrived, none included: an
+        aggregate stage asks for it (``every_round = True``: DP-FedAvg's noise, as skipping
+        a round for too few updates would depend on who took part, which its accountant does
+        not cover) and the reducer is defined for no update (``min_updates() == 0``: a sum)."""
+        wanted = any(getattr(stage, "every_round", False) for stage in self.server)
+        return wanted and self.reduce.min_updates() == 0
+
     def init(self, params: torch.Tensor) -> dict[str, Any]:
         return {
             "weighting": self.weighting.init(params),

@@ -154,7 +154,7 @@ def build_algorithm(config: RunConfig, num_clients: int | None = None) -> Algori
     if server.clip_norm is not None:
         per_client = (*algorithm.aggregation.per_client, clip(server.clip_norm))
         algorithm = algorithm.with_aggregation(per_client=per_client)
-    if algorithm.min_updates() == 0 and server.validation.min_updates > 1:
+    if algorithm.aggregation.every_round and server.validation.min_updates > 1:
         raise ConfigError(
             f"server.validation.min_updates: {algorithm.name} releases its aggregate every "
             "round, whatever arrived (DP-FedAvg adds its noise to the sum of none); skipping "

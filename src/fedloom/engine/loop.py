@@ -139,10 +139,10 @@ def run_rounds(
     work = work or LocalWork()
     policy = policy or UpdatePolicy()
     needed = max(policy.min_updates, algorithm.min_updates())
-    # an aggregation defined for no update at all (a sum: DP-FedAvg's) runs every round,
-    # whatever arrived, an empty cohort included: skipping a round for too few updates would
-    # make what is released depend on who took part, which the accountant does not cover
-    every_round = algorithm.min_updates() == 0
+    # DP-FedAvg's aggregation runs every round, whatever arrived, an empty cohort included:
+    # skipping a round for too few updates would make what is released depend on who took
+    # part, which its accountant does not cover (Pipeline.every_round)
+    every_round = algorithm.aggregation.every_round
     fixed = cohort_size(num_clients, fraction) if sampling == "uniform" else None
     rate = fraction if sampling == "poisson" else None
     state = server_init(algorithm, params, buffers, clients=client_states)

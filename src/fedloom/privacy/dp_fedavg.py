@@ -38,8 +38,8 @@ is ``N`` and ``qW`` is the expected cohort):
 
 Every round is released, whatever arrived: the ``Sum`` of no update is zero, so a round
 whose cohort is empty (Poisson) or whose clients all failed still adds the noise, divides
-by the expected cohort, and counts in the ledger (the round loop runs every round of an
-aggregation defined for no update; skipping one would depend on who took part).
+by the expected cohort, and counts in the ledger (the stage's ``every_round`` asks the
+round loop to run every round; skipping one would depend on who took part).
 
 :class:`GaussianSumNoise` is the aggregate stage; its state is the privacy ledger (the
 rounds it has noised, with the population, the sampling scheme and the expected cohort and
@@ -140,6 +140,7 @@ class GaussianSumNoise:
     min_weight_fraction: float = 1.0  # W_min / W, for the clipped-count denominator
     name = "dp_noise"
     kind = "server"
+    every_round = True  # released whatever arrived, none included (Pipeline.every_round)
 
     @property
     def z(self) -> float:
