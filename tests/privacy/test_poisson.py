@@ -165,3 +165,12 @@ def test_bad_sampling_settings_are_config_errors_naming_the_field(overrides, mes
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing ran
+
+
+def test_a_budget_is_calibrated_for_the_poisson_sampling_that_runs():
+    config = _config(
+        10, 0.3, 4, DP, "algorithm.noise_multiplier=null", "algorithm.max_epsilon=8.0"
+    )  # fmt: skip
+    history = simulate_config(config)
+    assert len(history.reports) == 4
+    assert 8.0 * 0.99 < history.reports[-1].metrics["dp_epsilon"] <= 8.0

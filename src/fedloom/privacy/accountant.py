@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from fedloom.errors import ConfigError
@@ -139,6 +140,14 @@ def epsilon(
         return 0.0
     if noise_multiplier == 0:
         return float("inf")
+    return _composed(setting, float(noise_multiplier), rounds)
+
+
+@lru_cache(maxsize=256)
+def _composed(setting: PrivacySetting, noise_multiplier: float, rounds: int) -> float:
+    """dp-accounting's epsilon, asked once per question: a training run asks for the same
+    value before a round (its budget) and after it (its metrics), and the PLD accountant
+    takes about a second or more each time."""
     accountant = _accountant(setting)
     accountant.compose(_event(setting, noise_multiplier, rounds))
     return float(accountant.get_epsilon(setting.delta))
