@@ -68,6 +68,7 @@ def simulate_config(
         spec.module,
         rounds=config.rounds,
         fraction=config.server.fraction,
+        sampling=config.server.sampling,
         local=spec.local,
         work=spec.work,
         attack=build_attack(config.attack),
@@ -122,7 +123,8 @@ def run_experiment(
     )
     console.print(
         f"[bold]fedloom[/] {algorithm.name} on {data.dataset.name}: {data.num_clients} clients "
-        f"({config.data.partition.kind}), {config.rounds} rounds, C = {config.server.fraction}, "
+        f"({config.data.partition.kind}), {config.rounds} rounds, C = {config.server.fraction}"
+        f"{' (poisson)' if config.server.sampling == 'poisson' else ''}, "
         f"E = {config.client.epochs}, B = {config.client.batch_size}, engine {config.engine}"
     )
     stopping = stopping_callbacks(config, module, run_dir)

@@ -18,6 +18,7 @@ from fedloom.algorithms import Algorithm, ServerState
 from fedloom.client import LocalTraining
 from fedloom.client.store import ClientStates
 from fedloom.data import FederatedDataset
+from fedloom.data.sampling import Sampling
 from fedloom.engine import (
     Callback,
     Checkpoints,
@@ -45,6 +46,7 @@ def simulate(
     *,
     rounds: int,
     fraction: float = 0.1,
+    sampling: Sampling = "uniform",
     local: LocalTraining | None = None,
     task: Task | None = None,
     work: LocalWork | None = None,
@@ -70,6 +72,8 @@ def simulate(
         model: a ``torch.nn.Module`` factory (or a module whose weights start the run).
         rounds: number of rounds.
         fraction: C, the share of clients sampled each round.
+        sampling: ``"uniform"``, exactly ``max(round(C K), 1)`` clients a round, or
+            ``"poisson"``, each client with probability C (the cohort size varies).
         local: local training settings (epochs, batch size, learning rate...).
         task: what the model learns: its loss and metrics (default
             :func:`fedloom.tasks.classification`; see :mod:`fedloom.tasks`).
@@ -137,6 +141,7 @@ def simulate(
             buffers=flatten_buffers(module),
             rounds=rounds,
             fraction=fraction,
+            sampling=sampling,
             seed=seed,
             settings=settings,
             work=work,

@@ -2,6 +2,8 @@
 the calibrated noise multiplier meets its target; bad settings are config errors; the
 `fedloom privacy` calculator prints both directions."""
 
+from dataclasses import replace
+
 import dp_accounting as dpa
 import pytest
 from dp_accounting import pld, rdp
@@ -35,6 +37,16 @@ def test_epsilon_is_dp_accountings_for_the_same_mechanism(sampling, accountant, 
     assert epsilon(setting, Z) == pytest.approx(reference(), rel=1e-12)
 
 
+def test_a_poisson_rate_is_used_as_given_and_the_expected_cohort_need_not_be_whole():
+    q = 0.0137  # 13.7 clients per round in expectation
+    setting = PrivacySetting(N, q * N, T, DELTA, sampling="poisson", sampling_rate=q)
+    assert setting.rate == q
+    for accountant, make in (("rdp", rdp.RdpAccountant), ("pld", pld.PLDAccountant)):
+        reference = _by_hand(make(), dpa.PoissonSampledDpEvent(q, dpa.GaussianDpEvent(Z)))
+        value = epsilon(replace(setting, accountant=accountant), Z)
+        assert value == pytest.approx(reference, rel=1e-12)
+
+
 def test_the_limits_no_round_no_noise_and_more_rounds_more_epsilon():
     setting = PrivacySetting(N, M, T, DELTA)
     assert epsilon(setting, Z, rounds=0) == 0.0
@@ -55,7 +67,12 @@ def test_the_calibrated_noise_multiplier_meets_its_target_tightly(accountant):
     [
         ({"delta": 0.0}, "delta: must be in \\(0, 1\\)"),
         ({"delta": 1.5}, "delta: must be in \\(0, 1\\)"),
-        ({"cohort": 2000}, "cohort: must be between 1 and the population"),
+        ({"cohort": 2000}, "cohort: the expected cohort must be more than 0 and at most"),
+        ({"cohort": 0}, "cohort: the expected cohort must be more than 0 and at most"),
+        ({"cohort": 2000, "sampling": "uniform"}, "cohort: must be a whole number between 1"),
+        ({"cohort": 2.5, "sampling": "uniform"}, "cohort: must be a whole number between 1"),
+        ({"sampling": "uniform", "sampling_rate": 0.01}, "sampling_rate: a Poisson sampling"),
+        ({"cohort": 2.5, "sampling_rate": 0.01}, "cohort: 2.5 is not the sampling rate 0.01"),
         ({"population": 0}, "population: must be >= 1"),
         ({"sampling": "uniform", "accountant": "pld"}, "accountant: pld does not support"),
     ],

@@ -45,7 +45,9 @@ def test_the_noise_has_the_standard_deviation_z_s_over_m():
     # the sample std of 200,000 normals is within 0.5% of sigma with overwhelming probability
     assert float(step.std()) == pytest.approx(expected, rel=5e-3)
     assert abs(float(step.mean())) < 5 * expected / math.sqrt(num_params)
-    assert state["server"][0] == {"rounds": 1, "population": 100, "cohort": m}
+    assert state["server"][0] == {
+        "rounds": 1, "population": 100, "sampling": "uniform", "cohort": m, "rate": m / 100
+    }  # fmt: skip
 
 
 def test_the_sum_of_clipped_updates_is_divided_by_the_expected_cohort():

@@ -120,7 +120,14 @@ class Mean(_Streaming):
 
 @dataclass(frozen=True)
 class Sum(_Streaming):
-    """The weighted sum ``sum_k w_k u_k`` (with uniform weights, the plain sum), streaming."""
+    """The weighted sum ``sum_k w_k u_k`` (with uniform weights, the plain sum), streaming.
+
+    Defined for any number of updates, none included (the sum is then zero), so a pipeline
+    whose aggregate stages must run every round can (DP-FedAvg adds its noise to the empty
+    sum; see :attr:`fedloom.aggregate.Pipeline.every_round`)."""
 
     def finish(self, acc: RunningSum, state: Any, *, info: RoundInfo) -> tuple[torch.Tensor, Any]:
         return acc[0].to(torch.float32), state
+
+    def min_updates(self) -> int:
+        return 0

@@ -78,6 +78,15 @@ class Pipeline:
     def min_updates(self) -> int:
         return self.reduce.min_updates()
 
+    @property
+    def every_round(self) -> bool:
+        """Whether the aggregation runs every round, whatever arrived, none included: an
+        aggregate stage asks for it (``every_round = True``: DP-FedAvg's noise, as skipping
+        a round for too few updates would depend on who took part, which its accountant does
+        not cover) and the reducer is defined for no update (``min_updates() == 0``: a sum)."""
+        wanted = any(getattr(stage, "every_round", False) for stage in self.server)
+        return wanted and self.reduce.min_updates() == 0
+
     def init(self, params: torch.Tensor) -> dict[str, Any]:
         return {
             "weighting": self.weighting.init(params),
@@ -186,9 +195,9 @@ def fold_contribution(run: RoundAggregation, contribution: Contribution) -> Roun
 
 def finish(run: RoundAggregation) -> Outcome:
     """Reduce, apply the aggregate stages and let every stage update its state."""
-    if run.num_results == 0:
-        raise ValueError("no client result reached the aggregation this round")
     p, info, state, num_params = run.pipeline, run.info, run.state, run.params.numel()
+    if run.num_results == 0 and p.reduce.min_updates() > 0:  # a Sum is defined for none
+        raise ValueError("no client result reached the aggregation this round")
     cohort = Cohort(run.num_results, run.total_weight, dict(run.tallies))
     delta, reduce_state = p.reduce.finish(run.acc, state["reduce"], info=info)
     check_vector(p.reduce.name, delta, num_params, what="the aggregate")
@@ -207,7 +216,7 @@ def finish(run: RoundAggregation) -> Outcome:
         "server": tuple(server_states),
     }
     buffers = None
-    if run.buffers is not None:
+    if run.buffers is not None and run.buffers[1] > 0:  # a round without results keeps them
         total, weight = run.buffers
         buffers = (total / weight).to(torch.float32)
     return Outcome(delta, buffers, new_state, cohort)

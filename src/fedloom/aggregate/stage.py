@@ -60,14 +60,31 @@ __all__ = [
 @dataclass(frozen=True)
 class RoundInfo:
     """What every stage may know about the round: the run seed and round number (for its
-    random streams), the clients' local learning rate (q-FFL's ``L = 1 / lr``) and the size
-    of the population N (FedDyn's server state moves by ``|P_t| / N`` of the mean update)."""
+    random streams), the clients' local learning rate (q-FFL's ``L = 1 / lr``), the size
+    of the population N (FedDyn's server state moves by ``|P_t| / N`` of the mean update)
+    and how the cohort was sampled (DP-FedAvg's denominator and accountant):
+
+    - ``sampling="uniform"``: exactly ``cohort_size`` M of the N clients;
+    - ``sampling="poisson"``: each client independently with probability ``sampling_rate``
+      q, so the cohort size varies (``cohort_size`` is ``None``; ``q N`` is expected).
+    """
 
     seed: int = 0
     round: int = 0
     local_lr: float | None = None
     num_clients: int | None = None
-    cohort_size: int | None = None  # M, the clients sampled per round (DP-FedAvg's denominator)
+    cohort_size: int | None = None  # M, the clients sampled per round (uniform sampling)
+    sampling: str = "uniform"  # "uniform" or "poisson" (fedloom.data.sampling)
+    sampling_rate: float | None = None  # q, each client's chance to be sampled (poisson)
+
+    @property
+    def expected_cohort(self) -> float | None:
+        """The expected cohort size: M (uniform), q N (poisson); ``None`` when unknown."""
+        if self.sampling == "poisson":
+            if self.sampling_rate is None or self.num_clients is None:
+                return None
+            return self.sampling_rate * self.num_clients
+        return None if self.cohort_size is None else float(self.cohort_size)
 
     def generator(self, purpose: str, client_id: int | None = None) -> torch.Generator:
         """A torch generator for one stage's purpose in this round (and for one client)."""

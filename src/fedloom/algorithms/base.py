@@ -227,6 +227,8 @@ def server_update(
     average_buffers: bool = True,
     seed: int = 0,
     cohort_size: int | None = None,
+    sampling: str = "uniform",
+    sampling_rate: float | None = None,
 ) -> ServerState:
     """``w_{t+1} = w_t + pipeline(results)``; the results are folded in one at a time.
 
@@ -239,7 +241,11 @@ def server_update(
         average_buffers: average float buffers with the weighting's weights; otherwise the
             global buffers stay as they are (clients keep their own).
         seed: the run seed, from which the stages' random streams are derived.
-        cohort_size: M, the clients sampled per round (DP-FedAvg divides by it).
+        cohort_size: M, the clients sampled per round with uniform sampling (DP-FedAvg
+            divides by it).
+        sampling, sampling_rate: how the cohort was sampled: ``"uniform"`` (exactly
+            ``cohort_size``) or ``"poisson"`` (each client with probability
+            ``sampling_rate`` q; DP-FedAvg divides by ``q N`` and accounts for it).
 
     The old ``state`` is never modified; when a stage fails, no new state exists.
     """
@@ -257,6 +263,8 @@ def server_update(
             local_lr=settings.lr,
             num_clients=num_clients,
             cohort_size=cohort_size,
+            sampling=sampling,
+            sampling_rate=sampling_rate,
         ),
         expected=len(results) if isinstance(results, Sized) else None,
         num_buffers=state.buffers.numel() if average_buffers else 0,

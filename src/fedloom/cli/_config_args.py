@@ -39,7 +39,7 @@ configuration:
         data.{{dataset,root,num_clients,partition,holdout_fraction,synthetic}},
         model.{{name,buffers}}, client.{{epochs,steps,batch_size,lr,momentum,weight_decay,
         heterogeneity.{{low,high}},stragglers.{{fraction,policy}}}},
-        server.{{fraction,lr,weighting}}, algorithm.{{name,<its parameters>}},
+        server.{{fraction,sampling,lr,weighting}}, algorithm.{{name,<its parameters>}},
         eval.{{every,clients,train}}, output.{{runs_dir,plots,save_model,checkpoint,
         best_model,tensorboard,mlflow,mlflow_experiment}},
         early_stopping.{{metric,patience,min_delta,mode}}
@@ -47,7 +47,10 @@ configuration:
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),
   qffl (q, lipschitz), feddyn (alpha), dp_fedavg (clip_norm, noise_multiplier, delta,
-  max_epsilon), e.g. --set algorithm=fedprox --set algorithm.mu=0.1
+  max_epsilon, accountant, denominator, min_weight_fraction),
+  e.g. --set algorithm=fedprox --set algorithm.mu=0.1
+  Sampling (server.sampling): uniform (exactly max(round(fraction K), 1) clients),
+  poisson (each client with probability fraction; the cohort size varies).
   Aggregators (server.aggregator): mean, median, trimmed_mean (beta), krum (f, m),
   bulyan (f), geometric_median (nu, max_iter), centered_clipping (tau, iterations).
   Weightings: examples, uniform, inverse_variance.

@@ -154,6 +154,13 @@ def build_algorithm(config: RunConfig, num_clients: int | None = None) -> Algori
     if server.clip_norm is not None:
         per_client = (*algorithm.aggregation.per_client, clip(server.clip_norm))
         algorithm = algorithm.with_aggregation(per_client=per_client)
+    if algorithm.aggregation.every_round and server.validation.min_updates > 1:
+        raise ConfigError(
+            f"server.validation.min_updates: {algorithm.name} releases its aggregate every "
+            "round, whatever arrived (DP-FedAvg adds its noise to the sum of none); skipping "
+            f"rounds with fewer than {server.validation.min_updates} updates would depend on "
+            "who took part, which its accountant does not cover; leave it 1"
+        )
     if server.hierarchy is None and server.aggregator.name == "mean":
         return algorithm
     if server.hierarchy is not None and num_clients is None:

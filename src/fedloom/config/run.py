@@ -267,11 +267,14 @@ class RunConfig(Section):
         engine (engines agree to float rounding), the failure policy (it stops a run, it
         does not change a completed round), and the number of rounds and the early-stopping
         rule, so a finished run can be extended (a round depends only on the seed and its own
-        number)."""
+        number). The default ``server.sampling`` (uniform) is left out too, so runs
+        checkpointed before the key existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
+        server: dict[str, bool] = {"on_client_error": True}
+        if self.server.sampling == "uniform":
+            server["sampling"] = True
         decisive = self.model_dump(
-            mode="json",
-            exclude={**dict.fromkeys(ignored, True), "server": {"on_client_error": True}},
+            mode="json", exclude={**dict.fromkeys(ignored, True), "server": server}
         )
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 

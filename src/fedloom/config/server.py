@@ -133,6 +133,13 @@ class ValidationConfig(Section):
 
 class ServerConfig(Section):
     fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    sampling: Literal["uniform", "poisson"] = Field(
+        default="uniform",
+        description="how a round's cohort is drawn: uniform (exactly max(round(fraction x "
+        "num_clients), 1) clients, without replacement) or poisson (each client joins with "
+        "probability fraction, so the cohort size varies and may be 0); DP-FedAvg's "
+        "accountant is told which ran",
+    )
     lr: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="server learning rate; default: the algorithm's own"
     )

@@ -26,7 +26,6 @@ from fedloom.config.build import (
 from fedloom.config.run import RunConfig
 from fedloom.config.server import build_policy
 from fedloom.data import FederatedDataset
-from fedloom.data.sampling import cohort_size
 from fedloom.engine import Callback, LocalWork, UpdatePolicy
 from fedloom.engine.early import BEST_MODEL_FILE, BestModel, EarlyStopping
 from fedloom.errors import ConfigError
@@ -69,8 +68,9 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
     algorithm = calibrate(  # a DP run given only its budget: the noise that spends it exactly
         algorithm,
         population=data.num_clients,
-        cohort=cohort_size(data.num_clients, config.server.fraction),
+        fraction=config.server.fraction,
         rounds=config.rounds,
+        sampling=config.server.sampling,
     )
     model = build_model(config, data.dataset)
     module = initial_module(model, seed=config.seed)

@@ -25,7 +25,7 @@ from fedloom.algorithms import (
 from fedloom.client import LocalContext, LocalTraining
 from fedloom.client.store import ClientStates
 from fedloom.data import sample_cohort
-from fedloom.data.sampling import cohort_size
+from fedloom.data.sampling import SAMPLINGS, Sampling, cohort_size
 from fedloom.engine.callbacks import Callback, History, notify_round
 from fedloom.engine.checkpoint import Checkpoints
 from fedloom.engine.executor import Executor
@@ -47,10 +47,16 @@ BYTES_PER_VALUE = 4  # float32 on the wire
 
 
 def plans_for_round(
-    num_clients: int, fraction: float, *, seed: int, round: int
+    num_clients: int,
+    fraction: float,
+    *,
+    seed: int,
+    round: int,
+    sampling: Sampling = "uniform",
 ) -> list[ClientPlan]:
-    """The round's cohort as plans, each with its own derived seed."""
-    cohort = sample_cohort(num_clients, fraction, seed=seed, round=round)
+    """The round's cohort as plans, each with its own derived seed (none, when a Poisson
+    cohort is empty)."""
+    cohort = sample_cohort(num_clients, fraction, seed=seed, round=round, sampling=sampling)
     return [
         ClientPlan(client_id=int(c), round=round, seed=derive_seed(seed, "client", round, int(c)))
         for c in cohort
@@ -85,6 +91,7 @@ def run_rounds(
     buffers: torch.Tensor,
     rounds: int,
     fraction: float,
+    sampling: Sampling = "uniform",
     seed: int = 0,
     settings: LocalTraining | None = None,
     work: LocalWork | None = None,
@@ -107,6 +114,11 @@ def run_rounds(
         params, buffers: the initial global model as flat vectors.
         rounds: number of rounds.
         fraction: C, the fraction of clients sampled per round.
+        sampling: ``"uniform"``: exactly ``max(round(C K), 1)`` clients a round;
+            ``"poisson"``: each client with probability ``q = C``, so a round's cohort
+            varies in size and may be empty (see :mod:`fedloom.data.sampling`). The stages
+            are told which ran (:class:`~fedloom.aggregate.RoundInfo`): DP-FedAvg's
+            accountant depends on it.
         seed: the run seed; every random stream is derived from it.
         settings: the clients' local settings (the server side of q-FFL and SCAFFOLD reads
             the learning rate; heterogeneous work reads the unit of work).
@@ -130,10 +142,18 @@ def run_rounds(
             resumed run uses the store its checkpoint names.
     """
     on_client_error = check_on_client_error(on_client_error)
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     settings = settings or LocalTraining()
     work = work or LocalWork()
     policy = policy or UpdatePolicy()
     needed = max(policy.min_updates, algorithm.min_updates())
+    # DP-FedAvg's aggregation runs every round, whatever arrived, an empty cohort included:
+    # skipping a round for too few updates would make what is released depend on who took
+    # part, which its accountant does not cover (Pipeline.every_round)
+    every_round = algorithm.aggregation.every_round
+    fixed = cohort_size(num_clients, fraction) if sampling == "uniform" else None
+    rate = fraction if sampling == "poisson" else None
     state = server_init(algorithm, params, buffers, clients=client_states)
     client_buffers: dict[int, torch.Tensor] = {}
     reports: list[RoundReport] = []
@@ -158,14 +178,14 @@ def run_rounds(
     if any(callback.stop_requested for callback in callbacks):  # a resumed run that had stopped
         rounds = len(reports)
     for t in range(len(reports), rounds):
-        upcoming = RoundInfo(seed=seed, round=t, num_clients=num_clients,
-                             cohort_size=cohort_size(num_clients, fraction))  # fmt: skip
+        upcoming = RoundInfo(seed=seed, round=t, num_clients=num_clients, cohort_size=fixed,
+                             sampling=sampling, sampling_rate=rate)  # fmt: skip
         reason = pipeline_stop_reason(algorithm, state, upcoming)
         if reason is not None:  # e.g. a spent privacy budget: end here, model and all saved
             log.warning("stopping before round %d of %d: %s", t + 1, rounds, reason)
             break
         started = time.perf_counter()
-        sampled = plans_for_round(num_clients, fraction, seed=seed, round=t)
+        sampled = plans_for_round(num_clients, fraction, seed=seed, round=t, sampling=sampling)
         plans, dropped = assign_work(sampled, work, settings, seed=seed)
         if not getattr(executor, "clients_hold_state", False):
             plans = prepare_plans(algorithm, state, plans)  # else each client computes its own
@@ -203,7 +223,7 @@ def run_rounds(
         measured = getattr(executor, "round_metrics", None)
         if measured is not None and plans:
             metrics.update(measured())
-        if len(results) >= needed:
+        if len(results) >= needed or every_round:
             state = server_update(
                 algorithm,
                 state,
@@ -212,12 +232,24 @@ def run_rounds(
                 num_clients=num_clients,
                 average_buffers=not local_buffers,
                 seed=seed,
-                cohort_size=cohort_size(num_clients, fraction),
+                cohort_size=fixed,
+                sampling=sampling,
+                sampling_rate=rate,
             )
-            metrics.update(_train_metrics(results))
+            if results:
+                metrics.update(_train_metrics(results))
             metrics.update(pipeline_metrics(algorithm, state))
             if local_buffers:
                 client_buffers.update({r.client_id: r.buffers for r in results})
+        elif not sampled:
+            log.warning(
+                "round %d: no client was sampled (poisson sampling, q = %g); the round is "
+                "skipped and the model is unchanged",
+                t + 1,
+                fraction,
+            )
+            state = state.skipped()
+            metrics["round_skipped"] = 1.0
         else:
             log.warning(
                 "round %d: %d valid updates, %d needed (%s); the round is skipped and the "

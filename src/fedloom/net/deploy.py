@@ -177,6 +177,7 @@ def serve(
             buffers=buffers,
             rounds=config.rounds,
             fraction=config.server.fraction,
+            sampling=config.server.sampling,
             seed=config.seed,
             settings=settings,
             work=spec.work,

@@ -9,8 +9,9 @@ delta, or calibrates the noise multiplier ``z`` for a target epsilon.
 The sampling scheme must be the one that ran:
 
 - ``"poisson"``: every client takes part independently with probability ``q = M / N``
-  (the cohort size varies); neighbouring datasets differ by adding or removing one client.
-  Both accountants (``"rdp"``, ``"pld"``) support it.
+  (the cohort size varies, ``M`` is its expectation and need not be an integer; a run gives
+  ``q`` itself, ``server.fraction``, as ``sampling_rate``); neighbouring datasets differ by
+  adding or removing one client. Both accountants (``"rdp"``, ``"pld"``) support it.
 - ``"uniform"``: a cohort of exactly ``M`` of the ``N`` clients, without replacement (what
   fedloom's round loop samples). ``dp-accounting`` accounts for it under *replacing* one
   client, with the RDP accountant only; the PLD accountant refuses it.
@@ -21,7 +22,9 @@ The sampling scheme must be the one that ran:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from fedloom.errors import ConfigError
@@ -36,24 +39,46 @@ SAMPLINGS: tuple[Sampling, ...] = ("poisson", "uniform")
 
 @dataclass(frozen=True)
 class PrivacySetting:
-    """Everything the guarantee depends on: population ``N``, cohort ``M`` per round,
-    ``rounds`` T, ``delta``, the sampling scheme and the accountant."""
+    """Everything the guarantee depends on: population ``N``, cohort ``M`` per round
+    (exactly, for uniform sampling; in expectation, ``q N``, for Poisson sampling),
+    ``rounds`` T, ``delta``, the sampling scheme and the accountant. ``sampling_rate`` is
+    Poisson's ``q`` when it is known as a rate (a run's ``server.fraction``): the accountant
+    then uses it as it is, not ``M / N`` recomputed from ``M = q N``."""
 
     population: int
-    cohort: int
+    cohort: float
     rounds: int
     delta: float
     sampling: Sampling = "poisson"
     accountant: Accountant = "rdp"
+    sampling_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.population < 1:
             raise ConfigError(f"population: must be >= 1, got {self.population}")
-        if not 1 <= self.cohort <= self.population:
+        if self.sampling == "poisson" and not 0 < self.cohort <= self.population:
             raise ConfigError(
-                f"cohort: must be between 1 and the population ({self.population}), got "
-                f"{self.cohort}"
+                f"cohort: the expected cohort must be more than 0 and at most the population "
+                f"({self.population}), got {self.cohort}"
             )
+        if self.sampling != "poisson" and not (
+            1 <= self.cohort <= self.population and float(self.cohort).is_integer()
+        ):
+            raise ConfigError(
+                f"cohort: must be a whole number between 1 and the population "
+                f"({self.population}), got {self.cohort}"
+            )
+        if self.sampling_rate is not None:
+            if self.sampling != "poisson" or not 0 < self.sampling_rate <= 1:
+                raise ConfigError(
+                    f"sampling_rate: a Poisson sampling rate in (0, 1], got "
+                    f"{self.sampling_rate} with {self.sampling} sampling"
+                )
+            if not math.isclose(self.cohort, self.sampling_rate * self.population, rel_tol=1e-9):
+                raise ConfigError(
+                    f"cohort: {self.cohort} is not the sampling rate {self.sampling_rate} "
+                    f"times the population {self.population}"
+                )
         if self.rounds < 0:
             raise ConfigError(f"rounds: must be >= 0, got {self.rounds}")
         if not 0 < self.delta < 1:
@@ -70,7 +95,9 @@ class PrivacySetting:
 
     @property
     def rate(self) -> float:
-        """The sampling rate ``q = M / N``."""
+        """The sampling rate ``q``: ``sampling_rate`` when given, else ``M / N``."""
+        if self.sampling_rate is not None:
+            return self.sampling_rate
         return self.cohort / self.population
 
 
@@ -81,7 +108,9 @@ def _event(setting: PrivacySetting, noise_multiplier: float, rounds: int) -> Any
     if setting.sampling == "poisson":
         sampled = dpa.PoissonSampledDpEvent(setting.rate, gaussian)
     else:
-        sampled = dpa.SampledWithoutReplacementDpEvent(setting.population, setting.cohort, gaussian)
+        sampled = dpa.SampledWithoutReplacementDpEvent(
+            setting.population, int(setting.cohort), gaussian
+        )
     return dpa.SelfComposedDpEvent(sampled, rounds)
 
 
@@ -111,6 +140,14 @@ def epsilon(
         return 0.0
     if noise_multiplier == 0:
         return float("inf")
+    return _composed(setting, float(noise_multiplier), rounds)
+
+
+@lru_cache(maxsize=256)
+def _composed(setting: PrivacySetting, noise_multiplier: float, rounds: int) -> float:
+    """dp-accounting's epsilon, asked once per question: a training run asks for the same
+    value before a round (its budget) and after it (its metrics), and the PLD accountant
+    takes about a second or more each time."""
     accountant = _accountant(setting)
     accountant.compose(_event(setting, noise_multiplier, rounds))
     return float(accountant.get_epsilon(setting.delta))

@@ -4,16 +4,49 @@ Models"), client-level, with central noise.
 Each round: every update is clipped to L2 norm ``S`` (a per-client stage), the clipped
 updates are *summed* with weight 1 each (the ``Sum`` reducer), Gaussian noise of standard
 deviation ``z * S`` is added to the sum, and the sum is divided by the *expected* cohort
-size ``M`` (the fixed-denominator estimator: dividing by the number that actually arrived
+size ``qW`` (the fixed-denominator estimator: dividing by the number that actually arrived
 would leak it). One client changes the sum by at most ``S``, so each round is a Gaussian
 mechanism of noise multiplier ``z`` on a sampled cohort, and
 :mod:`fedloom.privacy.accountant` composes the rounds.
 
+The cohort is sampled as the round loop was told (``server.sampling``, given to every
+stage in :class:`~fedloom.aggregate.RoundInfo`), and the accountant is told the same:
+
+- ``"uniform"``: exactly ``M`` of the ``N`` clients; the expected cohort is ``M``;
+  ``SampledWithoutReplacementDpEvent(N, M, GaussianDpEvent(z))``, replace-one neighbours,
+  RDP accountant only;
+- ``"poisson"``: each client with probability ``q`` (``server.fraction``); the expected
+  cohort is ``q N``, not rounded; ``PoissonSampledDpEvent(q, GaussianDpEvent(z))``,
+  add-or-remove-one neighbours, RDP or PLD accountant (``accountant``).
+
+The denominator is one of the paper's two estimators of the weighted average (its
+Section 2, with every client weighing ``w_k = 1``, so the population's total weight ``W``
+is ``N`` and ``qW`` is the expected cohort):
+
+- ``denominator="fixed"`` (the default), ``f_f = sum_C w_k Delta_k / (qW)``: unbiased; one
+  client moves it by at most ``S / (qW)`` (the paper's Lemma 1), so the noise is
+  ``N(0, (z S / qW)^2)``, i.e. ``z S`` on the sum before the division.
+- ``denominator="clipped_count"``, ``f_c = sum_C w_k Delta_k / max(q W_min, sum_C w_k)``:
+  divides by the weight that actually arrived (here the number of clipped updates summed),
+  but never by less than ``q W_min``. Lemma 1 bounds its sensitivity by ``2 S / (q W_min)``
+  (adding one client changes the numerator by at most ``S`` and the denominator by at most
+  1, each moving the estimate by at most ``S / (q W_min)``), so the noise added to ``f_c``
+  is ``N(0, (2 z S / (q W_min))^2)`` (Algorithm 1's ``sigma`` for ``f_c``): the same noise
+  multiplier ``z`` relative to its sensitivity, hence the same accounting.
+  ``min_weight_fraction`` is ``W_min / W`` (default 1: ``q W_min`` is the expected cohort;
+  smaller values follow the arriving count further down at the price of more noise).
+
+Every round is released, whatever arrived: the ``Sum`` of no update is zero, so a round
+whose cohort is empty (Poisson) or whose clients all failed still adds the noise, divides
+by the expected cohort, and counts in the ledger (the stage's ``every_round`` asks the
+round loop to run every round; skipping one would depend on who took part).
+
 :class:`GaussianSumNoise` is the aggregate stage; its state is the privacy ledger (the
-rounds it has noised, with the population and cohort they ran with). It is part of the
-server state, so a checkpoint keeps it and a resumed run never resets the budget spent. It
-reports ``dp_epsilon`` after every round (uniform fixed-size sampling, as fedloom's round
-loop samples, under the RDP accountant: see the accountant module for why).
+rounds it has noised, with the population, the sampling scheme and the expected cohort and
+rate they ran with). It is part of the server state, so a checkpoint keeps it, a resumed
+run never resets the budget spent and keeps accounting for the scheme that ran; a round
+sampled otherwise than the ledger's is refused. It reports ``dp_epsilon`` after every
+round.
 
 A budget (``max_epsilon``) stops the run before the first round that would exceed it: the
 round loop asks every stage's ``stop_reason`` before sampling a cohort, and the run ends
@@ -24,30 +57,90 @@ multiplier that keeps ``rounds`` rounds within it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
-from annotated_types import Ge, Gt, Lt
+from annotated_types import Ge, Gt, Le, Lt
 
 from fedloom.aggregate import Cohort, RoundInfo, Sum, clip, pipeline, scale
 from fedloom.algorithms.base import Algorithm
-from fedloom.errors import ConfigError
-from fedloom.privacy.accountant import PrivacySetting, epsilon, noise_multiplier_for
+from fedloom.data.sampling import Sampling, cohort_size
+from fedloom.errors import ConfigError, FedloomError
+from fedloom.privacy.accountant import (
+    ACCOUNTANTS,
+    Accountant,
+    PrivacySetting,
+    epsilon,
+    noise_multiplier_for,
+)
 
-__all__ = ["GaussianSumNoise", "calibrate", "dp_fedavg"]
+__all__ = ["DENOMINATORS", "GaussianSumNoise", "calibrate", "dp_fedavg"]
+
+
+Mechanism = dict[str, Any]
+"""How a round's cohort was sampled, as the ledger records it: ``population`` N,
+``sampling``, ``cohort`` (M exactly, or ``q N`` expected) and ``rate`` q."""
+
+
+def _mechanism(info: RoundInfo) -> Mechanism | None:
+    """The round's sampling as the accountant needs it, or ``None`` when ``info`` lacks it."""
+    n = info.num_clients
+    if n is None:
+        return None
+    if info.sampling == "poisson":
+        if info.sampling_rate is None:
+            return None
+        q = info.sampling_rate
+        return {"population": n, "sampling": "poisson", "cohort": q * n, "rate": q}
+    if info.sampling != "uniform" or info.cohort_size is None:
+        return None
+    m = info.cohort_size
+    return {"population": n, "sampling": "uniform", "cohort": m, "rate": m / n}
+
+
+def _recorded(ledger: Mapping[str, Any]) -> Mechanism:
+    """The sampling the ledger's rounds ran with (a ledger from before fedloom knew Poisson
+    sampling holds uniform rounds only)."""
+    n, m = ledger["population"], ledger["cohort"]
+    sampling = ledger.get("sampling") or "uniform"
+    rate = ledger.get("rate")
+    return {
+        "population": n,
+        "sampling": sampling,
+        "cohort": m,
+        "rate": rate if rate is not None else (m / n if n else 0.0),
+    }
+
+
+def _described(mechanism: Mechanism) -> str:
+    n, q = mechanism["population"], mechanism["rate"]
+    if mechanism["sampling"] == "poisson":
+        return f"poisson sampling of {n} clients at q = {q:g}"
+    return f"uniform sampling of {mechanism['cohort']} of {n} clients"
+
+
+DENOMINATORS = ("fixed", "clipped_count")
 
 
 @dataclass(frozen=True)
 class GaussianSumNoise:
-    """Noise ``N(0, (z S)^2)`` on the sum of clipped updates, then ``/ M`` (expected cohort)."""
+    """Noise ``N(0, (z S)^2)`` on the sum of clipped updates, then ``/ qW`` (the expected
+    cohort: ``M``, or ``q N`` with Poisson sampling); or, with the clipped-count
+    denominator, the sum ``/ max(q W_min, weight that arrived)`` plus
+    ``N(0, (2 z S / (q W_min))^2)`` (see the module doc)."""
 
     clip_norm: float
     noise_multiplier: float | None
     delta: float = 1e-5
     max_epsilon: float | None = None
+    accountant: Accountant = "rdp"
+    denominator: str = "fixed"
+    min_weight_fraction: float = 1.0  # W_min / W, for the clipped-count denominator
     name = "dp_noise"
     kind = "server"
+    every_round = True  # released whatever arrived, none included (Pipeline.every_round)
 
     @property
     def z(self) -> float:
@@ -57,17 +150,37 @@ class GaussianSumNoise:
             )
         return self.noise_multiplier
 
-    def _setting(self, population: int, cohort: int, rounds: int) -> PrivacySetting:
+    def setting(self, mechanism: Mechanism, rounds: int) -> PrivacySetting:
+        """What the accountant is asked: ``rounds`` rounds of ``mechanism``'s sampling."""
+        n = mechanism["population"]
+        if mechanism["sampling"] == "poisson":
+            q = mechanism["rate"]
+            return PrivacySetting(
+                n, q * n, rounds, self.delta, "poisson", self.accountant, sampling_rate=q
+            )
         return PrivacySetting(
-            population, cohort, rounds, self.delta, sampling="uniform", accountant="rdp"
+            n, mechanism["cohort"], rounds, self.delta, "uniform", self.accountant
         )
 
-    def stop_reason(self, ledger: dict[str, int], info: RoundInfo) -> str | None:
+    def _check_ledger(self, ledger: Mapping[str, Any], mechanism: Mechanism) -> None:
+        """Refuse a round sampled otherwise than the rounds already in the ledger: the
+        accountant composes one sampled mechanism, ``rounds`` times."""
+        if not ledger["rounds"] or _recorded(ledger) == mechanism:
+            return
+        raise FedloomError(
+            f"the privacy ledger holds {ledger['rounds']} rounds of "
+            f"{_described(_recorded(ledger))}, but this round has {_described(mechanism)}; "
+            "the accountant composes one sampled mechanism, so a private run keeps its "
+            "population, fraction and server.sampling: start a new run to change them"
+        )
+
+    def stop_reason(self, ledger: dict[str, Any], info: RoundInfo) -> str | None:
         """Why the next round must not run (it would exceed ``max_epsilon``), or ``None``."""
-        if self.max_epsilon is None or info.num_clients is None or info.cohort_size is None:
+        mechanism = _mechanism(info)
+        if self.max_epsilon is None or mechanism is None:
             return None
-        setting = self._setting(info.num_clients, info.cohort_size, int(ledger["rounds"]) + 1)
-        after = epsilon(setting, self.z)
+        self._check_ledger(ledger, mechanism)
+        after = epsilon(self.setting(mechanism, int(ledger["rounds"]) + 1), self.z)
         if after <= self.max_epsilon:
             return None
         return (
@@ -75,36 +188,42 @@ class GaussianSumNoise:
             f"{after:.4g}, over max_epsilon {self.max_epsilon:g}"
         )
 
-    def init(self, params: torch.Tensor) -> dict[str, int]:
-        return {"rounds": 0, "population": 0, "cohort": 0}
+    def init(self, params: torch.Tensor) -> dict[str, Any]:
+        return {"rounds": 0, "population": 0, "cohort": 0, "sampling": None, "rate": None}
 
     def update(
         self,
         delta: torch.Tensor,
-        ledger: dict[str, int],
+        ledger: dict[str, Any],
         *,
         cohort: Cohort,
         params: torch.Tensor,
         info: RoundInfo,
     ) -> tuple[torch.Tensor, Any]:
-        if info.cohort_size is None or info.num_clients is None:
-            raise ValueError("DP-FedAvg needs the population and the expected cohort size")
+        mechanism = _mechanism(info)
+        expected = info.expected_cohort
+        if mechanism is None or expected is None:
+            raise ValueError(
+                "DP-FedAvg needs the population and how the cohort was sampled (RoundInfo's "
+                "num_clients with cohort_size, or with sampling='poisson' and sampling_rate)"
+            )
+        self._check_ledger(ledger, mechanism)
         std = self.z * self.clip_norm
         noise = torch.randn(delta.shape, generator=info.generator("dp_noise"), dtype=torch.float64)
-        noised = (delta.double() + std * noise) / info.cohort_size
-        spent = {
-            "rounds": int(ledger["rounds"]) + 1,
-            "population": info.num_clients,
-            "cohort": info.cohort_size,
-        }
+        if self.denominator == "clipped_count":  # f_c, sensitivity 2 S / (q W_min)
+            floor = self.min_weight_fraction * expected  # q W_min
+            noised = delta.double() / max(floor, cohort.total_weight) + (2 * std / floor) * noise
+        else:  # f_f, sensitivity S / (qW)
+            noised = (delta.double() + std * noise) / expected
+        spent = {"rounds": int(ledger["rounds"]) + 1, **mechanism}
         return noised.to(torch.float32), spent
 
-    def metrics(self, ledger: dict[str, int]) -> dict[str, float]:
-        """``dp_epsilon`` (at ``delta``) after the rounds in the ledger."""
+    def metrics(self, ledger: dict[str, Any]) -> dict[str, float]:
+        """``dp_epsilon`` (at ``delta``) after the rounds in the ledger, for the sampling
+        they ran with."""
         if not ledger["rounds"]:
             return {"dp_epsilon": 0.0}
-        setting = self._setting(ledger["population"], ledger["cohort"], ledger["rounds"])
-        return {"dp_epsilon": epsilon(setting, self.z)}
+        return {"dp_epsilon": epsilon(self.setting(_recorded(ledger), ledger["rounds"]), self.z)}
 
 
 def dp_fedavg(
@@ -112,6 +231,9 @@ def dp_fedavg(
     noise_multiplier: Annotated[float, Ge(0)] | None = 1.0,
     delta: Annotated[float, Gt(0), Lt(1)] = 1e-5,
     max_epsilon: Annotated[float, Gt(0)] | None = None,
+    accountant: Literal["rdp", "pld"] = "rdp",
+    denominator: Literal["fixed", "clipped_count"] = "fixed",
+    min_weight_fraction: Annotated[float, Gt(0), Le(1)] | None = None,
     *,
     server_lr: float = 1.0,
     weighting: str = "uniform",
@@ -120,8 +242,17 @@ def dp_fedavg(
 
     Updates are clipped to ``clip_norm`` and summed, noise of std
     ``noise_multiplier * clip_norm`` is added, and the sum is divided by the expected cohort.
-    Epsilon at ``delta`` is reported every round; the run stops before exceeding
-    ``max_epsilon`` (``noise_multiplier: null``: calibrated to spend it exactly).
+    Epsilon at ``delta`` is reported every round, from dp-accounting's ``accountant`` (rdp;
+    pld only with Poisson sampling, ``server.sampling: poisson``); the run stops before
+    exceeding ``max_epsilon`` (``noise_multiplier: null``: calibrated to spend it exactly).
+    ``denominator: clipped_count`` is the paper's ``f_c`` instead: the sum divided by
+    ``max(q W_min, the number of updates summed)``, with noise of std
+    ``2 noise_multiplier clip_norm / (q W_min)``, its sensitivity times z (the paper's
+    Lemma 1); ``q W_min`` is ``min_weight_fraction`` (default 1) times the expected cohort.
+
+    >>> algorithm = dp_fedavg(clip_norm=0.5, noise_multiplier=1.1, delta=1e-5)
+    >>> [s.name for s in algorithm.aggregation.server]
+    ['dp_noise', 'scale']
     """
     if not clip_norm > 0:
         raise ConfigError(f"algorithm.clip_norm: must be > 0, got {clip_norm}")
@@ -136,6 +267,23 @@ def dp_fedavg(
         raise ConfigError(f"algorithm.max_epsilon: must be > 0, got {max_epsilon}")
     if not 0 < delta < 1:
         raise ConfigError(f"algorithm.delta: must be in (0, 1), got {delta}")
+    if accountant not in ACCOUNTANTS:
+        raise ConfigError(
+            f"algorithm.accountant: {accountant!r}; allowed: {', '.join(ACCOUNTANTS)}"
+        )
+    if denominator not in DENOMINATORS:
+        raise ConfigError(
+            f"algorithm.denominator: {denominator!r}; allowed: {', '.join(DENOMINATORS)}"
+        )
+    if min_weight_fraction is not None and denominator != "clipped_count":
+        raise ConfigError(
+            "algorithm.min_weight_fraction: only the clipped_count denominator has a W_min; "
+            "set algorithm.denominator: clipped_count, or leave min_weight_fraction out"
+        )
+    if min_weight_fraction is not None and not 0 < min_weight_fraction <= 1:
+        raise ConfigError(
+            f"algorithm.min_weight_fraction: must be in (0, 1], got {min_weight_fraction}"
+        )
     if weighting != "uniform":
         raise ConfigError(
             f"server.weighting: DP-FedAvg sums clipped updates with weight 1 each (uniform); "
@@ -148,29 +296,59 @@ def dp_fedavg(
             per_client=(clip(clip_norm),),
             reduce=Sum(),
             server=(
-                GaussianSumNoise(clip_norm, noise_multiplier, delta, max_epsilon),
+                GaussianSumNoise(
+                    clip_norm,
+                    noise_multiplier,
+                    delta,
+                    max_epsilon,
+                    accountant,
+                    denominator,
+                    1.0 if min_weight_fraction is None else min_weight_fraction,
+                ),
                 scale(server_lr),
             ),
         ),
     )
 
 
-def calibrate(algorithm: Algorithm, *, population: int, cohort: int, rounds: int) -> Algorithm:
-    """``algorithm`` with every uncalibrated noise stage's multiplier set to the smallest that
-    keeps ``rounds`` rounds within its ``max_epsilon`` (a :class:`ConfigError` naming
-    ``algorithm.max_epsilon`` when none up to 1000 does); other algorithms are returned as
-    they are."""
+def calibrate(
+    algorithm: Algorithm,
+    *,
+    population: int,
+    fraction: float,
+    rounds: int,
+    sampling: Sampling = "uniform",
+) -> Algorithm:
+    """``algorithm`` ready for ``rounds`` rounds that sample ``fraction`` of ``population``
+    clients as ``sampling`` says: every uncalibrated noise stage's multiplier set to the
+    smallest that keeps the rounds within its ``max_epsilon`` (a :class:`ConfigError` naming
+    ``algorithm.max_epsilon`` when none up to 1000 does), and a :class:`ConfigError` naming
+    ``algorithm.accountant`` when a stage's accountant cannot account for the sampling;
+    other algorithms are returned as they are."""
+    info = RoundInfo(
+        num_clients=population,
+        cohort_size=cohort_size(population, fraction) if sampling == "uniform" else None,
+        sampling=sampling,
+        sampling_rate=fraction if sampling == "poisson" else None,
+    )
+    mechanism = _mechanism(info)
     stages = []
     changed = False
     for stage in algorithm.aggregation.server:
-        if isinstance(stage, GaussianSumNoise) and stage.noise_multiplier is None:
-            assert stage.max_epsilon is not None  # the factory requires one of the two
-            setting = stage._setting(population, cohort, rounds)
-            try:
-                z = noise_multiplier_for(setting, stage.max_epsilon)
-            except ConfigError as exc:
-                raise ConfigError(f"algorithm.max_epsilon: {exc}") from None
-            stage = replace(stage, noise_multiplier=z)
-            changed = True
+        if isinstance(stage, GaussianSumNoise) and mechanism is not None:
+            if stage.accountant == "pld" and sampling != "poisson":
+                raise ConfigError(
+                    "algorithm.accountant: pld accounts only for Poisson sampling in "
+                    f"dp-accounting, and server.sampling is {sampling}; set server.sampling: "
+                    "poisson, or algorithm.accountant: rdp"
+                )
+            if stage.noise_multiplier is None:
+                assert stage.max_epsilon is not None  # the factory requires one of the two
+                try:
+                    z = noise_multiplier_for(stage.setting(mechanism, rounds), stage.max_epsilon)
+                except ConfigError as exc:
+                    raise ConfigError(f"algorithm.max_epsilon: {exc}") from None
+                stage = replace(stage, noise_multiplier=z)
+                changed = True
         stages.append(stage)
     return algorithm.with_aggregation(server=tuple(stages)) if changed else algorithm
