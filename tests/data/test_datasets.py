@@ -181,3 +181,73 @@ def test_example_configs_are_valid():
     assert len(examples) >= 2
     for path in examples:
         load_config(path)
+
+
+def _write_mnist(folder, images, labels):
+    """Four tiny IDX files in MNIST's format: ``images`` [N, 28, 28] uint8 for train and test."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    from fedloom.data.mnist import MNIST_FILES
+
+    folder.mkdir(parents=True)
+    n = len(labels)
+    image_bytes = struct.pack(">HBBIII", 0, 0x08, 3, n, 28, 28) + images.astype(np.uint8).tobytes()
+    label_bytes = struct.pack(">HBBI", 0, 0x08, 1, n) + labels.astype(np.uint8).tobytes()
+    for key, stem in MNIST_FILES.items():
+        data = image_bytes if key.endswith("images") else label_bytes
+        (folder / f"{stem}.gz").write_bytes(gzip.compress(data))
+
+
+def test_normalize_none_keeps_raw_pixels_and_standardize_uses_train_statistics(tmp_path):
+    import numpy as np
+
+    from fedloom.config import RunConfig
+    from fedloom.config.data import build_dataset
+    from fedloom.data.mnist import MNIST_MEAN, MNIST_STD
+
+    pixels = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
+    _write_mnist(tmp_path / "mnist", pixels, np.array([1, 2, 3]))
+    raw = build_dataset(RunConfig.from_dict({"data": {"dataset": "mnist", "root": str(tmp_path),
+                                                      "normalize": "none"}}).data)  # fmt: skip
+    assert raw.train_x.min() == 0.0 and raw.train_x.max() == 1.0
+    assert raw.train_x[0, 0, 0, 5].item() == pytest.approx(5 / 255)
+    auto = build_dataset(RunConfig.from_dict({"data": {"dataset": "mnist",
+                                                       "root": str(tmp_path)}}).data)  # fmt: skip
+    assert torch.allclose(auto.train_x, (raw.train_x - MNIST_MEAN) / MNIST_STD)
+    # digits: auto keeps [0, 1]; standardize uses the training set's mean and std, for both
+    digits_auto = build_dataset(RunConfig.from_dict({}).data)
+    digits = build_dataset(RunConfig.from_dict({"data": {"normalize": "standardize"}}).data)
+    mean, std = digits_auto.train_x.double().mean(), digits_auto.train_x.double().std()
+    assert float(digits.train_x.double().mean()) == pytest.approx(0.0, abs=1e-6)
+    assert float(digits.train_x.double().std()) == pytest.approx(1.0, abs=1e-6)
+    expected_test = (digits_auto.test_x.double() - mean) / std
+    assert torch.allclose(digits.test_x.double(), expected_test, atol=1e-6)
+
+
+def test_normalize_is_checked_and_auto_leaves_the_fingerprint_alone():
+    from fedloom.config import RunConfig
+    from fedloom.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.normalize.*'auto', 'standardize' or 'none'"):
+        RunConfig.from_dict({"data": {"normalize": "zscore"}})
+    import hashlib
+    import json
+
+    auto = RunConfig.from_dict({})
+    before = auto.model_dump(  # the fingerprint as computed before the key existed
+        mode="json",
+        exclude={"name": True, "output": True, "deploy": True, "rounds": True, "engine": True,
+                 "workers": True, "early_stopping": True,
+                 "server": {"on_client_error": True, "sampling": True}},
+    )  # fmt: skip
+    del before["data"]["normalize"]
+    old = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    assert auto.fingerprint() == old
+    assert auto.fingerprint() == RunConfig.from_dict({"data": {"normalize": "auto"}}).fingerprint()
+    assert (
+        auto.fingerprint()
+        != RunConfig.from_dict({"data": {"normalize": "standardize"}}).fingerprint()
+    )

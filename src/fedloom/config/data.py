@@ -94,6 +94,11 @@ class DataConfig(Section):
         "partition", DirichletPartition(), "how the data is split (a registered partition)"
     )
     holdout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    normalize: Literal["auto", "standardize", "none"] = Field(
+        default="auto",
+        description="inputs: standardize (train mean and std), none (raw: pixels in [0, 1]), "
+        "or auto (the dataset's own: mnist standardized, digits and synthetic raw)",
+    )
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @field_validator("partition", mode="before")
@@ -103,24 +108,27 @@ class DataConfig(Section):
 
 
 def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
-    """Load the configured dataset."""
+    """Load the configured dataset, its inputs scaled as ``normalize`` says."""
     from fedloom.data import load_digits, load_synthetic
+    from fedloom.data.dataset import standardized
 
+    if config.dataset == "mnist":  # stored standardized; "none" reads the raw pixels
+        return _load_mnist(config.root, standardize=config.normalize != "none")
     if config.dataset == "digits":
-        return load_digits()
-    if config.dataset == "mnist":
-        return _load_mnist(config.root)
-    synthetic = config.synthetic
-    return load_synthetic(
-        synthetic.alpha,
-        synthetic.beta,
-        num_devices=synthetic.num_devices,
-        iid=synthetic.iid,
-        seed=seed,
-    )
+        dataset = load_digits()
+    else:
+        synthetic = config.synthetic
+        dataset = load_synthetic(
+            synthetic.alpha,
+            synthetic.beta,
+            num_devices=synthetic.num_devices,
+            iid=synthetic.iid,
+            seed=seed,
+        )
+    return standardized(dataset) if config.normalize == "standardize" else dataset
 
 
-def _load_mnist(root: str | None) -> Dataset:
+def _load_mnist(root: str | None, *, standardize: bool = True) -> Dataset:
     """MNIST from ``data.root``; files that are missing and cannot be downloaded are a
     :class:`ConfigError` naming ``data.root`` (and ``FEDLOOM_DATA`` when that chose the
     folder), so the command exits 2 with one line that says where the files were expected.
@@ -137,7 +145,7 @@ def _load_mnist(root: str | None) -> Dataset:
     except OSError:  # not even a usable path (a name too long, say)
         present = False
     try:
-        return load_mnist(root)
+        return load_mnist(root, standardize=standardize)
     except (DataError, OSError) as exc:
         if present:
             raise

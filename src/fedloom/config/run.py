@@ -267,14 +267,20 @@ class RunConfig(Section):
         engine (engines agree to float rounding), the failure policy (it stops a run, it
         does not change a completed round), and the number of rounds and the early-stopping
         rule, so a finished run can be extended (a round depends only on the seed and its own
-        number). The default ``server.sampling`` (uniform) is left out too, so runs
-        checkpointed before the key existed still resume."""
+        number). The defaults of ``server.sampling`` (uniform) and ``data.normalize`` (auto)
+        are left out too, so runs checkpointed before those keys existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         server: dict[str, bool] = {"on_client_error": True}
         if self.server.sampling == "uniform":
             server["sampling"] = True
+        data: dict[str, bool] = {"normalize": True} if self.data.normalize == "auto" else {}
         decisive = self.model_dump(
-            mode="json", exclude={**dict.fromkeys(ignored, True), "server": server}
+            mode="json",
+            exclude={
+                **dict.fromkeys(ignored, True),
+                "server": server,
+                **({"data": data} if data else {}),
+            },
         )
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-__all__ = ["Dataset"]
+__all__ = ["Dataset", "raw_pixels", "standardized"]
 
 _RESERVED = ("x", "y")
 
@@ -82,3 +82,26 @@ class Dataset:
     @property
     def num_train(self) -> int:
         return len(self.train_y)
+
+
+def standardized(dataset: Dataset) -> Dataset:
+    """``dataset`` with inputs shifted and scaled by the training set's overall mean and
+    standard deviation (one scalar pair, computed from ``train_x`` only, so the test set
+    tells nothing to the transform); inputs that already are standardized come back as they
+    are (to float rounding)."""
+    mean = float(dataset.train_x.double().mean())
+    std = float(dataset.train_x.double().std())
+    if std == 0:
+        raise ValueError(f"{dataset.name}: the training inputs are constant; nothing to scale")
+    return replace(
+        dataset,
+        train_x=((dataset.train_x - mean) / std).to(dataset.train_x.dtype),
+        test_x=((dataset.test_x - mean) / std).to(dataset.test_x.dtype),
+    )
+
+
+def raw_pixels(dataset: Dataset, mean: float, std: float) -> Dataset:
+    """Undo a standardization by ``mean`` and ``std``: inputs back on their raw scale."""
+    return replace(
+        dataset, train_x=dataset.train_x * std + mean, test_x=dataset.test_x * std + mean
+    )

@@ -121,13 +121,18 @@ def _where_to_put(folder: Path) -> str:
     )
 
 
-def load_mnist(root: str | Path | None = None, *, download: bool = True) -> Dataset:
-    """MNIST as standardized float32 images ``[N, 1, 28,28]`` and int64 labels.
+def load_mnist(
+    root: str | Path | None = None, *, download: bool = True, standardize: bool = True
+) -> Dataset:
+    """MNIST as float32 images ``[N, 1, 28,28]`` and int64 labels.
 
     Args:
         root: data root; the files are read from ``<root>/mnist/``. Defaults to
             :func:`default_data_root`.
         download: fetch missing files when online.
+        standardize: shift and scale pixels by the training set's mean and std (the usual
+            0.1307, 0.3081); ``False`` keeps raw pixels in [0, 1], as McMahan et al. 2017 fed
+            their models.
     """
     folder = Path(root if root is not None else default_data_root()).expanduser() / "mnist"
     arrays = {}
@@ -144,7 +149,7 @@ def load_mnist(root: str | Path | None = None, *, download: bool = True) -> Data
 
     def images(a: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
-        return (x - MNIST_MEAN) / MNIST_STD
+        return (x - MNIST_MEAN) / MNIST_STD if standardize else x
 
     return Dataset(
         name="mnist",
