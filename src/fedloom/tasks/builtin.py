@@ -51,8 +51,8 @@ def _regression_metrics(outputs: torch.Tensor, batch: Batch) -> dict[str, torch.
     y = batch["y"].reshape(outputs.shape[0], -1).float()
     return {
         "mse": _squared_error(outputs, batch),
-        "target_mean": y.mean(1),
-        "target_sq_mean": y.pow(2).mean(1),
+        "_target_mean": y.mean(1),
+        "_target_sq_mean": y.pow(2).mean(1),
     }
 
 
@@ -62,7 +62,7 @@ def _r2(means: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     Scalar targets give the usual coefficient of determination; vector targets pool all
     coordinates. NaN where the targets do not vary.
     """
-    variance = np.asarray(means["target_sq_mean"]) - np.asarray(means["target_mean"]) ** 2
+    variance = np.asarray(means["_target_sq_mean"]) - np.asarray(means["_target_mean"]) ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(variance > 0, 1.0 - np.asarray(means["mse"]) / variance, np.nan)
     return {"r2": r2}
