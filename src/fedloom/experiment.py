@@ -62,6 +62,7 @@ def simulate_config(
         rounds=config.rounds,
         fraction=config.server.fraction,
         local=spec.local,
+        task=spec.task,
         work=spec.work,
         attack=build_attack(config.attack),
         policy=spec.policy,

@@ -171,6 +171,11 @@ class RunConfig(Section):
     )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
+    task: SerializeAsAny[Named] = registry_field(
+        "task",
+        REGISTRY.entry("task", "classification").section(),
+        "what the model learns: its loss and metrics (a registered task and its options)",
+    )
     client: ClientConfig = ClientConfig()
     server: ServerConfig = ServerConfig()
     algorithm: SerializeAsAny[Named] = registry_field(
@@ -185,6 +190,11 @@ class RunConfig(Section):
     @classmethod
     def _algorithm(cls, value: Any) -> Any:
         return dispatch("algorithm", value, default="fedavg")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, value: Any) -> Any:
+        return dispatch("task", value, default="classification")
 
     @field_validator("engine")
     @classmethod
@@ -232,8 +242,11 @@ class RunConfig(Section):
         only by the same experiment. Left out: where outputs go, how the run is served, the
         engine (engines agree to float rounding), the failure policy (it stops a run, it
         does not change a completed round), and the number of rounds, so a finished run can
-        be extended (a round depends only on the seed and its own number)."""
+        be extended (a round depends only on the seed and its own number). The default task
+        is left out too, so runs from before the ``task`` section keep their fingerprint."""
         ignored = {"name", "output", "deploy", "rounds", "engine", "workers"}
+        if self.task == type(self).model_fields["task"].default:
+            ignored.add("task")
         decisive = self.model_dump(
             mode="json",
             exclude={**dict.fromkeys(ignored, True), "server": {"on_client_error": True}},
@@ -245,7 +258,7 @@ YAML_ERRORS = (yaml.YAMLError, ValueError, LookupError, TypeError)
 """What reading YAML text can raise: a tagged scalar that does not convert (``!!int abc``,
 ``!!bool maybe``, ``!!timestamp 2020-99-99``) fails with the conversion's own error."""
 
-SHORTHAND_TAGS = {"partition": "kind", "algorithm": "name", "aggregator": "name"}
+SHORTHAND_TAGS = {"partition": "kind", "algorithm": "name", "aggregator": "name", "task": "name"}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

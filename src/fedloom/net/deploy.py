@@ -35,6 +35,7 @@ from fedloom.config import (
     build_model,
     build_policy,
     build_run,
+    build_task,
 )
 from fedloom.config.server import protections
 from fedloom.data import Dataset
@@ -144,7 +145,7 @@ def serve(
     )
     if on_listening is not None:
         on_listening(port)
-    evaluator = Evaluator(module, data)
+    evaluator = Evaluator(module, data, task=spec.task)
     observers = list(callbacks)
     checkpoint = None
     if run_dir is not None:
@@ -291,6 +292,7 @@ def run_demo_client(
         client_id=client_id,
         data=batch,
         module=module,
+        task=build_task(config, dataset),
         credentials=credentials,
         token=token,
         give_up_after_s=give_up_after_s,

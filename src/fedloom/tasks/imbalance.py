@@ -9,7 +9,8 @@ accurate on it. :func:`with_class_metrics` adds, for each chosen class ``c``, it
   as average precision (``sklearn.metrics.average_precision_score``'s definition), from a
   fixed histogram of that score.
 
-to any task whose outputs are logits ``[B, C]`` for integer labels ``[B]`` (classification,
+(NaN where undefined: no example of class ``c``, or none predicted as ``c``; sklearn warns
+and returns 0 there) to any task whose outputs are logits ``[B, C]`` for integer labels ``[B]`` (classification,
 focal loss, one of your own). The engines average per-example values, globally and per client
 (a bincount), so each metric is a function of means of per-example indicators (``derive``):
 ``recall_c = mean(tp) / mean(is_c)``, and PR-AUC from the means of one indicator per score
@@ -73,6 +74,11 @@ class _ClassMetrics:
         predicted = outputs.argmax(1)
         probabilities = torch.softmax(outputs.detach().float(), dim=1)
         for label in self.classes:
+            if label >= outputs.shape[1]:
+                raise ValueError(
+                    f"class_metrics names label {label}, but the model gives "
+                    f"{outputs.shape[1]} classes (labels 0..{outputs.shape[1] - 1})"
+                )
             pos_name, pred_name, tp_name, pos_bins, neg_bins = _names(label, self.bins)
             positive = (labels == label).float()
             predicted_positive = (predicted == label).float()
