@@ -35,7 +35,8 @@ configuration:
         heterogeneity.{{low,high}},stragglers.{{fraction,policy}}}},
         server.{{fraction,lr,weighting}}, algorithm.{{name,<its parameters>}},
         eval.{{every,clients,train}}, output.{{runs_dir,plots,save_model,checkpoint}}
-  Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural.
+  Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural,
+  rare_class (rare_class, prevalence, alpha, rest_alpha: one class rare and uneven).
   Tasks (task.name, options): classification (class_weights: class-weighted
   cross-entropy; class_metrics: labels to report recall, precision, F1, PR-AUC of; pr_bins),
   focal (gamma, alpha, positive_class, class_metrics, pr_bins), regression, next_token,
