@@ -122,17 +122,18 @@ def test_default_classification_is_unchanged_and_tasks_pickle():
 
 @pytest.mark.parametrize("task", [focal(gamma=2.0, alpha=0.75, positive_class=2),
                                   classification(class_weights=(1.0, 1.0, 3.0))])  # fmt: skip
-def test_rare_class_losses_train_the_same_on_both_in_process_engines(task):
+def test_rare_class_losses_train_the_same_on_every_local_engine(task):
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(240, 6)), dtype=torch.float32)
     y = torch.tensor(rng.choice(3, size=240, p=[0.5, 0.45, 0.05]))
     data = federate(Dataset("toy", x, y, x[:60], y[:60], num_classes=3), IID(6), seed=0)
     local = fl.LocalTraining(epochs=1, batch_size=16, lr=0.1)
     finals = []
-    for engine in ("sequential", "vectorized"):
+    for engine in ("sequential", "vectorized", "process"):
         history = fl.simulate(
             fl.fedavg(), data, lambda: torch.nn.Linear(6, 3), rounds=2, fraction=0.5,
-            local=local, task=task, engine=engine, eval_clients=False,
+            local=local, task=task, engine=engine, workers=2, eval_clients=False,
         )  # fmt: skip
         finals.append(history.final_state.params)
-    assert torch.allclose(finals[0], finals[1], atol=1e-5)
+    assert torch.allclose(finals[0], finals[1], atol=1e-5)  # vmap
+    assert torch.allclose(finals[0], finals[2], atol=1e-6)  # pickled into worker processes
