@@ -112,3 +112,13 @@ def test_configured_from_yaml_with_bounds(tmp_path):
     unreachable = load_config(path, ["data.partition.prevalence=0.5"])
     with pytest.raises(ConfigError, match="data.partition: prevalence 0.5 of class 8"):
         build_federated_data(unreachable.data, seed=0)
+
+
+def test_data_describe_says_how_many_examples_the_partition_left_out(capsys, monkeypatch):
+    from fedloom.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    sets = ["data.partition=rare_class", "data.num_clients=4", "data.partition.rare_class=2"]
+    assert main(["data", "describe", *[a for s in sets for a in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "training examples left out by the partition" in out

@@ -158,6 +158,9 @@ def _cmd_data_describe(args: argparse.Namespace, console: Console) -> int:
         f"max {sizes.max()}, total {sizes.sum()}; holdout {holdout}; "
         f"global test set {len(data.dataset.test_y)}"
     )
+    left_out = data.dataset.num_train - int(sizes.sum()) - holdout
+    if left_out:  # a partition that is not exhaustive (rare_class)
+        caption += f"; {left_out} training examples left out by the partition"
     for column in ("client", "train", "holdout", "labels"):
         table.add_column(column, justify="right")
     table.add_column("label histogram")
