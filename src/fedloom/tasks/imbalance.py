@@ -1,7 +1,9 @@
 """Metrics for imbalanced classification: recall, precision, F1 and PR-AUC of chosen classes.
 
 Accuracy hides a rare class: a model that never predicts a class of 2% prevalence is 98%
-accurate on it. :func:`with_class_metrics` adds, for each chosen class ``c``, its
+accurate on it. :func:`with_class_metrics` adds to any task whose outputs are logits
+``[B, C]`` for integer labels ``[B]`` (classification, focal loss, one of your own), for each
+chosen class ``c``:
 
 - ``recall_c`` = TP / (TP + FN), ``precision_c`` = TP / (TP + FP), ``f1_c`` (their harmonic
   mean, ``2 TP / (2 TP + FP + FN)``), all at the argmax prediction;
@@ -9,22 +11,22 @@ accurate on it. :func:`with_class_metrics` adds, for each chosen class ``c``, it
   as average precision (``sklearn.metrics.average_precision_score``'s definition), from a
   fixed histogram of that score.
 
-(NaN where undefined: no example of class ``c``, or none predicted as ``c``; sklearn warns
-and returns 0 there) to any task whose outputs are logits ``[B, C]`` for integer labels ``[B]`` (classification,
-focal loss, one of your own). The engines average per-example values, globally and per client
-(a bincount), so each metric is a function of means of per-example indicators (``derive``):
-``recall_c = mean(tp) / mean(is_c)``, and PR-AUC from the means of one indicator per score
-bin for the examples of class ``c`` and one for the others. These inputs are named with a
-leading ``"_"`` and are not reported (:meth:`fedloom.tasks.Task.summarize`).
+A metric that is undefined is NaN (no example of class ``c``; or, for precision, none
+predicted as ``c``, where sklearn warns and returns 0). The engines average per-example
+values, globally and per client (a bincount), so each metric is a function of means of
+per-example indicators (``derive``): ``recall_c = mean(tp) / mean(is_c)``, and PR-AUC from
+the means of one indicator per score bin for the examples of class ``c`` and one for the
+others. These inputs are named with a leading ``"_"`` and are not reported
+(:meth:`fedloom.tasks.Task.summarize`).
 
 **Binning error.** The score ``[0, 1]`` is cut into ``bins`` equal bins, and the histogram's
 average precision treats the examples of one bin as tied (exactly what sklearn does for equal
 scores). Order within a bin is all that is lost, so with ``TP_b`` / ``FP_b`` the examples of
 class ``c`` / of other classes at or above bin ``b`` (counted from the top) and ``n_b`` the
-class-``c`` examples in bin ``b``, the exact average precision lies in
+class-``c`` examples in bin ``b`` (``P`` in all), the exact average precision lies in
 ``[sum_b n_b lo_b / P, sum_b n_b hi_b / P]`` with ``lo_b = (TP_{b+1} + 1) / (TP_{b+1} + 1 +
-FP_b)`` and ``hi_b = TP_b / (TP_b + FP_{b+1})`` (:func:`average_precision_bounds`), and so
-does the estimate. The error is zero when no bin mixes the classes and is small when few
+FP_b)`` and ``hi_b = TP_b / (TP_b + FP_{b+1})`` (``b + 1``: the bin above;
+:func:`average_precision_bounds`), and so does the estimate. The error is zero when no bin mixes the classes and is small when few
 examples of other classes share a bin with class ``c``'s; more bins shrink it.
 
 >>> from fedloom.tasks import classification
