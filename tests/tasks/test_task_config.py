@@ -5,11 +5,13 @@ rare class's metrics."""
 import json
 import math
 
+import numpy as np
 import pytest
 
 from fedloom.cli import main
 from fedloom.config import RunConfig, build_federated, build_task, load_config
 from fedloom.errors import ConfigError
+from fedloom.tasks import balanced_weights, classification
 from fedloom.tasks.builtin import WeightedCrossEntropy
 from fedloom.tasks.focal import FocalLoss
 
@@ -21,7 +23,7 @@ def test_focal_loss_is_configured_from_yaml(tmp_path):
         "  class_metrics: [8]\n"
     )
     config = load_config(path)
-    task = build_task(config, build_federated(config).dataset)
+    task = build_task(config, build_federated(config))
     assert task.name == "focal"
     assert task.loss == FocalLoss(gamma=1.5, alpha=0.75, positive_class=8)
     assert load_config(None, ["task=focal", "task.alpha=null"]).task.alpha is None
@@ -30,8 +32,26 @@ def test_focal_loss_is_configured_from_yaml(tmp_path):
 
 def test_class_weighted_cross_entropy_is_a_classification_option():
     config = load_config(None, ["task.class_weights=[1,1,1,1,1,1,1,1,5,1]"])
-    task = build_task(config, build_federated(config).dataset)
+    task = build_task(config, build_federated(config))
     assert task.loss == WeightedCrossEntropy((1.0,) * 8 + (5.0, 1.0))
+
+
+def test_balanced_class_weights_come_from_the_clients_training_splits():
+    config = load_config(None, ["task.class_weights=balanced", "data.partition=rare_class",
+                                "data.partition.rare_class=8", "data.num_clients=5"])  # fmt: skip
+    data = build_federated(config)
+    counts = data.label_histograms().sum(0)
+    task = build_task(config, data)
+    weights = task.loss.weights
+    assert weights == pytest.approx(counts.sum() / (10 * counts))
+    assert weights[8] > 4 * max(w for c, w in enumerate(weights) if c != 8)  # the rare 8s
+    assert float(np.dot(weights, counts) / counts.sum()) == pytest.approx(1.0)  # mean weight 1
+    with pytest.raises(ConfigError, match="task.class_weights: balanced weights come from"):
+        build_task(config, data.dataset)  # a client with its own data only
+    with pytest.raises(ValueError, match="resolved from the data by the config"):
+        classification(class_weights="balanced")
+    with pytest.raises(ValueError, match=r"classes \[1\] have none"):
+        balanced_weights([5, 0, 3])
 
 
 @pytest.mark.parametrize(
@@ -62,7 +82,7 @@ def test_bad_task_options_are_config_errors_naming_the_field(overrides, field):
 def test_options_that_do_not_fit_the_data_are_named_when_the_run_is_built(overrides, message):
     config = load_config(None, overrides)
     with pytest.raises(ConfigError, match=message):
-        build_task(config, build_federated(config).dataset)
+        build_task(config, build_federated(config))
 
 
 def test_the_cli_exits_2_with_the_field_for_a_negative_gamma(tmp_path, capsys):

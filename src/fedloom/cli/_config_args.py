@@ -37,9 +37,10 @@ configuration:
         eval.{{every,clients,train}}, output.{{runs_dir,plots,save_model,checkpoint}}
   Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural,
   rare_class (rare_class, prevalence, alpha, rest_alpha: one class rare and uneven).
-  Tasks (task.name, options): classification (class_weights: class-weighted
-  cross-entropy; class_metrics: labels to report recall, precision, F1, PR-AUC of; pr_bins),
-  focal (gamma, alpha, positive_class, class_metrics, pr_bins), regression, next_token,
+  Tasks (task.name, options): classification (class_weights: one per class, or
+  balanced, for class-weighted cross-entropy; class_metrics: labels whose recall,
+  precision, F1 and PR-AUC to report; pr_bins), focal (gamma, alpha, positive_class,
+  class_metrics, pr_bins), regression, next_token,
   e.g. --set task=focal --set task.gamma=2 --set task.class_metrics=[8]
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),

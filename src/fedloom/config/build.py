@@ -22,7 +22,7 @@ from fedloom.data.sampling import cohort_size
 from fedloom.engine import LocalWork
 from fedloom.errors import ConfigError
 from fedloom.registry import REGISTRY
-from fedloom.tasks import Task
+from fedloom.tasks import Task, balanced_weights
 
 if TYPE_CHECKING:
     from fedloom.sim.attacks import Attack
@@ -109,14 +109,29 @@ def _misfit(model: Callable[[], nn.Module], dataset: Dataset) -> str | None:
     return None
 
 
-def build_task(config: RunConfig, dataset: Dataset) -> Task:
+def build_task(config: RunConfig, data: FederatedDataset | Dataset) -> Task:
     """The task the ``task`` section names, its options checked against the data: a class
     weight per class, class labels (``class_metrics``, ``positive_class``) that exist. A bad
-    option is a :class:`ConfigError` naming ``task.<option>``."""
+    option is a :class:`ConfigError` naming ``task.<option>``.
+
+    ``class_weights: balanced`` becomes ``n / (C n_c)`` over the clients' training splits
+    (:func:`fedloom.tasks.balanced_weights`), so it needs the federation (``data``), the same
+    for the server and every demo client of a deployment."""
     section = config.task
     options = section.model_dump(exclude={"name"})
+    dataset = data.dataset if isinstance(data, FederatedDataset) else data
     classes = dataset.num_classes
     weights = options.get("class_weights")
+    if weights == "balanced":
+        if not isinstance(data, FederatedDataset):
+            raise ConfigError(
+                "task.class_weights: balanced weights come from the federation's training "
+                "data, which a client with its own data does not have; give the weights"
+            )
+        try:
+            options["class_weights"] = weights = balanced_weights(data.label_histograms().sum(0))
+        except ValueError as exc:
+            raise ConfigError(f"task.class_weights: {exc}") from None
     if weights is not None and len(weights) != classes:
         raise ConfigError(
             f"task.class_weights: {len(weights)} weights for the {classes} classes of "

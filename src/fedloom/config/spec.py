@@ -76,7 +76,7 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
         rounds=config.rounds,
     )
     model = build_model(config, data.dataset)
-    task = build_task(config, data.dataset)
+    task = build_task(config, data)
     module = initial_module(model, seed=config.seed)
     if config.model.init is not None:
         if not Path(config.model.init).is_file():

@@ -285,6 +285,7 @@ def run_demo_client(
             raise ConfigError(f"--index {index}: the config has {data.num_clients} clients")
         batch = data.client_batch(index)  # type: ignore[arg-type]
         dataset = data.dataset
+    task = build_task(config, data if data_hook is None else dataset)
     torch.manual_seed(0)  # the template's own weights are never used; keep it deterministic
     module = build_model(config, dataset)()
     return run_client(
@@ -292,7 +293,7 @@ def run_demo_client(
         client_id=client_id,
         data=batch,
         module=module,
-        task=build_task(config, dataset),
+        task=task,
         credentials=credentials,
         token=token,
         give_up_after_s=give_up_after_s,

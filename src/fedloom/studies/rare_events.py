@@ -45,6 +45,7 @@ from fedloom.models import mnist_2nn
 from fedloom.simulation import simulate
 from fedloom.studies._results import write_results
 from fedloom.tasks import Task, classification, focal
+from fedloom.tasks import balanced_weights as class_balanced_weights
 
 __all__ = ["METRICS", "RARE", "balanced_weights", "run", "table", "variants"]
 
@@ -56,9 +57,9 @@ LAST = 5  # rounds averaged for the reported numbers
 
 
 def balanced_weights(data: FederatedDataset) -> tuple[float, ...]:
-    """``n / (C n_c)`` over the clients' training splits (sklearn's "balanced")."""
-    counts = data.label_histograms().sum(0).astype(float)
-    return tuple(float(w) for w in counts.sum() / (len(counts) * counts))
+    """``n / (C n_c)`` over the clients' training splits (sklearn's "balanced"; what
+    ``task.class_weights: balanced`` gives from a config)."""
+    return class_balanced_weights(data.label_histograms().sum(0))
 
 
 def variants(data: FederatedDataset, bins: int = 200) -> dict[str, Task]:

@@ -19,7 +19,7 @@ A task of your own is a :class:`Task` built from two functions of ``(outputs, ba
 from collections.abc import Callable
 
 from fedloom.tasks.base import Batch, Task, num_rows, take
-from fedloom.tasks.builtin import classification, next_token, regression
+from fedloom.tasks.builtin import balanced_weights, classification, next_token, regression
 from fedloom.tasks.focal import focal
 from fedloom.tasks.imbalance import with_class_metrics
 
@@ -27,6 +27,7 @@ __all__ = [
     "TASKS",
     "Batch",
     "Task",
+    "balanced_weights",
     "classification",
     "focal",
     "next_token",

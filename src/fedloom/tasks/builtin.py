@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from fedloom.tasks.imbalance import with_class_metrics
 
 __all__ = [
     "WeightedCrossEntropy",
+    "balanced_weights",
     "check_class_weights",
     "classification",
     "next_token",
@@ -63,12 +64,29 @@ def check_class_weights(weights: Sequence[float]) -> tuple[float, ...]:
     return values
 
 
+def balanced_weights(label_counts: Sequence[int] | np.ndarray) -> tuple[float, ...]:
+    """scikit-learn's "balanced" class weights ``n / (C n_c)`` from the training label counts:
+    each class weighs the same in total, and the mean weight per example is 1.
+
+    >>> balanced_weights([90, 10])
+    (0.5555555555555556, 5.0)
+    """
+    counts = np.asarray(label_counts, dtype=float)
+    missing = np.flatnonzero(counts <= 0).tolist()
+    if missing:
+        raise ValueError(
+            f"balanced class weights need training examples of every class; classes {missing} "
+            "have none (give the weights explicitly)"
+        )
+    return tuple(float(w) for w in counts.sum() / (len(counts) * counts))
+
+
 def _accuracy(outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
     return {"accuracy": (outputs.argmax(1) == batch["y"]).float()}
 
 
 def classification(
-    class_weights: tuple[Annotated[float, Ge(0)], ...] | None = None,
+    class_weights: tuple[Annotated[float, Ge(0)], ...] | Literal["balanced"] | None = None,
     class_metrics: tuple[Annotated[int, Ge(0)], ...] = (),
     pr_bins: Annotated[int, Ge(1)] = 100,
 ) -> Task:
@@ -77,7 +95,9 @@ def classification(
     Args:
         class_weights: one weight per class for class-weighted cross-entropy
             (``weights[y] * CE``, see :class:`WeightedCrossEntropy`), e.g. the inverse class
-            frequency to make a rare class count; ``None`` is plain cross-entropy.
+            frequency to make a rare class count (:func:`balanced_weights`); ``None`` is plain
+            cross-entropy. In a config, ``balanced`` computes them from the clients'
+            training splits (:func:`fedloom.config.build_task`).
         class_metrics: labels whose recall, precision, F1 and PR-AUC are also reported
             (``recall_<c>`` ..., see :func:`fedloom.tasks.with_class_metrics`).
         pr_bins: score bins of the PR-AUC histogram.
@@ -94,6 +114,12 @@ def classification(
         score="accuracy",
         mean_loss=_mean_cross_entropy,
     )
+    if isinstance(class_weights, str):
+        raise ValueError(
+            f"class_weights={class_weights!r} is resolved from the data by the config "
+            "(fedloom.config.build_task); in Python pass the weights, e.g. "
+            "balanced_weights(data.label_histograms().sum(0))"
+        )
     if class_weights is not None:
         task = Task(
             name="classification",
