@@ -111,6 +111,7 @@ def test_help_lists_every_choice_the_config_accepts():
         *REGISTRY.names("partition"),
         *REGISTRY.names("algorithm"),
         *REGISTRY.names("aggregator"),
+        *REGISTRY.names("task"),
         *WEIGHTINGS,
         *ENGINES,
     ):

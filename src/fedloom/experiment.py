@@ -70,6 +70,7 @@ def simulate_config(
         fraction=config.server.fraction,
         sampling=config.server.sampling,
         local=spec.local,
+        task=spec.task,
         work=spec.work,
         attack=build_attack(config.attack),
         policy=spec.policy,

@@ -37,13 +37,20 @@ configuration:
     --set data.partition.shards_per_client=2 --set client.epochs=5 --set server.fraction=0.1
   Keys: name, seed, rounds, engine, workers,
         data.{{dataset,root,num_clients,partition,holdout_fraction,normalize,synthetic}},
-        model.{{name,buffers}}, client.{{epochs,steps,batch_size,lr,momentum,weight_decay,
+        model.{{name,buffers}}, task.{{name,<its options>}},
+        client.{{epochs,steps,batch_size,lr,momentum,weight_decay,
         heterogeneity.{{low,high}},stragglers.{{fraction,policy}}}},
         server.{{fraction,sampling,lr,weighting}}, algorithm.{{name,<its parameters>}},
         eval.{{every,clients,train}}, output.{{runs_dir,plots,save_model,checkpoint,
         best_model,tensorboard,mlflow,mlflow_experiment}},
         early_stopping.{{metric,patience,min_delta,mode}}
-  Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural.
+  Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural,
+  rare_class (rare_class, prevalence, alpha, rest_alpha: one class rare and uneven).
+  Tasks (task.name, options): classification (class_weights: one per class, or
+  balanced, for class-weighted cross-entropy; class_metrics: labels whose recall,
+  precision, F1 and PR-AUC to report; pr_bins), focal (gamma, alpha, positive_class,
+  class_metrics, pr_bins), regression, next_token,
+  e.g. --set task=focal --set task.gamma=2 --set task.class_metrics=[8]
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),
   qffl (q, lipschitz), feddyn (alpha), dp_fedavg (clip_norm, noise_multiplier, delta,

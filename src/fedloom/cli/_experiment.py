@@ -75,7 +75,7 @@ def add_experiment_commands(
     study.add_argument(
         "--data-root",
         metavar="DIR",
-        help="dataset folder (mnist-drift, robustness; default $FEDLOOM_DATA)",
+        help="dataset folder (mnist-drift, robustness, rare-events; default $FEDLOOM_DATA)",
     )
     study.set_defaults(handler=_cmd_study)
 
@@ -166,6 +166,9 @@ def _cmd_data_describe(args: argparse.Namespace, console: Console) -> int:
         f"max {sizes.max()}, total {sizes.sum()}; holdout {holdout}; "
         f"global test set {len(data.dataset.test_y)}"
     )
+    left_out = data.dataset.num_train - int(sizes.sum()) - holdout
+    if left_out:  # a partition that is not exhaustive (rare_class)
+        caption += f"; {left_out} training examples left out by the partition"
     for column in ("client", "train", "holdout", "labels"):
         table.add_column(column, justify="right")
     table.add_column("label histogram")

@@ -24,6 +24,7 @@ from fedloom.config.build import (
     build_local_training,
     build_local_work,
     build_model,
+    build_task,
 )
 from fedloom.config.data import DataConfig, build_dataset, build_partitioner
 from fedloom.config.engines import register_engine
@@ -74,6 +75,7 @@ __all__ = [
     "build_policy",
     "build_rule",
     "build_run",
+    "build_task",
     "load_config",
     "register_algorithm",
     "register_engine",

@@ -22,6 +22,7 @@ from fedloom.data.sampling import cohort_size
 from fedloom.engine import LocalWork
 from fedloom.errors import ConfigError
 from fedloom.registry import REGISTRY
+from fedloom.tasks import Task, balanced_weights
 
 if TYPE_CHECKING:
     from fedloom.sim.attacks import Attack
@@ -34,6 +35,7 @@ __all__ = [
     "build_local_training",
     "build_local_work",
     "build_model",
+    "build_task",
 ]
 
 NUM_CLASSES = {"digits": 10, "mnist": 10, "synthetic": 10}
@@ -105,6 +107,52 @@ def _misfit(model: Callable[[], nn.Module], dataset: Dataset) -> str | None:
         got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         return f"it gives outputs of shape {got} for one example, expected {expected}"
     return None
+
+
+def build_task(config: RunConfig, data: FederatedDataset | Dataset) -> Task:
+    """The task the ``task`` section names, its options checked against the data: a class
+    weight per class, class labels (``class_metrics``, ``positive_class``) that exist. A bad
+    option is a :class:`ConfigError` naming ``task.<option>``.
+
+    ``class_weights: balanced`` becomes ``n / (C n_c)`` over the clients' training splits
+    (:func:`fedloom.tasks.balanced_weights`), so it needs the federation (``data``), the same
+    for the server and every demo client of a deployment."""
+    section = config.task
+    options = section.model_dump(exclude={"name"})
+    dataset = data.dataset if isinstance(data, FederatedDataset) else data
+    classes = dataset.num_classes
+    weights = options.get("class_weights")
+    if weights == "balanced":
+        if not isinstance(data, FederatedDataset):
+            raise ConfigError(
+                "task.class_weights: balanced weights come from the federation's training "
+                "data, which a client with its own data does not have; give the weights"
+            )
+        try:
+            options["class_weights"] = weights = balanced_weights(data.label_histograms().sum(0))
+        except ValueError as exc:
+            raise ConfigError(f"task.class_weights: {exc}") from None
+    if weights is not None and len(weights) != classes:
+        raise ConfigError(
+            f"task.class_weights: {len(weights)} weights for the {classes} classes of "
+            f"{dataset.name}; give one weight per class"
+        )
+    for option in ("class_metrics", "positive_class"):
+        value = options.get(option)
+        labels = value if isinstance(value, (list, tuple)) else [] if value is None else [value]
+        wrong = [label for label in labels if not 0 <= int(label) < classes]
+        if wrong:
+            raise ConfigError(
+                f"task.{option}: label(s) {wrong} do not exist; {dataset.name} has labels "
+                f"0..{classes - 1}"
+            )
+    try:
+        task: Task = REGISTRY.entry("task", section.name).factory(**options)
+    except ValueError as exc:  # the factory's own checks (a user-registered task's too)
+        message = str(exc).splitlines()[0]
+        named = next((o for o in options if message.startswith(o)), None)
+        raise ConfigError(f"task.{named or section.name}: {message}") from None
+    return task
 
 
 def build_local_training(config: ClientConfig) -> LocalTraining:

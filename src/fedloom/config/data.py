@@ -13,7 +13,15 @@ from pydantic import Field, SerializeAsAny, field_validator
 
 from fedloom.config._dispatch import dispatch, registry_field
 from fedloom.data import Dataset, FederatedDataset, federate
-from fedloom.data.partitioners import IID, Dirichlet, Natural, Partitioner, QuantitySkew, Shards
+from fedloom.data.partitioners import (
+    IID,
+    Dirichlet,
+    Natural,
+    Partitioner,
+    QuantitySkew,
+    RareClass,
+    Shards,
+)
 from fedloom.errors import ConfigError, DataError, FedloomError
 from fedloom.registry import REGISTRY, Kinded, Section
 
@@ -23,6 +31,7 @@ __all__ = [
     "IIDPartition",
     "NaturalPartition",
     "QuantityPartition",
+    "RareClassPartition",
     "ShardsPartition",
     "SyntheticConfig",
     "build_dataset",
@@ -59,6 +68,22 @@ class QuantityPartition(Kinded):
     min_size: Annotated[int, Field(ge=1)] = 10
 
 
+class RareClassPartition(Kinded):
+    """One class rare overall (prevalence) and uneven across clients (Dir(alpha)); the rest IID."""
+
+    kind: Literal["rare_class"] = "rare_class"
+    rare_class: Annotated[int, Field(ge=0)] = Field(default=0, description="the rare label")
+    prevalence: Annotated[float, Field(gt=0, le=0.5)] = Field(
+        default=0.02, description="its share of the partitioned training data"
+    )
+    alpha: Annotated[float, Field(gt=0)] = Field(
+        default=0.5, description="Dirichlet concentration of its spread over clients"
+    )
+    rest_alpha: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Dirichlet label skew of the other classes; null: IID"
+    )
+
+
 class NaturalPartition(Kinded):
     """One client per natural owner (e.g. a Synthetic device)."""
 
@@ -71,6 +96,7 @@ for _name, _factory, _section in (
     ("dirichlet", Dirichlet, DirichletPartition),
     ("quantity", QuantitySkew, QuantityPartition),
     ("natural", Natural, NaturalPartition),
+    ("rare_class", RareClass, RareClassPartition),
 ):
     REGISTRY.register("partition", _name, _factory, section=_section)
 

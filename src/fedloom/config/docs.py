@@ -23,7 +23,7 @@ def _key(kind: str) -> str:
         "aggregator": "server.aggregator",
         "partition": "data.partition",
         "model": "model.name",
-        "task": "task (Python: `simulate(task=...)`)",
+        "task": "task",
         "engine": "engine",
     }[kind]
 

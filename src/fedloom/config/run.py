@@ -202,6 +202,11 @@ class RunConfig(Section):
     )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
+    task: SerializeAsAny[Named] = registry_field(
+        "task",
+        REGISTRY.entry("task", "classification").section(),
+        "what the model learns: its loss and metrics (a registered task and its options)",
+    )
     client: ClientConfig = ClientConfig()
     server: ServerConfig = ServerConfig()
     algorithm: SerializeAsAny[Named] = registry_field(
@@ -219,6 +224,11 @@ class RunConfig(Section):
     @classmethod
     def _algorithm(cls, value: Any) -> Any:
         return dispatch("algorithm", value, default="fedavg")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, value: Any) -> Any:
+        return dispatch("task", value, default="classification")
 
     @field_validator("engine")
     @classmethod
@@ -267,9 +277,12 @@ class RunConfig(Section):
         engine (engines agree to float rounding), the failure policy (it stops a run, it
         does not change a completed round), and the number of rounds and the early-stopping
         rule, so a finished run can be extended (a round depends only on the seed and its own
-        number). The defaults of ``server.sampling`` (uniform) and ``data.normalize`` (auto)
-        are left out too, so runs checkpointed before those keys existed still resume."""
+        number). The defaults of ``server.sampling`` (uniform), ``data.normalize`` (auto) and
+        ``task`` (classification) are left out too, so runs checkpointed before those keys
+        existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
+        if self.task == type(self).model_fields["task"].default:
+            ignored.add("task")
         server: dict[str, bool] = {"on_client_error": True}
         if self.server.sampling == "uniform":
             server["sampling"] = True
@@ -289,7 +302,7 @@ YAML_ERRORS = (yaml.YAMLError, ValueError, LookupError, TypeError)
 """What reading YAML text can raise: a tagged scalar that does not convert (``!!int abc``,
 ``!!bool maybe``, ``!!timestamp 2020-99-99``) fails with the conversion's own error."""
 
-SHORTHAND_TAGS = {"partition": "kind", "algorithm": "name", "aggregator": "name"}
+SHORTHAND_TAGS = {"partition": "kind", "algorithm": "name", "aggregator": "name", "task": "name"}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

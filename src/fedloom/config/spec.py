@@ -22,6 +22,7 @@ from fedloom.config.build import (
     build_local_training,
     build_local_work,
     build_model,
+    build_task,
 )
 from fedloom.config.run import RunConfig
 from fedloom.config.server import build_policy
@@ -33,6 +34,7 @@ from fedloom.model_file import load_model
 from fedloom.models import initial_module
 from fedloom.params import load_flat
 from fedloom.privacy.dp_fedavg import calibrate
+from fedloom.tasks import Task
 
 __all__ = ["RunSpec", "build_run", "stopping_callbacks", "tracking_callbacks"]
 
@@ -49,6 +51,7 @@ class RunSpec:
         local: the clients' local settings after the algorithm's overrides (FedSGD).
         work: heterogeneous local work and stragglers (simulation).
         policy: update validation.
+        task: what the model learns (loss and metrics), from the ``task`` section.
     """
 
     config: RunConfig
@@ -59,6 +62,7 @@ class RunSpec:
     local: LocalTraining
     work: LocalWork
     policy: UpdatePolicy
+    task: Task
 
 
 def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> RunSpec:
@@ -73,6 +77,7 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
         sampling=config.server.sampling,
     )
     model = build_model(config, data.dataset)
+    task = build_task(config, data)
     module = initial_module(model, seed=config.seed)
     if config.model.init is not None:
         if not Path(config.model.init).is_file():
@@ -90,6 +95,7 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
         local=algorithm.local_training(build_local_training(config.client)),
         work=build_local_work(config.client),
         policy=build_policy(config.server),
+        task=task,
     )
 
 

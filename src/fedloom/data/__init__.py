@@ -5,7 +5,15 @@ from fedloom.data.dataset import Dataset
 from fedloom.data.digits import load_digits
 from fedloom.data.federated import FederatedDataset, federate
 from fedloom.data.mnist import default_data_root, load_mnist
-from fedloom.data.partitioners import IID, Dirichlet, Natural, Partitioner, QuantitySkew, Shards
+from fedloom.data.partitioners import (
+    IID,
+    Dirichlet,
+    Natural,
+    Partitioner,
+    QuantitySkew,
+    RareClass,
+    Shards,
+)
 from fedloom.data.sampling import cohort_size, sample_cohort
 from fedloom.data.synthetic import load_synthetic
 
@@ -16,6 +24,7 @@ __all__ = [
     "Natural",
     "Partitioner",
     "QuantitySkew",
+    "RareClass",
     "Shards",
     "FederatedDataset",
     "cohort_size",

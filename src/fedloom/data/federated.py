@@ -88,7 +88,8 @@ def federate(
         dataset: the centralized data.
         partition: either index arrays (one per client) or a partitioner
             ``(dataset, rng) -> index arrays`` such as ``Shards(num_clients=100)``; see
-            :mod:`fedloom.data.partitioners`.
+            :mod:`fedloom.data.partitioners`. Every example must go to exactly one client,
+            unless the partitioner says ``exhaustive = False`` (:class:`RareClass`).
         holdout_fraction: share of each client's examples kept for per-client evaluation
             (at least one example always stays for training).
         seed: seeds the partition and the holdout split.
@@ -97,7 +98,7 @@ def federate(
         raise DataError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
     parts = partition(dataset, numpy_rng(seed, "partition")) if callable(partition) else partition
     parts = [np.asarray(p, dtype=np.int64) for p in parts]
-    check_partition(parts, dataset.num_train)
+    check_partition(parts, dataset.num_train, exhaustive=getattr(partition, "exhaustive", True))
     empty = [k for k, p in enumerate(parts) if len(p) == 0]
     if empty:
         raise DataError(f"clients {empty[:10]} received no examples; use fewer clients")

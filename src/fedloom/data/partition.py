@@ -1,8 +1,9 @@
 """Partitioners: pure, seeded functions that split example indices across clients.
 
 Each returns a list with one int64 index array per client. Every example goes to exactly one
-client (checked by :func:`check_partition`). Label-based partitioners take the label array,
-size-based ones only the number of examples.
+client (checked by :func:`check_partition`), except with :func:`rare_class`, which keeps only
+part of one class and leaves the rest of it out. Label-based partitioners take the label
+array, size-based ones only the number of examples.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "iid",
     "natural",
     "quantity_skew",
+    "rare_class",
     "shards",
 ]
 
@@ -167,16 +169,70 @@ def quantity_skew(
     return [part.astype(np.int64) for part in np.split(rng.permutation(num_examples), bounds)]
 
 
+def rare_class(
+    labels: np.ndarray,
+    num_clients: int,
+    *,
+    rare_class: int,
+    prevalence: float,
+    alpha: float,
+    rest_alpha: float | None = None,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """One class made rare overall and spread unevenly (rare events: seismic, fraud).
+
+    The examples of every other class are split first: IID (equal sizes), or with
+    Dirichlet label skew of concentration ``rest_alpha`` (:func:`dirichlet`). Of class
+    ``rare_class`` only ``m = round(prevalence * n_rest / (1 - prevalence))`` examples are
+    kept, chosen at random, so that it makes up ``prevalence`` of the partitioned data; they
+    go to clients in proportions ``~ Dir(alpha, ..., alpha)`` (largest remainder). Small
+    ``alpha`` puts them on a few clients (most clients never see the rare class), large
+    ``alpha`` spreads them evenly. The other examples of the rare class are left out of
+    every client: the partition is not exhaustive.
+    """
+    _require(0 < prevalence < 1, f"rare_class prevalence must be in (0, 1), got {prevalence}")
+    _require(alpha > 0, f"rare_class alpha must be > 0, got {alpha}")
+    rare = np.flatnonzero(labels == rare_class)
+    rest = np.flatnonzero(labels != rare_class)
+    _require(
+        len(rare) > 0, f"rare_class {rare_class} has no examples (labels: {np.unique(labels)})"
+    )
+    keep = int(round(prevalence * len(rest) / (1 - prevalence)))
+    most = len(rare) / (len(rare) + len(rest))
+    _require(
+        1 <= keep <= len(rare),
+        f"prevalence {prevalence} of class {rare_class} needs {keep} of its examples but it has "
+        f"{len(rare)}; choose a prevalence in ({1 / (1 + len(rest)):.2g}, {most:.3g}]",
+    )
+    if rest_alpha is None:
+        rest_parts = iid(len(rest), num_clients, rng=rng)
+    else:
+        rest_parts = dirichlet(labels[rest], num_clients, alpha=rest_alpha, rng=rng)
+    shares = rng.dirichlet(np.full(num_clients, float(alpha)))
+    if not np.all(np.isfinite(shares)) or shares.sum() <= 0:  # all gamma draws underflowed
+        shares = np.eye(num_clients)[rng.integers(num_clients)]
+    counts = _largest_remainder(keep, shares)
+    kept = np.split(rng.permutation(rare)[:keep], np.cumsum(counts)[:-1])
+    return [
+        np.sort(np.concatenate([rest[part], own])).astype(np.int64)
+        for part, own in zip(rest_parts, kept, strict=True)
+    ]
+
+
 def natural(owners: np.ndarray) -> list[np.ndarray]:
     """One client per distinct owner id (device, writer, silo), in sorted id order."""
     ids = np.unique(owners)
     return [np.flatnonzero(owners == owner).astype(np.int64) for owner in ids]
 
 
-def check_partition(parts: Sequence[np.ndarray], num_examples: int) -> None:
-    """Raise :class:`DataError` unless every example is in exactly one part."""
+def check_partition(
+    parts: Sequence[np.ndarray], num_examples: int, *, exhaustive: bool = True
+) -> None:
+    """Raise :class:`DataError` unless every example is in exactly one part (in at most
+    one, when the partition need not be ``exhaustive``)."""
     counts = np.bincount(np.concatenate(parts), minlength=num_examples) if parts else np.zeros(0)
-    if len(counts) != num_examples or not np.all(counts == 1):
+    allowed = (counts == 1) | (counts == 0) if not exhaustive else counts == 1
+    if len(counts) != num_examples or not np.all(allowed):
         missing = int(np.sum(counts == 0))
         repeated = int(np.sum(counts > 1))
         raise DataError(

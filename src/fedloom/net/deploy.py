@@ -35,6 +35,7 @@ from fedloom.config import (
     build_model,
     build_policy,
     build_run,
+    build_task,
 )
 from fedloom.config.server import protections
 from fedloom.config.spec import stopping_callbacks, tracking_callbacks
@@ -146,7 +147,7 @@ def serve(
     )
     if on_listening is not None:
         on_listening(port)
-    evaluator = Evaluator(module, data)
+    evaluator = Evaluator(module, data, task=spec.task)
     stopping = stopping_callbacks(config, module, run_dir)
     observers = [*callbacks, *stopping, *tracking_callbacks(config, module, run_dir)]
     checkpoint = None
@@ -289,6 +290,7 @@ def run_demo_client(
             raise ConfigError(f"--index {index}: the config has {data.num_clients} clients")
         batch = data.client_batch(index)  # type: ignore[arg-type]
         dataset = data.dataset
+    task = build_task(config, data if data_hook is None else dataset)
     torch.manual_seed(0)  # the template's own weights are never used; keep it deterministic
     module = build_model(config, dataset)()
     return run_client(
@@ -296,6 +298,7 @@ def run_demo_client(
         client_id=client_id,
         data=batch,
         module=module,
+        task=task,
         credentials=credentials,
         token=token,
         give_up_after_s=give_up_after_s,

@@ -3,24 +3,45 @@
 Nothing below this layer knows about labels or cross-entropy: local training asks the task
 for the loss, evaluation asks it for metrics. Built in:
 
-- :func:`classification`: cross-entropy, accuracy (today's behaviour, bit for bit);
+- :func:`classification`: cross-entropy, accuracy (today's behaviour, bit for bit), or
+  class-weighted cross-entropy (``class_weights``);
+- :func:`focal`: focal loss (Lin et al. 2017) for a rare class, accuracy;
 - :func:`regression`: mean squared error, MSE and R^2;
 - :func:`next_token`: next-token prediction over sequences, loss per token, perplexity.
+
+Any task with logits ``[B, C]`` for integer labels gets recall, precision, F1 and PR-AUC of
+chosen (rare) classes with :func:`with_class_metrics`.
 
 A task of your own is a :class:`Task` built from two functions of ``(outputs, batch)``; see
 ``examples/custom_task.py``.
 """
 
+from collections.abc import Callable
+
 from fedloom.tasks.base import Batch, Task, num_rows, take
-from fedloom.tasks.builtin import TASKS, classification, next_token, regression
+from fedloom.tasks.builtin import balanced_weights, classification, next_token, regression
+from fedloom.tasks.focal import focal
+from fedloom.tasks.imbalance import with_class_metrics
 
 __all__ = [
     "TASKS",
     "Batch",
     "Task",
+    "balanced_weights",
     "classification",
+    "focal",
     "next_token",
     "num_rows",
     "regression",
     "take",
+    "with_class_metrics",
 ]
+
+TASKS: dict[str, Callable[..., Task]] = {
+    "classification": classification,
+    "regression": regression,
+    "next_token": next_token,
+    "focal": focal,
+}
+"""The built-in tasks by config name (``task.name``); their keyword options are the
+config section's keys."""

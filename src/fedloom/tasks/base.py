@@ -13,10 +13,13 @@ whole batch to the task. A task says
 - ``metrics(outputs, batch) -> {name: [B]}``: per-example values whose mean is reported
   (accuracy is the mean of "correct"). Means of per-example values can be computed for the
   global test set and for every client's held-out split in one pass (a bincount), whatever
-  the number of clients.
+  the number of clients. A name starting with ``"_"`` is an input to ``derive`` only: its
+  mean is computed like the others but never reported (the target's moments behind R^2, the
+  true-positive and score-histogram indicators behind recall and PR-AUC).
 - ``derive(means) -> {name: value}`` (optional): metrics that are functions of those means
-  (R^2 from the MSE and the target's moments, perplexity from the mean token loss). It gets
-  NumPy arrays, one entry per client or a single entry for the global set.
+  (R^2 from the MSE and the target's moments, perplexity from the mean token loss, recall
+  as ``mean(tp) / mean(is_positive)``). It gets NumPy arrays, one entry per client or a
+  single entry for the global set, the ``"_"`` ones included.
 - ``inputs``: the batch entries passed to the model, in order (``("x",)`` by default;
   ``("x", "mask")`` for a model whose ``forward(x, mask)`` takes an attention mask).
 - ``score``: the metric whose per-client spread is reported (``client_<score>_mean``,
@@ -147,8 +150,10 @@ class Task:
         return {name: value.float() for name, value in values.items()}
 
     def summarize(self, means: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The reported metrics from the means of the per-example ones (plus derived)."""
+        """The reported metrics from the means of the per-example ones (plus derived).
+
+        Names starting with ``"_"`` (inputs to ``derive``) are left out."""
         out = dict(means)
         if self.derive is not None:
             out.update(self.derive(means))
-        return out
+        return {name: value for name, value in out.items() if not name.startswith("_")}
