@@ -240,7 +240,7 @@ def test_normalize_is_checked_and_auto_leaves_the_fingerprint_alone():
     before = auto.model_dump(  # the fingerprint as computed before the key existed
         mode="json",
         exclude={"name": True, "output": True, "deploy": True, "rounds": True, "engine": True,
-                 "workers": True, "early_stopping": True,
+                 "workers": True, "early_stopping": True, "task": True,
                  "server": {"on_client_error": True, "sampling": True}},
     )  # fmt: skip
     del before["data"]["normalize"]
