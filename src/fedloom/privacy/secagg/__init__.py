@@ -114,7 +114,7 @@ from fedloom.privacy.secagg.messages import (
 )
 from fedloom.privacy.secagg.quantize import Quantizer, max_value_bits, min_group_bits
 from fedloom.privacy.secagg.server import Rejection, SecAggResult, SecAggServer
-from fedloom.privacy.secagg.simulate import simulate_round
+from fedloom.privacy.secagg.simulate import RoundTrace, simulate_round
 
 __all__ = [
     "AdvertiseKeys",
@@ -127,6 +127,7 @@ __all__ = [
     "ProtocolError",
     "Quantizer",
     "Rejection",
+    "RoundTrace",
     "RevealedShare",
     "SecAggAborted",
     "SecAggClient",
