@@ -260,9 +260,11 @@ class RunConfig(Section):
         rule, so a finished run can be extended (a round depends only on the seed and its own
         number)."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
+        server: dict[str, bool] = {"on_client_error": True}
+        if self.server.secure_aggregation is None:  # off: the fingerprints of before it existed
+            server["secure_aggregation"] = True
         decisive = self.model_dump(
-            mode="json",
-            exclude={**dict.fromkeys(ignored, True), "server": {"on_client_error": True}},
+            mode="json", exclude={**dict.fromkeys(ignored, True), "server": server}
         )
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 

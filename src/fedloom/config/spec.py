@@ -81,6 +81,13 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
                 "model.safetensors)"
             )
         load_flat(module, *load_model(config.model.init, module))
+    if config.server.secure_aggregation is not None and config.model.buffers == "average":
+        floats = sum(b.numel() for b in module.buffers() if b.is_floating_point())
+        if floats:
+            raise ConfigError(
+                f"server.secure_aggregation: the model has {floats} float buffers (batch-norm "
+                "statistics), which would be averaged in the clear; set model.buffers: local"
+            )
     return RunSpec(
         config=config,
         data=data,
