@@ -226,3 +226,12 @@ def test_the_same_seed_gives_the_same_secure_run():
     other, _ = aggregate_stack(p, updates, weights, info=RoundInfo(seed=10, round=1))
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert np.isfinite(first.numpy()).all()
+
+
+def test_an_aborted_dp_round_spends_no_privacy_budget():
+    config = load_config(None, [*BASE, "algorithm=dp_fedavg", "server.secure_aggregation="
+                                "{threshold: 15, dropout: {fraction: 0.5, after: advertise}}"])  # fmt: skip
+    history = simulate_config(config)
+    assert history.reports[0].metrics["round_aborted"] == 1.0
+    assert "dp_epsilon" not in history.reports[0].metrics
+    assert history.final_state.aggregation["server"][0]["rounds"] == 0
