@@ -21,6 +21,7 @@ from fedloom.aggregate import Mean, RoundInfo, aggregate_stack, pipeline
 from fedloom.cli import main
 from fedloom.config import RunConfig, build_algorithm, load_config
 from fedloom.config.spec import build_run
+from fedloom.engine import Checkpoints
 from fedloom.errors import ConfigError, RoundAborted
 from fedloom.experiment import simulate_config
 from fedloom.params import flatten_params
@@ -60,6 +61,8 @@ def test_secure_fedavg_equals_plain_fedavg_within_the_quantization_bound(plain, 
     assert metrics["secagg_dropped"] == round(20 * fraction)
     assert metrics["secagg_in_sum"] == 20  # their inputs are in the sum
     assert metrics["secagg_clipped"] == 0.0
+    num_params = plain.final_state.params.numel()  # the protocol ran: 32 bits per coordinate
+    assert 4 * num_params < metrics["secagg_bytes_up_per_client"] < 4 * num_params + 10_000
     step_q = SecAggConfig(bits=32, clip_range=20, value_bits=16).for_cohort(20).quantizer.step
     bound = 20 * step_q / metrics["examples_processed"]  # W = sum n_k (one epoch each)
     assert bound == pytest.approx(9.4e-6, rel=0.01)
@@ -235,3 +238,33 @@ def test_an_aborted_dp_round_spends_no_privacy_budget():
     assert history.reports[0].metrics["round_aborted"] == 1.0
     assert "dp_epsilon" not in history.reports[0].metrics
     assert history.final_state.aggregation["server"][0]["rounds"] == 0
+
+
+def test_too_small_a_clip_range_is_reported_and_logged(caplog):
+    stage = SecureSum(SecAggConfig(clip_range=0.5, value_bits=8))
+    updates = torch.tensor([[0.1, 0.9], [0.2, -0.3], [0.0, 0.4]])
+    with caplog.at_level(logging.WARNING, logger="fedloom"):
+        step, state = aggregate_stack(pipeline(reduce=stage), updates, torch.ones(3))
+    assert state["reduce"]["clipped"] == pytest.approx(1 / 6)
+    assert "clipped 1 of the 6 coordinates" in caplog.text
+    assert "server.secure_aggregation.clip_range" in caplog.text
+    assert float(step[1]) == pytest.approx((0.5 - 0.3 + 0.4) / 3, abs=3 * 1 / 255)
+
+
+def test_a_resumed_secure_run_equals_the_uninterrupted_one(tmp_path):
+    """The clients' secrets are fresh each round, but the masks cancel exactly and the
+    rounding and the dropouts come from the run seed, so a resumed run is bit for bit the
+    uninterrupted one; the stage's state (last round's numbers) is in the checkpoint."""
+    overrides = [
+        "server.fraction=0.5",
+        "server.secure_aggregation={clip_range: 20, dropout: {fraction: 0.2, after: share}}",
+    ]
+    whole = _run(*overrides, "rounds=2")
+    first = load_config(None, [*BASE, *overrides, "rounds=1"])
+    simulate_config(first, checkpoint=Checkpoints(tmp_path, fingerprint=first.fingerprint()))
+    both = load_config(None, [*BASE, *overrides, "rounds=2"])
+    resumed = simulate_config(
+        both, checkpoint=Checkpoints(tmp_path, fingerprint=both.fingerprint())
+    )
+    assert torch.equal(whole.final_state.params, resumed.final_state.params)
+    assert resumed.reports[1].metrics["secagg_in_sum"] == 8  # 10 sampled, 2 dropped

@@ -39,6 +39,7 @@ client, mean seconds in one client's code and seconds in the server's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,8 @@ from fedloom.privacy.secagg.simulate import RoundTrace, simulate_round
 from fedloom.rng import numpy_rng
 
 __all__ = ["DROPOUT_PHASES", "SecureSum"]
+
+log = logging.getLogger("fedloom")
 
 DROPOUT_PHASES = {
     "advertise": Phase.ADVERTISE,
@@ -177,10 +180,22 @@ class SecureSum:
                 "server.secure_aggregation.bits"
             )
         updates = _Weighted(acc)
+        num_params = acc[0][1].numel()
         clip = params.quantizer.clip_range
         clipped = sum(
             int(np.count_nonzero(np.abs(updates[c]) > clip)) for c in cohort
         )  # each client can count its own: the server learns only this total
+        if clipped:
+            log.warning(
+                "round %d: secure aggregation clipped %d of the %d coordinates the clients "
+                "sent to [-%g, %g] (the weighted updates w_k u_k are larger): the mean is "
+                "biased; raise server.secure_aggregation.clip_range",
+                info.round + 1,
+                clipped,
+                n * num_params,
+                clip,
+                clip,
+            )
         trace = RoundTrace()
         drop_after = self.dropouts(cohort, info)
         try:
@@ -206,7 +221,7 @@ class SecureSum:
         stats = {
             "in_sum": float(len(result.survivor_ids)),
             "dropped": float(len(drop_after)),
-            "clipped": clipped / float(n * total.size),
+            "clipped": clipped / float(n * num_params),
             "bytes_up_per_client": sum(trace.bytes_up.values()) / n,
             "bytes_down_per_client": sum(trace.bytes_down.values()) / n,
             "client_s": sum(trace.client_s.values()) / n,
