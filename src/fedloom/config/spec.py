@@ -66,6 +66,8 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
     """Build the run ``config`` describes; ``data`` reuses an already partitioned dataset."""
     data = data if data is not None else build_federated(config)
     algorithm = build_algorithm(config, data.num_clients)
+    if config.server.secure_aggregation is not None:
+        _check_counts_fit(config, data)
     algorithm = calibrate(  # a DP run given only its budget: the noise that spends it exactly
         algorithm,
         population=data.num_clients,
@@ -98,6 +100,22 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
         work=build_local_work(config.client),
         policy=build_policy(config.server),
     )
+
+
+def _check_counts_fit(config: RunConfig, data: FederatedDataset) -> None:
+    """Each client's example count is one coordinate of its masked input: the cohort's
+    counts must sum below ``2^bits`` (checked here, where the clients' sizes are known)."""
+    section = config.server.secure_aggregation
+    assert section is not None
+    cohort = cohort_size(data.num_clients, config.server.fraction)
+    largest = int(data.client_sizes.max()) if data.num_clients else 0
+    most = ((1 << section.bits) - 1) // max(cohort, 1)
+    if largest > most:
+        raise ConfigError(
+            f"server.secure_aggregation.bits = {section.bits} is too few for the example "
+            f"counts: the largest client has {largest} examples, and {cohort} clients' counts "
+            f"must sum below 2^{section.bits} (at most {most} each); raise bits"
+        )
 
 
 def stopping_callbacks(

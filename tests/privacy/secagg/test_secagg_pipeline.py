@@ -268,3 +268,36 @@ def test_a_resumed_secure_run_equals_the_uninterrupted_one(tmp_path):
     )
     assert torch.equal(whole.final_state.params, resumed.final_state.params)
     assert resumed.reports[1].metrics["secagg_in_sum"] == 8  # 10 sampled, 2 dropped
+
+
+def test_example_counts_that_could_overflow_the_group_are_a_config_error():
+    """bits = 10 fits the values of 20 clients (5 bits each) but not their counts: at most
+    1023 // 20 = 51 examples a client, and digits clients have about 65."""
+    config = load_config(None, [*BASE, "server.secure_aggregation={bits: 10}"])
+    with pytest.raises(ConfigError, match=r"server.secure_aggregation.bits = 10 .*at most 51 each"):
+        build_run(config)
+
+
+def test_the_deployed_server_refuses_secure_aggregation_for_now(tmp_path, capsys):
+    code = main(["server", "--insecure", "--runs-dir", str(tmp_path / "runs"),
+                 "--set", "server.secure_aggregation={}"])  # fmt: skip
+    assert code == 2
+    assert "server.secure_aggregation: not available over gRPC yet" in capsys.readouterr().err
+
+
+def test_secagg_plus_with_dropouts_gives_the_survivors_mean():
+    """SecAgg+ (6 neighbors of 20: 7 holders, t = 4) with 10% dropping after sharing keys."""
+    gen = torch.Generator().manual_seed(2)
+    updates = torch.randn(20, 500, generator=gen) * 0.01
+    weights = torch.randint(1, 50, (20,), generator=gen).double()
+    stage = SecureSum(SecAggConfig(clip_range=2.0, value_bits=16, neighbors=6),
+                      dropout_fraction=0.1)  # fmt: skip
+    info = RoundInfo(seed=1, round=0)
+    survivors = [k for k in range(20) if k not in stage.dropouts(list(range(20)), info)]
+    step, state = aggregate_stack(pipeline(reduce=stage), updates, weights, info=info)
+    total = weights[survivors].sum()
+    plain = Mean().combine(updates[survivors].double(), weights[survivors] / total)
+    assert state["reduce"]["in_sum"] == 18 and state["reduce"]["clipped"] == 0.0
+    assert (
+        float((step.double() - plain).abs().max()) <= stage.error_bound(18, float(total), 20) + 1e-8
+    )
