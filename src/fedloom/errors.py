@@ -7,7 +7,14 @@ seen and how to fix it.
 
 from __future__ import annotations
 
-__all__ = ["ClientError", "ConfigError", "DataError", "FedloomError", "StageError"]
+__all__ = [
+    "ClientError",
+    "ConfigError",
+    "DataError",
+    "FedloomError",
+    "RoundAborted",
+    "StageError",
+]
 
 
 class FedloomError(Exception):
@@ -40,3 +47,14 @@ class StageError(FedloomError, ValueError):
     """An aggregation stage (a plugin of the pipeline) returned something the next stage
     cannot use: the message names the stage, what was expected and what it returned. Raised
     before the server state changes, so the round can be retried with a fixed stage."""
+
+
+class RoundAborted(FedloomError):
+    """A round's aggregation cannot finish, by design rather than by a bug: secure
+    aggregation with more dropouts than its threshold tolerates. The round loop skips the
+    round (the model and the pipeline state stay as they were, ``round_skipped`` is 1) and
+    logs ``reason``."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason

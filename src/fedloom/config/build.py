@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedloom import aggregate
 from fedloom.aggregate import clip
 from fedloom.algorithms import Algorithm
 from fedloom.client import LocalTraining
@@ -155,6 +156,99 @@ def build_task(config: RunConfig, data: FederatedDataset | Dataset) -> Task:
     return task
 
 
+def _with_secure_aggregation(
+    config: RunConfig, algorithm: Algorithm, num_clients: int | None
+) -> Algorithm:
+    """The algorithm with its mean (or sum) replaced by the secure sum, after checking that
+    nothing in the run needs to see one client's update (the server sees only the sum)."""
+    server, section = config.server, config.server.secure_aggregation
+    assert section is not None
+    field = "server.secure_aggregation"
+    problems = []
+    if server.aggregator.name != "mean" or server.hierarchy is not None:
+        what = "server.hierarchy" if server.hierarchy is not None else "server.aggregator"
+        rule = "a hierarchy" if server.hierarchy is not None else server.aggregator.name
+        problems.append(
+            f"{field}: {what} ({rule}) needs each client's update, and the server sees only "
+            "their sum; use the mean"
+        )
+    pipeline = algorithm.aggregation
+    if type(pipeline.reduce) not in (aggregate.Mean, aggregate.Sum):
+        problems.append(
+            f"{field}: {algorithm.name} reduces with {pipeline.reduce.name}, which needs each "
+            "client's update; only the mean and the sum can be computed securely"
+        )
+    if algorithm.state is not None:
+        problems.append(
+            f"{field}: {algorithm.name} keeps per-client state built from each client's "
+            "update (its control variates), which the server cannot see under secure "
+            "aggregation"
+        )
+    if server.weighting not in ("examples", "uniform"):
+        problems.append(
+            f"{field}: server.weighting {server.weighting} gives fractional weights; secure "
+            "aggregation sums whole weights (examples or uniform)"
+        )
+    others = [s.name for s in pipeline.per_client if not isinstance(s, aggregate.Clip)]
+    if others:
+        problems.append(
+            f"{field}: the per-client stages {', '.join(others)} of {algorithm.name} report "
+            "numbers about each client to the server; only clipping (which a client does "
+            "before masking) works with secure aggregation"
+        )
+    if server.sampling == "poisson":
+        problems.append(
+            f"{field}: server.sampling poisson gives cohorts of varying size (even empty), "
+            "while the protocol's threshold is set for a fixed cohort; use uniform sampling"
+        )
+    v = server.validation
+    checks = {
+        "max_norm": v.max_norm,
+        "max_examples": v.max_examples,
+        "max_norm_ratio": v.max_norm_ratio if v.max_norm_ratio != "off" else None,
+        "max_examples_ratio": v.max_examples_ratio if v.max_examples_ratio != "off" else None,
+    }
+    for name, value in checks.items():
+        if value is not None:
+            problems.append(
+                f"{field}: server.validation.{name} checks each client's update, which the "
+                "server cannot see under secure aggregation; remove it (clip on the clients "
+                "with server.clip_norm instead)"
+            )
+    if problems:
+        raise ConfigError(problems)
+    from fedloom.privacy.secagg import SecAggConfig  # loads cryptography: only when asked for
+    from fedloom.privacy.secagg.stage import SecureSum
+
+    settings = SecAggConfig(
+        threshold=section.threshold,
+        bits=section.bits,
+        clip_range=section.clip_range,
+        neighbors=section.neighbors,
+        value_bits=section.value_bits,
+    )
+    if num_clients is not None:
+        cohort = cohort_size(num_clients, server.fraction)
+        try:
+            settings.for_cohort(cohort)
+        except ConfigError as exc:
+            message = str(exc)
+            if not message.startswith("secure_aggregation."):
+                message = f"secure_aggregation: {message}"
+            raise ConfigError(
+                f"server.{message} (a round samples {cohort} clients: server.fraction "
+                f"{server.fraction:g} x data.num_clients {num_clients})"
+            ) from None
+    dropout = section.dropout
+    reducer = SecureSum(
+        settings,
+        mean=isinstance(pipeline.reduce, aggregate.Mean),
+        dropout_fraction=dropout.fraction if dropout is not None else 0.0,
+        dropout_after=dropout.after if dropout is not None else "share",
+    )
+    return algorithm.with_aggregator(reducer)
+
+
 def build_local_training(config: ClientConfig) -> LocalTraining:
     return LocalTraining(
         epochs=config.epochs,
@@ -209,6 +303,8 @@ def build_algorithm(config: RunConfig, num_clients: int | None = None) -> Algori
             f"rounds with fewer than {server.validation.min_updates} updates would depend on "
             "who took part, which its accountant does not cover; leave it 1"
         )
+    if server.secure_aggregation is not None:
+        return _with_secure_aggregation(config, algorithm, num_clients)
     if server.hierarchy is None and server.aggregator.name == "mean":
         return algorithm
     if server.hierarchy is not None and num_clients is None:

@@ -286,6 +286,8 @@ class RunConfig(Section):
         server: dict[str, bool] = {"on_client_error": True}
         if self.server.sampling == "uniform":
             server["sampling"] = True
+        if self.server.secure_aggregation is None:  # off: the fingerprints of before it existed
+            server["secure_aggregation"] = True
         data: dict[str, bool] = {"normalize": True} if self.data.normalize == "auto" else {}
         decisive = self.model_dump(
             mode="json",

@@ -19,6 +19,7 @@ from fedloom.registry import REGISTRY, Named, Section
 
 __all__ = [
     "HierarchyConfig",
+    "SecureAggregationConfig",
     "ServerConfig",
     "ValidationConfig",
     "build_aggregator",
@@ -131,6 +132,48 @@ class ValidationConfig(Section):
     )
 
 
+class SecAggDropoutConfig(Section):
+    """Simulated dropouts: each round this fraction of the cohort (drawn from the run seed
+    and the round) stops after sending its message of phase ``after``."""
+
+    fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    after: Literal["advertise", "share", "masked_input"] = Field(
+        default="share",
+        description="advertise or share: the client is left out of the sum (its pairwise "
+        "masks are reconstructed); masked_input: its input is in the sum (its self-mask is)",
+    )
+
+
+class SecureAggregationConfig(Section):
+    """Secure aggregation (Bonawitz et al. 2017; SecAgg+ with ``neighbors``): the server
+    learns only the sum of the cohort's updates. Simulation only for now."""
+
+    threshold: Annotated[int, Field(ge=2)] | None = Field(
+        default=None,
+        description="shares needed to reconstruct a client's secrets (t); default the least "
+        "safe value, a strict majority of each client's share holders",
+    )
+    bits: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=32, description="the group is Z_(2^bits): the width of a masked coordinate"
+    )
+    clip_range: Annotated[float, Field(gt=0)] = Field(
+        default=1.0,
+        description="each coordinate a client sends (its weight times its update: n_k u_k "
+        "with example weighting) is clipped to [-clip_range, clip_range]",
+    )
+    neighbors: Annotated[int, Field(ge=2)] | None = Field(
+        default=None,
+        description="SecAgg+: an even k, each client masks with k neighbors; null: all",
+    )
+    value_bits: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        default=None,
+        description="bits per coordinate; default the finest whose cohort sum fits bits",
+    )
+    dropout: SecAggDropoutConfig | None = Field(
+        default=None, description="simulated dropouts, to exercise the recovery path"
+    )
+
+
 class ServerConfig(Section):
     fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     sampling: Literal["uniform", "poisson"] = Field(
@@ -162,6 +205,12 @@ class ServerConfig(Section):
             "the others) or abort (stop the run with an error naming the client, round and "
             "error); simulation engines only"
         ),
+    )
+
+    secure_aggregation: SecureAggregationConfig | None = Field(
+        default=None,
+        description="the server learns only the cohort's sum (simulation; see the README's "
+        "Secure aggregation section); null: off",
     )
 
     client_store: Literal["memory", "disk"] = Field(

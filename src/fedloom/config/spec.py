@@ -27,6 +27,7 @@ from fedloom.config.build import (
 from fedloom.config.run import RunConfig
 from fedloom.config.server import build_policy
 from fedloom.data import FederatedDataset
+from fedloom.data.sampling import cohort_size
 from fedloom.engine import Callback, LocalWork, UpdatePolicy
 from fedloom.engine.early import BEST_MODEL_FILE, BestModel, EarlyStopping
 from fedloom.errors import ConfigError
@@ -69,6 +70,8 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
     """Build the run ``config`` describes; ``data`` reuses an already partitioned dataset."""
     data = data if data is not None else build_federated(config)
     algorithm = build_algorithm(config, data.num_clients)
+    if config.server.secure_aggregation is not None:
+        _check_counts_fit(config, data)
     algorithm = calibrate(  # a DP run given only its budget: the noise that spends it exactly
         algorithm,
         population=data.num_clients,
@@ -86,6 +89,13 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
                 "model.safetensors)"
             )
         load_flat(module, *load_model(config.model.init, module))
+    if config.server.secure_aggregation is not None and config.model.buffers == "average":
+        floats = sum(b.numel() for b in module.buffers() if b.is_floating_point())
+        if floats:
+            raise ConfigError(
+                f"server.secure_aggregation: the model has {floats} float buffers (batch-norm "
+                "statistics), which would be averaged in the clear; set model.buffers: local"
+            )
     return RunSpec(
         config=config,
         data=data,
@@ -97,6 +107,22 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
         policy=build_policy(config.server),
         task=task,
     )
+
+
+def _check_counts_fit(config: RunConfig, data: FederatedDataset) -> None:
+    """Each client's example count is one coordinate of its masked input: the cohort's
+    counts must sum below ``2^bits`` (checked here, where the clients' sizes are known)."""
+    section = config.server.secure_aggregation
+    assert section is not None
+    cohort = cohort_size(data.num_clients, config.server.fraction)
+    largest = int(data.client_sizes.max()) if data.num_clients else 0
+    most = ((1 << section.bits) - 1) // max(cohort, 1)
+    if largest > most:
+        raise ConfigError(
+            f"server.secure_aggregation.bits = {section.bits} is too few for the example "
+            f"counts: the largest client has {largest} examples, and {cohort} clients' counts "
+            f"must sum below 2^{section.bits} (at most {most} each); raise bits"
+        )
 
 
 def stopping_callbacks(

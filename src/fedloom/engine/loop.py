@@ -32,7 +32,7 @@ from fedloom.engine.executor import Executor
 from fedloom.engine.failures import OnClientError, check_on_client_error, judge_failures
 from fedloom.engine.validation import UpdatePolicy, validate_updates
 from fedloom.engine.work import LocalWork, assign_work
-from fedloom.errors import FedloomError
+from fedloom.errors import FedloomError, RoundAborted
 from fedloom.rng import derive_seed
 from fedloom.types import ClientFailure, ClientPlan, ClientResult, RoundReport
 
@@ -223,24 +223,39 @@ def run_rounds(
         measured = getattr(executor, "round_metrics", None)
         if measured is not None and plans:
             metrics.update(measured())
+        aborted = None
         if len(results) >= needed or every_round:
-            state = server_update(
-                algorithm,
-                state,
-                results,
-                settings=settings,
-                num_clients=num_clients,
-                average_buffers=not local_buffers,
-                seed=seed,
-                cohort_size=fixed,
-                sampling=sampling,
-                sampling_rate=rate,
-            )
+            try:
+                state = server_update(
+                    algorithm,
+                    state,
+                    results,
+                    settings=settings,
+                    num_clients=num_clients,
+                    average_buffers=not local_buffers,
+                    seed=seed,
+                    cohort_size=fixed,
+                    sampling=sampling,
+                    sampling_rate=rate,
+                )
+            except RoundAborted as exc:  # e.g. secure aggregation with too many dropouts
+                aborted = exc.reason
+        if (len(results) >= needed or every_round) and aborted is None:
             if results:
                 metrics.update(_train_metrics(results))
             metrics.update(pipeline_metrics(algorithm, state))
             if local_buffers:
                 client_buffers.update({r.client_id: r.buffers for r in results})
+        elif aborted is not None:
+            log.warning(
+                "round %d: the aggregation was aborted (%s); the round is skipped and the "
+                "model is unchanged",
+                t + 1,
+                aborted,
+            )
+            state = state.skipped()
+            metrics["round_skipped"] = 1.0
+            metrics["round_aborted"] = 1.0
         elif not sampled:
             log.warning(
                 "round %d: no client was sampled (poisson sampling, q = %g); the round is "

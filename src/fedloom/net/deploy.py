@@ -112,6 +112,11 @@ def serve(
     Raises :class:`~fedloom.net.server.RoundStarved` when a round gets too few updates.
     """
     deploy = config.deploy
+    if config.server.secure_aggregation is not None:
+        raise ConfigError(
+            "server.secure_aggregation: not available over gRPC yet (issue 15, a later "
+            "slice); it runs in simulation (fedloom run)"
+        )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
     if len(access.clients) != data.num_clients:

@@ -40,7 +40,8 @@ any pattern of dropouts between the phases):
 
 What the sum itself reveals (with few survivors, or with a colluding set that knows all
 inputs but one) is not the protocol's business: the threshold keeps at least ``t`` inputs
-in every unmasked sum, and central DP noise on the decoded sum (a later slice) bounds it.
+in every unmasked sum, and central DP noise on the decoded sum (``algorithm: dp_fedavg``)
+bounds it.
 
 With more than ``t - 1`` colluding clients the server could reconstruct one honest client's
 secrets; with fewer than ``t`` clients left in a phase the round aborts
@@ -82,10 +83,11 @@ complete graph; an even ``k``: SecAgg+). Example counts are one more coordinate,
 exactly: for FedAvg's weighting a client sends its count-weighted (and rescaled to fit ``c``)
 update, and the server divides the two sums.
 
-Later slices (issue 15): an aggregation stage running this protocol in simulation
-(``server.secure_aggregation`` in the run config, composing with central DP noise on the
-decoded sum), the same messages over the gRPC deployment, and benchmarks of time and bytes
-against plain FedAvg for n = 10 to 500.
+In simulation (issue 15, second slice) :class:`~fedloom.privacy.secagg.stage.SecureSum` runs
+this protocol as the aggregation pipeline's reducer each round (``server.secure_aggregation``
+in the run config; it composes with central DP noise on the decoded sum), and
+``benchmarks/secagg.py`` measures its time and bytes against plain FedAvg. Later slice: the
+same messages over the gRPC deployment.
 
 Importing this package loads ``cryptography``; ``import fedloom`` does not import it.
 """
@@ -114,7 +116,7 @@ from fedloom.privacy.secagg.messages import (
 )
 from fedloom.privacy.secagg.quantize import Quantizer, max_value_bits, min_group_bits
 from fedloom.privacy.secagg.server import Rejection, SecAggResult, SecAggServer
-from fedloom.privacy.secagg.simulate import simulate_round
+from fedloom.privacy.secagg.simulate import RoundTrace, simulate_round
 
 __all__ = [
     "AdvertiseKeys",
@@ -127,6 +129,7 @@ __all__ = [
     "ProtocolError",
     "Quantizer",
     "Rejection",
+    "RoundTrace",
     "RevealedShare",
     "SecAggAborted",
     "SecAggClient",
