@@ -19,6 +19,7 @@ STUDIES = {
     "tyranny": "example vs uniform weighting vs q-FFL: 4 very unequal clients (digits)",
     "mnist-drift": "rounds to 97% on pathological non-IID MNIST for six variants",
     "robustness": "aggregators x attacks x attacker fractions on MNIST 2NN (heatmap)",
+    "dp-audit": "empirical lower bound on DP-FedAvg's epsilon from canary clients",
 }
 
 
