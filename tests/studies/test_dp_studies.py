@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from fedloom.aggregate import Clip
-from fedloom.studies import STUDIES, dp_audit
+from fedloom.studies import STUDIES, dp_audit, dp_tradeoff
 
 
 def test_dp_studies_are_registered():
-    assert "dp-audit" in STUDIES
+    assert {"dp-audit", "dp-tradeoff"} <= set(STUDIES)
 
 
 def test_clopper_pearson_upper_bounds_and_the_epsilon_lower_bound():
@@ -80,3 +80,21 @@ def test_dp_audit_catches_a_clip_stage_that_does_not_clip(monkeypatch):
     monkeypatch.setattr(module, "clip", lambda max_norm: Clip(100 * max_norm))
     row = dp_audit.audit(1.0, dp_audit.QUICK)
     assert row["canary_vs_absent"]["eps_lb"] > row["accountant_epsilon"] + 1.0
+
+
+@pytest.mark.slow
+def test_dp_tradeoff_more_noise_smaller_epsilon_and_lower_accuracy(tmp_path):
+    results = dp_tradeoff.run(tmp_path, quick=True)
+    rows = results["rows"]
+    zs = [row["noise_multiplier"] for row in rows]
+    assert zs == sorted(zs) and zs[0] == 0.0 and len(zs) == 4
+    epsilons = [row["epsilon"] for row in rows]
+    assert epsilons[0] == math.inf
+    assert all(a > b for a, b in zip(epsilons, epsilons[1:], strict=False))
+    accuracy = [row["test_accuracy"] for row in rows]
+    assert accuracy[0] >= accuracy[-1]
+    assert accuracy[0] > 0.8  # without noise the quick run learns digits
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["study"] == "dp_tradeoff" and written["rows"][0]["epsilon"] == "inf"
+    assert (tmp_path / "dp_tradeoff.png").stat().st_size > 10_000
+    assert dp_tradeoff.table(results).row_count == 4

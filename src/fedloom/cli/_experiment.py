@@ -68,7 +68,7 @@ def add_experiment_commands(
     study.add_argument(
         "--data-root",
         metavar="DIR",
-        help="dataset folder (mnist-drift, robustness; default $FEDLOOM_DATA)",
+        help="dataset folder (mnist-drift, robustness, dp-tradeoff; default $FEDLOOM_DATA)",
     )
     study.set_defaults(handler=_cmd_study)
 
