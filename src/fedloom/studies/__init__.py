@@ -20,6 +20,8 @@ STUDIES = {
     "mnist-drift": "rounds to 97% on pathological non-IID MNIST for six variants",
     "robustness": "aggregators x attacks x attacker fractions on MNIST 2NN (heatmap)",
     "rare-events": "cross-entropy vs weighted CE vs focal loss on a 2% MNIST class (recall, PR-AUC)",
+    "dp-audit": "empirical lower bound on DP-FedAvg's epsilon from canary clients",
+    "dp-tradeoff": "DP-FedAvg accuracy vs epsilon, MNIST 2NN, 1,000 clients",
 }
 
 
