@@ -8,10 +8,9 @@ server learning rate 0.5, for three noise multipliers and none (``z = 0``: the s
 and fixed denominator, no noise, epsilon infinite). All four runs share the seed, hence the
 cohorts and the initial model. Each run reports its final global test accuracy and the
 ``dp_epsilon`` fedloom reports for it at ``delta = 1e-5`` (below ``1 / N = 1e-3``): the RDP
-accountant for uniform sampling under replace-one, as the noise stage computes it. Next to
-it the study records the accountant's epsilon with the noise multiplier halved, which is
-what replace-one gives when a replacement may move the sum by ``2 S`` (``fedloom study
-dp-audit``'s canary vs anti-canary game measures it).
+accountant for uniform sampling under replace-one, as the noise stage computes it (with the
+noise multiplier halved: a replacement may move the sum by ``2 S``, which ``fedloom study
+dp-audit``'s canary vs anti-canary game measures).
 
 Expected shape: more noise buys a smaller epsilon and costs accuracy. With only 1,000
 clients the price is high: the noise on the averaged update is ``z S / M`` per coordinate
@@ -36,7 +35,6 @@ from typing import Any
 from fedloom.client import LocalTraining
 from fedloom.data import IID, FederatedDataset, cohort_size, federate, load_digits, load_mnist
 from fedloom.models import digits_mlp, mnist_2nn
-from fedloom.privacy import PrivacySetting, epsilon
 from fedloom.privacy.dp_fedavg import dp_fedavg
 from fedloom.simulation import simulate
 from fedloom.studies._results import json_safe, rounded, write_results
@@ -92,9 +90,6 @@ def run(
         dataset, IID(setting.clients), holdout_fraction=0.0, seed=seed
     )
     cohort = cohort_size(data.num_clients, setting.fraction)
-    privacy = PrivacySetting(
-        data.num_clients, cohort, setting.rounds, setting.delta, "uniform", "rdp"
-    )
     started = time.perf_counter()
     rows = []
     for z in setting.noise_multipliers:
@@ -116,7 +111,6 @@ def run(
             {
                 "noise_multiplier": z,
                 "epsilon": history.reports[-1].metrics["dp_epsilon"],
-                "epsilon_at_sensitivity_2S": epsilon(privacy, z / 2),
                 "test_accuracy": evaluated[-1].metrics["test_accuracy"],
                 "eval_rounds": [r.round for r in evaluated],
                 "accuracy_per_eval": rounded([r.metrics["test_accuracy"] for r in evaluated], 4),
@@ -156,14 +150,6 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.plot([r["epsilon"] for r in private], [r["test_accuracy"] for r in private], "o-",
               color="#4c72b0", label="epsilon as fedloom reports it")  # fmt: skip
-    left.plot(
-        [r["epsilon_at_sensitivity_2S"] for r in private],
-        [r["test_accuracy"] for r in private],
-        "s--",
-        color="#c44e52",
-        mfc="none",
-        label="epsilon with replace-one sensitivity 2S",
-    )
     for r in private:
         left.annotate(f"z={r['noise_multiplier']:g}", (r["epsilon"], r["test_accuracy"]),
                       textcoords="offset points", xytext=(4, -10), fontsize=8)  # fmt: skip
@@ -201,13 +187,12 @@ def table(results: dict[str, Any]) -> Any:
     from rich.table import Table
 
     out = Table(title=f"DP-FedAvg: accuracy vs epsilon (delta {results['setting']['delta']:g})")
-    for column in ("z", "epsilon (fedloom)", "epsilon at 2S", "test accuracy", "wall s"):
+    for column in ("z", "epsilon (fedloom)", "test accuracy", "wall s"):
         out.add_column(column, justify="right")
     for row in results["rows"]:
         out.add_row(
             f"{row['noise_multiplier']:g}",
             f"{row['epsilon']:.3f}",
-            f"{row['epsilon_at_sensitivity_2S']:.3f}",
             f"{row['test_accuracy']:.4f}",
             f"{row['wall_s']:.0f}",
         )
