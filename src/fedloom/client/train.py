@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -36,7 +38,8 @@ def train_client(
     split): init, one step per scheduled batch, final.
 
     The batch order comes from the plan's seed, the amount of work from the plan's override
-    (if any) or ``settings``; ``program`` names the statistics to report.
+    (if any) or ``settings``; ``program`` names the statistics to report and the transforms
+    the update goes through before it leaves the client (local DP's clip and noise).
     """
     program = program or ClientProgram()
     settings = plan_settings(settings, plan)
@@ -70,10 +73,13 @@ def train_client(
         statistics["work_norm"] = work_norm(
             state.num_steps, momentum=settings.momentum, lr=settings.lr, mu=program.proximal_mu
         )
-    return local_final(
+    result = local_final(
         state,
         global_params,
         client_id=plan.client_id,
         num_examples=num_examples,
         statistics=statistics,
     )
+    if not program.update_transforms:
+        return result
+    return replace(result, update=program.transform_update(result.update, seed=plan.seed))

@@ -111,11 +111,12 @@ class RoundBoard:
         compress: bool = False,
     ):
         program = program or ClientProgram()
-        # every term and the state logic travel as data; describing them now makes a term
-        # that cannot travel an error at start-up, not in round 1
+        # every term, update transform and the state logic travel as data; describing them
+        # now makes one that cannot travel an error at start-up, not in round 1
         self._program = pb.Program(
             statistics=sorted(program.statistics),
             terms=[encode_portable(term) for term in program.terms],
+            update_transforms=[encode_portable(t) for t in program.update_transforms],
         )
         if state is not None and clients_hold_state:
             self._program.state.CopyFrom(encode_portable(state))

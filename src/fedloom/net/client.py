@@ -3,7 +3,8 @@
 Local training is the same pure code as the sequential simulation engine
 (:func:`fedloom.client.train_client`) with the seed, work and settings the server sends, so
 a networked run reproduces a simulated one. The client's data never leaves it; only the
-update ``w_k - w_t``, its example and step counts, loss and requested statistics do.
+update ``w_k - w_t`` (after the program's update transforms: with local DP, clipped and
+noised here, before it leaves), its example and step counts, loss and requested statistics do.
 
 Connection problems (server restarting, network down) are retried with exponential backoff;
 a refusal of the client's credentials is final.
@@ -70,14 +71,15 @@ def run_client(
 ) -> int:
     """Take part in a run until the server says it is over; returns the rounds trained.
 
-    The server's task says how to train (local settings, the algorithm's objective terms and
-    statistics, described as data, and the client half of its state logic), so a client
-    needs only its data (a named batch of its whole training split: ``{"x": inputs, "y":
-    targets}`` plus any extra entries its task uses) and the model's architecture; ``task``
-    (default classification) is its loss. ``credentials`` are TLS channel credentials
-    (:func:`fedloom.net.tls.channel_credentials`); ``None`` means plaintext, which a TLS
-    server refuses. ``token`` is sent as a bearer token. ``delay_s`` makes the client wait
-    that long before each submission, as a slow device would (demos and tests of deadlines).
+    The server's task says how to train (local settings, the algorithm's objective terms,
+    statistics and update transforms, described as data, and the client half of its state
+    logic), so a client needs only its data (a named batch of its whole training split:
+    ``{"x": inputs, "y": targets}`` plus any extra entries its task uses) and the model's
+    architecture; ``task`` (default classification) is its loss. ``credentials`` are TLS
+    channel credentials (:func:`fedloom.net.tls.channel_credentials`); ``None`` means
+    plaintext, which a TLS server refuses. ``token`` is sent as a bearer token. ``delay_s``
+    makes the client wait that long before each submission, as a slow device would (demos
+    and tests of deadlines).
 
     Algorithms with per-client state (SCAFFOLD's ``c_k``) keep it here, on the client: in
     memory, and in ``state_path`` (a safetensors file, rewritten atomically after each
@@ -164,7 +166,11 @@ class _Objectives:
         key = message.SerializeToString(deterministic=True)
         if key not in self._built:
             terms = tuple(rebuild(self.decode(term)) for term in message.terms)
-            program = ClientProgram(terms=terms, statistics=frozenset(message.statistics))
+            program = ClientProgram(
+                terms=terms,
+                statistics=frozenset(message.statistics),
+                update_transforms=tuple(rebuild(self.decode(t)) for t in message.update_transforms),
+            )
             objective = make_objective(
                 self.module, self.params, self.buffers, terms=terms, task=self.task
             )
