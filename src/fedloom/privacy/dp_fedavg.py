@@ -20,6 +20,9 @@ round loop asks every stage's ``stop_reason`` before sampling a cohort, and the 
 there with its model and checkpoint saved. Without a ``noise_multiplier``, the budget is
 spent exactly by the configured rounds: :func:`calibrate` computes the smallest noise
 multiplier that keeps ``rounds`` rounds within it.
+
+With ``target_quantile`` the clip norm adapts to that quantile of the update norms
+(:mod:`fedloom.privacy.adaptive`); the accounting stays this module's.
 """
 
 from __future__ import annotations
@@ -30,10 +33,20 @@ from typing import Annotated, Any
 import torch
 from annotated_types import Ge, Gt, Lt
 
-from fedloom.aggregate import Cohort, RoundInfo, Sum, clip, pipeline, scale
+from fedloom.aggregate import (
+    ClientStage,
+    Cohort,
+    RoundInfo,
+    ServerStage,
+    Sum,
+    clip,
+    pipeline,
+    scale,
+)
 from fedloom.algorithms.base import Algorithm
 from fedloom.errors import ConfigError
 from fedloom.privacy.accountant import PrivacySetting, epsilon, noise_multiplier_for
+from fedloom.privacy.adaptive import AdaptiveNoise, adaptive_clipping, check_cohort
 
 __all__ = ["GaussianSumNoise", "calibrate", "dp_fedavg"]
 
@@ -112,16 +125,25 @@ def dp_fedavg(
     noise_multiplier: Annotated[float, Ge(0)] | None = 1.0,
     delta: Annotated[float, Gt(0), Lt(1)] = 1e-5,
     max_epsilon: Annotated[float, Gt(0)] | None = None,
+    target_quantile: Annotated[float, Gt(0), Lt(1)] | None = None,
+    clip_learning_rate: Annotated[float, Gt(0)] = 0.2,
+    clipped_count_stddev: Annotated[float, Ge(0)] | None = None,
     *,
     server_lr: float = 1.0,
     weighting: str = "uniform",
 ) -> Algorithm:
-    """Client-level DP-FedAvg (McMahan et al. 2018) with central Gaussian noise.
+    """Client-level DP-FedAvg (McMahan et al. 2018): central noise, fixed or adaptive clipping.
 
     Updates are clipped to ``clip_norm`` and summed, noise of std
     ``noise_multiplier * clip_norm`` is added, and the sum is divided by the expected cohort.
     Epsilon at ``delta`` is reported every round; the run stops before exceeding
     ``max_epsilon`` (``noise_multiplier: null``: calibrated to spend it exactly).
+
+    ``target_quantile`` turns on adaptive clipping (Andrew et al. 2021,
+    :mod:`fedloom.privacy.adaptive`): ``clip_norm`` is the initial norm, which then follows
+    that quantile of the update norms at rate ``clip_learning_rate``, from a count noised
+    with ``clipped_count_stddev`` (default: expected cohort / 20); ``noise_multiplier`` stays
+    the overall one the accountant uses.
     """
     if not clip_norm > 0:
         raise ConfigError(f"algorithm.clip_norm: must be > 0, got {clip_norm}")
@@ -141,16 +163,26 @@ def dp_fedavg(
             f"server.weighting: DP-FedAvg sums clipped updates with weight 1 each (uniform); "
             f"{weighting!r} would change one client's influence beyond the clip norm"
         )
+    noise = GaussianSumNoise(clip_norm, noise_multiplier, delta, max_epsilon)
+    per_client: ClientStage = clip(clip_norm)
+    noise_stage: ServerStage = noise
+    if target_quantile is not None:
+        per_client, noise_stage = adaptive_clipping(
+            noise, target_quantile=target_quantile, learning_rate=clip_learning_rate,
+            count_stddev=clipped_count_stddev,
+        )  # fmt: skip
+    elif clipped_count_stddev is not None:
+        raise ConfigError(
+            "algorithm.clipped_count_stddev: only adaptive clipping noises a count; set "
+            "algorithm.target_quantile too, or leave clipped_count_stddev unset"
+        )
     return Algorithm(
         name="dp_fedavg",
         aggregation=pipeline(
             weighting="uniform",
-            per_client=(clip(clip_norm),),
+            per_client=(per_client,),
             reduce=Sum(),
-            server=(
-                GaussianSumNoise(clip_norm, noise_multiplier, delta, max_epsilon),
-                scale(server_lr),
-            ),
+            server=(noise_stage, scale(server_lr)),
         ),
     )
 
@@ -159,18 +191,33 @@ def calibrate(algorithm: Algorithm, *, population: int, cohort: int, rounds: int
     """``algorithm`` with every uncalibrated noise stage's multiplier set to the smallest that
     keeps ``rounds`` rounds within its ``max_epsilon`` (a :class:`ConfigError` naming
     ``algorithm.max_epsilon`` when none up to 1000 does); other algorithms are returned as
-    they are."""
+    they are. With adaptive clipping it also checks, now that the expected cohort is known,
+    that the clipped count's noise leaves the updates a noise multiplier (a
+    :class:`ConfigError` naming ``algorithm.clipped_count_stddev``)."""
     stages = []
     changed = False
     for stage in algorithm.aggregation.server:
+        if isinstance(stage, AdaptiveNoise):  # the overall z is calibrated as fixed clip's
+            if stage.noise.noise_multiplier is None:
+                stage = replace(stage, noise=_calibrated(stage.noise, population, cohort, rounds))
+                changed = True
+            check_cohort(stage, cohort)  # sigma_b too small for z: an error before round 1
         if isinstance(stage, GaussianSumNoise) and stage.noise_multiplier is None:
-            assert stage.max_epsilon is not None  # the factory requires one of the two
-            setting = stage._setting(population, cohort, rounds)
-            try:
-                z = noise_multiplier_for(setting, stage.max_epsilon)
-            except ConfigError as exc:
-                raise ConfigError(f"algorithm.max_epsilon: {exc}") from None
-            stage = replace(stage, noise_multiplier=z)
+            stage = _calibrated(stage, population, cohort, rounds)
             changed = True
         stages.append(stage)
     return algorithm.with_aggregation(server=tuple(stages)) if changed else algorithm
+
+
+def _calibrated(
+    stage: GaussianSumNoise, population: int, cohort: int, rounds: int
+) -> GaussianSumNoise:
+    """``stage`` with the smallest noise multiplier that keeps ``rounds`` rounds within its
+    ``max_epsilon``."""
+    assert stage.max_epsilon is not None  # the factory requires one of the two
+    setting = stage._setting(population, cohort, rounds)
+    try:
+        z = noise_multiplier_for(setting, stage.max_epsilon)
+    except ConfigError as exc:
+        raise ConfigError(f"algorithm.max_epsilon: {exc}") from None
+    return replace(stage, noise_multiplier=z)
