@@ -39,7 +39,7 @@ configuration:
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),
   qffl (q, lipschitz), feddyn (alpha), dp_fedavg (clip_norm, noise_multiplier, delta,
-  max_epsilon, target_quantile, clip_learning_rate, clipped_count_stddev),
+  max_epsilon, target_quantile, clip_learning_rate, clipped_count_stddev, local_dp),
   e.g. --set algorithm=fedprox --set algorithm.mu=0.1
   Aggregators (server.aggregator): mean, median, trimmed_mean (beta), krum (f, m),
   bulyan (f), geometric_median (nu, max_iter), centered_clipping (tau, iterations).

@@ -22,7 +22,9 @@ spent exactly by the configured rounds: :func:`calibrate` computes the smallest 
 multiplier that keeps ``rounds`` rounds within it.
 
 With ``target_quantile`` the clip norm adapts to that quantile of the update norms
-(:mod:`fedloom.privacy.adaptive`); the accounting stays this module's.
+(:mod:`fedloom.privacy.adaptive`); the accounting stays this module's. With ``local_dp``
+the clients clip and noise their own updates and the server only averages
+(:mod:`fedloom.privacy.local_dp`, which keeps the per-client accounting).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from fedloom.algorithms.base import Algorithm
 from fedloom.errors import ConfigError
 from fedloom.privacy.accountant import PrivacySetting, epsilon, noise_multiplier_for
 from fedloom.privacy.adaptive import AdaptiveNoise, adaptive_clipping, check_cohort
+from fedloom.privacy.local_dp import local_program
 
 __all__ = ["GaussianSumNoise", "calibrate", "dp_fedavg"]
 
@@ -128,11 +131,12 @@ def dp_fedavg(
     target_quantile: Annotated[float, Gt(0), Lt(1)] | None = None,
     clip_learning_rate: Annotated[float, Gt(0)] = 0.2,
     clipped_count_stddev: Annotated[float, Ge(0)] | None = None,
+    local_dp: bool = False,
     *,
     server_lr: float = 1.0,
     weighting: str = "uniform",
 ) -> Algorithm:
-    """Client-level DP-FedAvg (McMahan et al. 2018): central noise, fixed or adaptive clipping.
+    """Client-level DP-FedAvg (McMahan et al. 2018): central noise, adaptive clipping or local DP.
 
     Updates are clipped to ``clip_norm`` and summed, noise of std
     ``noise_multiplier * clip_norm`` is added, and the sum is divided by the expected cohort.
@@ -143,7 +147,8 @@ def dp_fedavg(
     :mod:`fedloom.privacy.adaptive`): ``clip_norm`` is the initial norm, which then follows
     that quantile of the update norms at rate ``clip_learning_rate``, from a count noised
     with ``clipped_count_stddev`` (default: expected cohort / 20); ``noise_multiplier`` stays
-    the overall one the accountant uses.
+    the overall one the accountant uses. ``local_dp`` makes every client clip and noise its
+    own update before sending it (:mod:`fedloom.privacy.local_dp`); the server only averages.
     """
     if not clip_norm > 0:
         raise ConfigError(f"algorithm.clip_norm: must be > 0, got {clip_norm}")
@@ -163,6 +168,18 @@ def dp_fedavg(
             f"server.weighting: DP-FedAvg sums clipped updates with weight 1 each (uniform); "
             f"{weighting!r} would change one client's influence beyond the clip norm"
         )
+    if clipped_count_stddev is not None and target_quantile is None:
+        raise ConfigError(
+            "algorithm.clipped_count_stddev: only adaptive clipping noises a count; set "
+            "algorithm.target_quantile too, or leave clipped_count_stddev unset"
+        )
+    if local_dp:  # the clients clip and noise; the server only averages
+        program, ledger = local_program(
+            clip_norm, noise_multiplier, delta, max_epsilon=max_epsilon,
+            target_quantile=target_quantile,
+        )  # fmt: skip
+        aggregation = pipeline(weighting="uniform", per_client=ledger, server=scale(server_lr))
+        return Algorithm(name="dp_fedavg", program=program, aggregation=aggregation)
     noise = GaussianSumNoise(clip_norm, noise_multiplier, delta, max_epsilon)
     per_client: ClientStage = clip(clip_norm)
     noise_stage: ServerStage = noise
@@ -171,11 +188,6 @@ def dp_fedavg(
             noise, target_quantile=target_quantile, learning_rate=clip_learning_rate,
             count_stddev=clipped_count_stddev,
         )  # fmt: skip
-    elif clipped_count_stddev is not None:
-        raise ConfigError(
-            "algorithm.clipped_count_stddev: only adaptive clipping noises a count; set "
-            "algorithm.target_quantile too, or leave clipped_count_stddev unset"
-        )
     return Algorithm(
         name="dp_fedavg",
         aggregation=pipeline(

@@ -1,0 +1,62 @@
+"""DP-FedAvg's adaptive clipping and local DP over a real TLS gRPC server: the deployed run
+equals its simulation, the clip norm and the epsilons included; with local DP the clients
+clip and noise (the server ships them the transform as data and only averages)."""
+
+import pytest
+import torch
+from _harness import client_thread, serve_in_thread
+
+from fedloom.config import RunConfig, build_algorithm, build_federated
+from fedloom.experiment import simulate_config
+from fedloom.net.certs import write_quickstart
+from fedloom.privacy.local_dp import LocalGaussian
+
+
+@pytest.mark.parametrize(
+    ("options", "metrics"),
+    [
+        ({"local_dp": True}, ("dp_local_epsilon",)),
+        ({"target_quantile": 0.5, "clipped_count_stddev": 1.0}, ("dp_epsilon", "dp_clip_norm")),
+    ],
+    ids=["local-dp", "adaptive-clipping"],
+)
+def test_a_deployed_private_run_equals_its_simulation(tmp_path, options, metrics):
+    clients = [f"c{k}" for k in range(4)]
+    write_quickstart(tmp_path, clients)
+    algorithm = {"name": "dp_fedavg", "clip_norm": 0.5, "noise_multiplier": 0.3, **options}
+    config = RunConfig.model_validate(
+        {
+            "seed": 7,
+            "rounds": 3,
+            "algorithm": algorithm,
+            "data": {"dataset": "digits", "num_clients": 4, "partition": "dirichlet"},
+            "model": {"name": "digits_mlp"},
+            "client": {"epochs": 1, "batch_size": 20, "lr": 0.05, "momentum": 0.5},
+            "server": {"fraction": 0.5},
+            "eval": {"clients": False},
+        }
+    )
+    if options.get("local_dp"):  # the server's pipeline has no clipping and no noise
+        built = build_algorithm(config)
+        assert built.client_program().update_transforms == (LocalGaussian(0.5, 0.3),)
+        assert [s.name for s in built.aggregation.per_client] == ["local_dp"]
+        assert [s.name for s in built.aggregation.server] == ["identity"]  # server.lr 1
+    data = build_federated(config)
+    server, outcome = serve_in_thread(config, clients, tmp_path)
+    workers = [
+        client_thread(config, data, tmp_path, c, k, outcome["port"]) for k, c in enumerate(clients)
+    ]
+    server.join(timeout=120)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert "error" not in outcome, outcome.get("error")
+    deployed = outcome["history"]
+    simulated = simulate_config(config.model_copy(update={"engine": "sequential"}))
+    assert torch.allclose(
+        deployed.final_state.params, simulated.final_state.params, atol=1e-6, rtol=0
+    )
+    assert deployed.final_state.aggregation == simulated.final_state.aggregation  # the ledgers
+    for name in metrics:
+        assert [r.metrics[name] for r in deployed.reports] == [
+            r.metrics[name] for r in simulated.reports
+        ]
