@@ -1,6 +1,8 @@
 """DP-FedAvg's adaptive clipping and local DP over a real TLS gRPC server: the deployed run
 equals its simulation, the clip norm and the epsilons included; with local DP the clients
-clip and noise (the server ships them the transform as data and only averages)."""
+clip and noise (the server ships them the transform as data and only averages), and unless
+told to reproduce a simulation they mix a secret of their own into the noise, so that the
+server cannot regenerate it."""
 
 import pytest
 import torch
@@ -13,14 +15,18 @@ from fedloom.privacy.local_dp import LocalGaussian
 
 
 @pytest.mark.parametrize(
-    ("options", "metrics"),
+    ("options", "metrics", "reproducible"),
     [
-        ({"local_dp": True}, ("dp_local_epsilon",)),
-        ({"target_quantile": 0.5, "clipped_count_stddev": 1.0}, ("dp_epsilon", "dp_clip_norm")),
+        ({"local_dp": True}, ("dp_local_epsilon",), True),
+        ({"local_dp": True}, ("dp_local_epsilon",), False),
+        ({"target_quantile": 0.5, "clipped_count_stddev": 1.0}, ("dp_epsilon", "dp_clip_norm"),
+         False),
     ],
-    ids=["local-dp", "adaptive-clipping"],
-)
-def test_a_deployed_private_run_equals_its_simulation(tmp_path, options, metrics):
+    ids=["local-dp", "local-dp-secret-noise", "adaptive-clipping"],
+)  # fmt: skip
+def test_a_deployed_private_run_equals_its_simulation_but_for_secret_noise(
+    tmp_path, options, metrics, reproducible
+):
     clients = [f"c{k}" for k in range(4)]
     write_quickstart(tmp_path, clients)
     algorithm = {"name": "dp_fedavg", "clip_norm": 0.5, "noise_multiplier": 0.3, **options}
@@ -44,7 +50,10 @@ def test_a_deployed_private_run_equals_its_simulation(tmp_path, options, metrics
     data = build_federated(config)
     server, outcome = serve_in_thread(config, clients, tmp_path)
     workers = [
-        client_thread(config, data, tmp_path, c, k, outcome["port"]) for k, c in enumerate(clients)
+        client_thread(
+            config, data, tmp_path, c, k, outcome["port"], reproducible_noise=reproducible
+        )
+        for k, c in enumerate(clients)
     ]
     server.join(timeout=120)
     for worker in workers:
@@ -52,9 +61,10 @@ def test_a_deployed_private_run_equals_its_simulation(tmp_path, options, metrics
     assert "error" not in outcome, outcome.get("error")
     deployed = outcome["history"]
     simulated = simulate_config(config.model_copy(update={"engine": "sequential"}))
-    assert torch.allclose(
-        deployed.final_state.params, simulated.final_state.params, atol=1e-6, rtol=0
-    )
+    final = (deployed.final_state.params, simulated.final_state.params)
+    same = torch.allclose(*final, atol=1e-6, rtol=0)
+    # local DP's noise is the simulation's only when the clients are told to drop their secret
+    assert same == (reproducible or not options.get("local_dp"))
     assert deployed.final_state.aggregation == simulated.final_state.aggregation  # the ledgers
     for name in metrics:
         assert [r.metrics[name] for r in deployed.reports] == [

@@ -33,13 +33,16 @@ def train_client(
     settings: LocalTraining,
     context: LocalContext,
     program: ClientProgram | None = None,
+    transform_seed: int | None = None,
 ) -> ClientResult:
     """Run one client's local training on its ``data`` (a named batch of its whole training
     split): init, one step per scheduled batch, final.
 
     The batch order comes from the plan's seed, the amount of work from the plan's override
     (if any) or ``settings``; ``program`` names the statistics to report and the transforms
-    the update goes through before it leaves the client (local DP's clip and noise).
+    the update goes through before it leaves the client (local DP's clip and noise). The
+    transforms draw their randomness from ``transform_seed`` (default: the plan's seed; a
+    deployed client mixes in a secret of its own, see :func:`fedloom.net.client.run_client`).
     """
     program = program or ClientProgram()
     settings = plan_settings(settings, plan)
@@ -82,4 +85,5 @@ def train_client(
     )
     if not program.update_transforms:
         return result
-    return replace(result, update=program.transform_update(result.update, seed=plan.seed))
+    seed = plan.seed if transform_seed is None else transform_seed
+    return replace(result, update=program.transform_update(result.update, seed=seed))

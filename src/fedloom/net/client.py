@@ -13,6 +13,7 @@ a refusal of the client's credentials is final.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,6 +33,7 @@ from fedloom.net.codec import decode_portable, decode_tensor, decode_tensors, en
 from fedloom.net.proto import fedloom_pb2 as pb
 from fedloom.net.proto import fedloom_pb2_grpc as rpc
 from fedloom.params import buffer_spec, param_spec
+from fedloom.rng import derive_seed
 from fedloom.tasks import Batch, Task, num_rows
 from fedloom.types import ClientPlan
 
@@ -68,6 +70,7 @@ def run_client(
     delay_s: float = 0.0,
     on_round: Callable[[int], None] | None = None,
     state_path: str | Path | None = None,
+    reproducible_noise: bool = False,
 ) -> int:
     """Take part in a run until the server says it is over; returns the rounds trained.
 
@@ -84,8 +87,16 @@ def run_client(
     Algorithms with per-client state (SCAFFOLD's ``c_k``) keep it here, on the client: in
     memory, and in ``state_path`` (a safetensors file, rewritten atomically after each
     accepted update) when given, so that a restarted client continues with its state.
+
+    Update transforms that draw noise (local DP) do so from the round's seed mixed with a
+    secret this client draws from the operating system when it starts and never sends: the
+    server knows the round's seed, and noise it could regenerate it could subtract.
+    ``reproducible_noise`` drops the secret, so that the noise is exactly a simulation's
+    (tests and demos that compare a deployed run with its simulation; the server can then
+    undo the noise).
     """
     objectives = _Objectives(module, max_message_bytes, task)
+    secret = None if reproducible_noise else secrets.randbits(62)
     own = OwnState(state_path)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     options = [
@@ -116,7 +127,7 @@ def run_client(
                         time.sleep(max(job.retry_after_s, 0.05))
                         continue
                     log.info("%s: training round %d", client_id, job.round + 1)
-                    update, writes = _train(job, data, objectives, own, max_message_bytes)
+                    update, writes = _train(job, data, objectives, own, max_message_bytes, secret)
                     update.client_id = client_id
                     if delay_s > 0:
                         time.sleep(delay_s)
@@ -189,9 +200,11 @@ def _train(
     objectives: _Objectives,
     own: OwnState,
     max_bytes: int,
+    secret: int | None = None,
 ) -> tuple[pb.Update, Mapping[str, torch.Tensor]]:
     """Train one round: the update to submit, and the client's new state entries (to keep
-    once the server accepted the update)."""
+    once the server accepted the update). ``secret``, when given, is mixed into the seed of
+    the update transforms' noise."""
     params = decode_tensor(task.params, max_bytes=max_bytes)
     buffers = decode_tensor(task.buffers, max_bytes=max_bytes)
     if (params.numel(), buffers.numel()) != (
@@ -237,6 +250,7 @@ def _train(
         settings=settings,
         context=LocalContext(params, extras=shared),
         program=program,
+        transform_seed=None if secret is None else derive_seed(plan.seed, "secret", secret),
     )
     compute_s = time.perf_counter() - started
     writes: Mapping[str, torch.Tensor] = {}
