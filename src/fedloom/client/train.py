@@ -41,8 +41,8 @@ def train_client(
     The batch order comes from the plan's seed, the amount of work from the plan's override
     (if any) or ``settings``; ``program`` names the statistics to report and the transforms
     the update goes through before it leaves the client (local DP's clip and noise). The
-    transforms draw their randomness from ``transform_seed`` (default: the plan's seed; a
-    deployed client mixes in a secret of its own, see :func:`fedloom.net.client.run_client`).
+    transforms draw their randomness from ``transform_seed`` (default: the plan's seed; the
+    deployed client, ``run_client``, mixes in a secret of its own).
     """
     program = program or ClientProgram()
     settings = plan_settings(settings, plan)

@@ -10,8 +10,8 @@ and the server only averages what arrives. The client's random stream is derived
 :mod:`fedloom.rng` from its seed for the round (``plan.seed``, itself derived from the run
 seed, the round and the client id), so every simulation engine sends the same vector. A
 deployed client mixes a secret of its own into that seed (the server knows ``plan.seed``
-and could regenerate noise drawn from it alone; see :func:`fedloom.net.client.run_client`,
-whose ``reproducible_noise`` drops the secret to reproduce a simulation).
+and could regenerate noise drawn from it alone); ``run_client(reproducible_noise=True)``
+drops the secret to reproduce a simulation.
 
 :class:`LocalGaussian` is that clip-and-noise step, an update transform of the client
 program (:class:`~fedloom.client.ClientProgram`): a portable value, so the server ships it
