@@ -13,7 +13,7 @@ from dp_accounting import pld
 
 import fedloom as fl
 from fedloom.algorithms import server_init, server_update
-from fedloom.client import ClientProgram
+from fedloom.client import ClientProgram, LocalContext, LocalTraining
 from fedloom.config import build_algorithm, load_config
 from fedloom.engine import Checkpoints, plans_for_round
 from fedloom.errors import ConfigError
@@ -22,6 +22,7 @@ from fedloom.params import flatten_params
 from fedloom.privacy.dp_fedavg import dp_fedavg
 from fedloom.privacy.local_dp import LocalGaussian, local_epsilons
 from fedloom.sim import SequentialExecutor
+from fedloom.simulation import initial_module
 
 S, Z = 0.5, 1.0
 
@@ -36,39 +37,45 @@ def _local_epsilon(z, rounds, delta):
     return accountant.get_epsilon(delta)
 
 
-def _clipped(update):
+def _clipped(update, clip_norm):
     exact = update.double()
-    return exact * min(1.0, S / float(exact.norm()))
+    return exact * min(1.0, clip_norm / float(exact.norm()))
 
 
-def test_every_sent_update_is_clipped_and_noised_with_std_z_s(worker_case):
-    case = worker_case
-    algorithm = dp_fedavg(S, Z, local_dp=True)
-    assert algorithm.client_program().update_transforms == (LocalGaussian(S, Z),)
-    raw = case.expected  # the same round without the transform
-    sent = SequentialExecutor(
-        case.module, case.data, case.local, program=algorithm.client_program()
-    ).fit(case.plans, case.params, {p.client_id: torch.zeros(0) for p in case.plans}, case.context)
+def test_every_sent_update_is_clipped_and_noised_with_std_z_s(unequal_digits):
+    clip_norm = 0.25  # below every client's update norm (0.52 to 12.6)
+    module = initial_module(fl.models.digits_mlp, seed=1)
+    params = flatten_params(module)
+    local = LocalTraining(epochs=2, batch_size=10, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    plans = plans_for_round(12, 1.0, seed=0, round=0)
+    context, buffers = LocalContext(params), {p.client_id: torch.zeros(0) for p in plans}
+    algorithm = dp_fedavg(clip_norm, Z, local_dp=True)
+    assert algorithm.client_program().update_transforms == (LocalGaussian(clip_norm, Z),)
+    raw = SequentialExecutor(module, unequal_digits, local).fit(plans, params, buffers, context)
+    program = algorithm.client_program()
+    sent = SequentialExecutor(module, unequal_digits, local, program=program).fit(
+        plans, params, buffers, context
+    )
     noises = []
     for before, after in zip(raw, sent, strict=True):
-        assert float(before.update.norm()) > S  # clipping matters for every client
-        noise = after.update.double() - _clipped(before.update)
+        assert float(before.update.norm()) > clip_norm  # clipping matters for every client
+        noise = after.update.double() - _clipped(before.update, clip_norm)
         # P = 4,810 draws: the sample std is within 5% of sigma (5 standard errors of 1%)
-        assert float(noise.std()) == pytest.approx(Z * S, rel=0.05)
-        assert abs(float(noise.mean())) < 5 * Z * S / math.sqrt(noise.numel())
+        assert float(noise.std()) == pytest.approx(Z * clip_norm, rel=0.05)
+        assert abs(float(noise.mean())) < 5 * Z * clip_norm / math.sqrt(noise.numel())
         noises.append(noise)
     pooled = torch.stack(noises)  # 57,720 draws: within 1.5% (5 standard errors of 0.3%)
-    assert float(pooled.std()) == pytest.approx(Z * S, rel=0.015)
+    assert float(pooled.std()) == pytest.approx(Z * clip_norm, rel=0.015)
     correlation = torch.corrcoef(pooled)  # every client draws from its own stream
     off_diagonal = correlation[~torch.eye(len(noises), dtype=torch.bool)]
     assert float(off_diagonal.abs().max()) < 5 / math.sqrt(pooled.shape[1])
 
     # the server only averages: the step is the mean of the noised updates as they arrived
-    state = server_init(algorithm, case.params, torch.zeros(0))
+    state = server_init(algorithm, params, torch.zeros(0))
     after = server_update(algorithm, state, sent, num_clients=12, cohort_size=12)
     mean = torch.stack([r.update.double() for r in sent]).mean(0)
-    assert torch.allclose((after.params - case.params).double(), mean, atol=1e-6, rtol=0)
-    assert after.aggregation["per_client"][0] == {p.client_id: 1 for p in case.plans}
+    assert torch.allclose((after.params - params).double(), mean, atol=1e-6, rtol=0)
+    assert after.aggregation["per_client"][0] == {p.client_id: 1 for p in plans}
 
 
 def test_the_noise_is_the_clients_own_stream_and_the_clip_bounds_the_norm():
@@ -83,8 +90,8 @@ def test_the_noise_is_the_clients_own_stream_and_the_clip_bounds_the_norm():
 
 
 def test_the_sequential_and_vectorized_engines_agree(unequal_digits):
-    local = fl.client.LocalTraining(epochs=2, batch_size=10, lr=0.1)
-    start = flatten_params(fl.models.digits_mlp())
+    local = LocalTraining(epochs=2, batch_size=10, lr=0.1)
+    start = flatten_params(initial_module(fl.models.digits_mlp, seed=1))
     finals = {}
     for engine in ("sequential", "vectorized"):
         history = fl.simulate(
