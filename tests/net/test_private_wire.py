@@ -2,16 +2,21 @@
 equals its simulation, the clip norm and the epsilons included; with local DP the clients
 clip and noise (the server ships them the transform as data and only averages), and unless
 told to reproduce a simulation they mix a secret of their own into the noise, so that the
-server cannot regenerate it."""
+server cannot regenerate it; an update that skipped the transforms is refused."""
 
 import pytest
 import torch
 from _harness import client_thread, serve_in_thread
 
+from fedloom.client import ClientProgram, LocalTraining
 from fedloom.config import RunConfig, build_algorithm, build_federated
 from fedloom.experiment import simulate_config
 from fedloom.net.certs import write_quickstart
+from fedloom.net.codec import encode_tensor
+from fedloom.net.proto import fedloom_pb2 as pb
+from fedloom.net.server import Access, RoundBoard
 from fedloom.privacy.local_dp import LocalGaussian
+from fedloom.types import ClientPlan
 
 
 @pytest.mark.parametrize(
@@ -70,3 +75,28 @@ def test_a_deployed_private_run_equals_its_simulation_but_for_secret_noise(
         assert [r.metrics[name] for r in deployed.reports] == [
             r.metrics[name] for r in simulated.reports
         ]
+
+
+def test_an_update_that_skipped_the_programs_transforms_is_refused():
+    """A client too old to know the program's update transforms would send its update
+    unnoised; the server refuses any update that does not name them as applied."""
+    program = ClientProgram(update_transforms=(LocalGaussian(1.0, 1.0),))
+    board = RoundBoard(
+        Access(("alice", "bob")), LocalTraining(), max_tensor_bytes=1 << 16, program=program
+    )
+    board.open([ClientPlan(0, 0, 11), ClientPlan(1, 0, 12)], torch.zeros(2), torch.zeros(0))
+    assert [t.name for t in board.task_for(0).program.update_transforms] == ["local_dp"]
+
+    def update(*applied):
+        return pb.Update(
+            round=0, update=encode_tensor(torch.tensor([0.5, 0.5])),
+            buffers=encode_tensor(torch.zeros(0)), num_examples=3, num_steps=1,
+            num_example_passes=3, train_loss=1.0, update_transforms=applied,
+        )  # fmt: skip
+
+    assert board.submit(0, update()) == (
+        "the update went through transforms [], the program asks for ['local_dp']: an "
+        "outdated or misbehaving client"
+    )
+    assert board.submit(1, update("local_dp")) is None
+    assert set(board.close()) == {1}

@@ -25,7 +25,7 @@ from torch import nn
 from fedloom.algorithms import StateLogic
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
 from fedloom.client.objectives import Objective
-from fedloom.client.portable import Description, rebuild
+from fedloom.client.portable import Description, describe, rebuild
 from fedloom.client.store import OwnState
 from fedloom.client.terms import LinearTerm, linear_correction
 from fedloom.errors import FedloomError
@@ -269,5 +269,6 @@ def _train(
         statistics=dict(result.statistics),
         compute_s=compute_s,
         state_report={k: encode_tensor(v, compress=compress) for k, v in report.items()},
+        update_transforms=[describe(t).name for t in program.update_transforms],
     )
     return update, writes
