@@ -53,9 +53,9 @@ def serve_in_thread(config, clients, certs, *, address="127.0.0.1:0", callbacks=
     return thread, outcome
 
 
-def client_thread(config, data, certs, client_id, index, port, state_path=None):
+def client_thread(config, data, certs, client_id, index, port, state_path=None, **options):
     """A real :func:`run_client` in a thread, training share ``index`` of ``data`` over mutual
-    TLS with the quick-start certificates in ``certs``."""
+    TLS with the quick-start certificates in ``certs``; ``options`` go to ``run_client``."""
     from fedloom.config import build_model
     from fedloom.net.client import run_client
     from fedloom.net.tls import channel_credentials
@@ -73,6 +73,7 @@ def client_thread(config, data, certs, client_id, index, port, state_path=None):
             ),
             give_up_after_s=60,
             state_path=state_path,
+            **options,
         )
 
     thread = threading.Thread(target=target, daemon=True)

@@ -54,7 +54,8 @@ configuration:
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),
   qffl (q, lipschitz), feddyn (alpha), dp_fedavg (clip_norm, noise_multiplier, delta,
-  max_epsilon, accountant, denominator, min_weight_fraction),
+  max_epsilon, accountant, denominator, min_weight_fraction, target_quantile,
+  clip_learning_rate, clipped_count_stddev, local_dp),
   e.g. --set algorithm=fedprox --set algorithm.mu=0.1
   Sampling (server.sampling): uniform (exactly max(round(fraction K), 1) clients),
   poisson (each client with probability fraction; the cohort size varies).

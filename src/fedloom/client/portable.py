@@ -1,10 +1,12 @@
 """Values that travel: objects described by data (a name, numbers, tensors).
 
-A deployed client must build exactly the objective a simulated one does, and run exactly the
+A deployed client must build exactly the objective a simulated one does, transform its
+update exactly as a simulated one does (local DP's clip and noise), and run exactly the
 client half of an algorithm's state logic (SCAFFOLD's ``c_k`` update) that the simulation runs
-on the server. Neither may be pickled across the network. So every local-objective term
+on the server. None of them may be pickled across the network. So every local-objective term
 (:class:`~fedloom.client.terms.ProximalTerm`, the linear term carrying SCAFFOLD's and FedDyn's
-gradient corrections, a user's own term) and every algorithm state logic is a frozen dataclass
+gradient corrections, a user's own term), every update transform and every algorithm state
+logic is a frozen dataclass
 whose fields are numbers and tensors, registered under a name with :func:`portable`. The
 server sends :func:`describe`'s :class:`Description`; the client calls :func:`rebuild` and
 gets an equal object, from code it has installed itself.
@@ -40,7 +42,7 @@ _KINDS: dict[str, type] = {}
 
 # Modules that register the built-in portable values; imported on a miss, so that a client
 # that received a name before importing the module defining it still finds it.
-_BUILT_IN_MODULES = ("fedloom.client.terms", "fedloom.algorithms")
+_BUILT_IN_MODULES = ("fedloom.client.terms", "fedloom.algorithms", "fedloom.privacy.local_dp")
 
 _CASTS: dict[str, Callable[[float], Any]] = {"int": int, "bool": bool, "float": float}
 

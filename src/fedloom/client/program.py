@@ -3,11 +3,21 @@
 A :class:`ClientProgram` is handed to the executors once, when they are built. It holds
 
 - ``terms``: extra local objective terms (FedProx's proximal term);
-- ``statistics``: numbers the client computes and reports with its update, by name.
+- ``statistics``: numbers the client computes and reports with its update, by name;
+- ``update_transforms``: what the client does to its update before it leaves, in order
+  (local differential privacy's clip and noise, :mod:`fedloom.privacy.local_dp`).
 
 Per-round, per-client inputs (how much work to do, SCAFFOLD's gradient correction) travel in
 the :class:`~fedloom.types.ClientPlan` instead. Together they are everything any engine needs
 to train a client of any algorithm, so the engines stay algorithm-agnostic.
+
+Update transforms run on the client, at the same point for every engine: right after local
+training, on the update ``w_k - w_t`` (:meth:`ClientProgram.transform_update`, called by
+:func:`~fedloom.client.train_client`, the vectorized engine and the deployed client alike).
+Each is a pure function of the update and the client's seed for the round (``plan.seed``,
+derived from the run seed, the round and the client id), so every engine, and a deployed
+client, sends the same vector. Like objective terms they are portable values
+(:mod:`fedloom.client.portable`): the server ships them to deployed clients as data.
 
 Statistics (all computed by the client from its own data and trajectory):
 
@@ -26,27 +36,40 @@ Statistics (all computed by the client from its own data and trajectory):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import torch
 
 from fedloom.client.local import LocalTraining
 from fedloom.client.objectives import ObjectiveTerm
 from fedloom.client.terms import proximal_coefficient
 from fedloom.types import ClientPlan
 
-__all__ = ["STATISTICS", "ClientProgram", "plan_settings", "work_norm"]
+__all__ = ["STATISTICS", "ClientProgram", "UpdateTransform", "plan_settings", "work_norm"]
 
 STATISTICS = ("initial_loss", "update_variance", "work_norm")
 
 
+class UpdateTransform(Protocol):
+    """What a client does to its update before sending it: ``[P]`` float32 in, ``[P]``
+    float32 out, a pure function of the update and the client's ``seed`` for the round (its
+    only source of randomness)."""
+
+    def __call__(self, update: torch.Tensor, *, seed: int) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class ClientProgram:
-    """Objective terms and reported statistics that every client of an algorithm uses.
+    """Objective terms, reported statistics and update transforms that every client of an
+    algorithm uses.
 
-    Terms must be picklable (module-level classes or functions) for the process and Ray
-    engines.
+    Terms and transforms must be picklable (module-level classes or functions) for the
+    process and Ray engines, and portable values to reach deployed clients.
     """
 
     terms: tuple[ObjectiveTerm, ...] = ()
     statistics: frozenset[str] = field(default_factory=frozenset)
+    update_transforms: tuple[UpdateTransform, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.statistics) - set(STATISTICS))
@@ -57,6 +80,12 @@ class ClientProgram:
     def proximal_mu(self) -> float:
         """The summed coefficient of the program's proximal terms (0 without one)."""
         return proximal_coefficient(self.terms)
+
+    def transform_update(self, update: torch.Tensor, *, seed: int) -> torch.Tensor:
+        """``update`` after the program's update transforms (itself without any)."""
+        for transform in self.update_transforms:
+            update = transform(update, seed=seed)
+        return update
 
 
 def plan_settings(settings: LocalTraining, plan: ClientPlan) -> LocalTraining:

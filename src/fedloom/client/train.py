@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -31,12 +33,16 @@ def train_client(
     settings: LocalTraining,
     context: LocalContext,
     program: ClientProgram | None = None,
+    transform_seed: int | None = None,
 ) -> ClientResult:
     """Run one client's local training on its ``data`` (a named batch of its whole training
     split): init, one step per scheduled batch, final.
 
     The batch order comes from the plan's seed, the amount of work from the plan's override
-    (if any) or ``settings``; ``program`` names the statistics to report.
+    (if any) or ``settings``; ``program`` names the statistics to report and the transforms
+    the update goes through before it leaves the client (local DP's clip and noise). The
+    transforms draw their randomness from ``transform_seed`` (default: the plan's seed; the
+    deployed client, ``run_client``, mixes in a secret of its own).
     """
     program = program or ClientProgram()
     settings = plan_settings(settings, plan)
@@ -70,10 +76,14 @@ def train_client(
         statistics["work_norm"] = work_norm(
             state.num_steps, momentum=settings.momentum, lr=settings.lr, mu=program.proximal_mu
         )
-    return local_final(
+    result = local_final(
         state,
         global_params,
         client_id=plan.client_id,
         num_examples=num_examples,
         statistics=statistics,
     )
+    if not program.update_transforms:
+        return result
+    seed = plan.seed if transform_seed is None else transform_seed
+    return replace(result, update=program.transform_update(result.update, seed=seed))

@@ -3,7 +3,8 @@ round loop.
 
 The loop opens a round for its cohort and waits; gRPC handler threads hand each selected
 client its task, check every submitted update on arrival (the same checks as in simulation,
-plus the statistics the algorithm needs and the example count announced at join) and record
+plus the statistics the algorithm needs, the example count announced at join and the
+program's update transforms, such as local DP's noise, named as applied) and record
 it; the loop closes the round at the deadline or when every selected client has submitted.
 Everything here is guarded by one lock; nothing here speaks gRPC.
 """
@@ -111,14 +112,16 @@ class RoundBoard:
         compress: bool = False,
     ):
         program = program or ClientProgram()
-        # every term and the state logic travel as data; describing them now makes a term
-        # that cannot travel an error at start-up, not in round 1
+        # every term, update transform and the state logic travel as data; describing them
+        # now makes one that cannot travel an error at start-up, not in round 1
         self._program = pb.Program(
             statistics=sorted(program.statistics),
             terms=[encode_portable(term) for term in program.terms],
+            update_transforms=[encode_portable(t) for t in program.update_transforms],
         )
         if state is not None and clients_hold_state:
             self._program.state.CopyFrom(encode_portable(state))
+        self._transforms = [t.name for t in self._program.update_transforms]
         self.access = access
         self.local = local
         self.max_tensor_bytes = max_tensor_bytes
@@ -338,6 +341,11 @@ class RoundBoard:
             report = decode_tensors(update.state_report, max_bytes=limit, shape=params)
         except WireError as exc:
             return f"malformed update: {exc}"
+        if list(update.update_transforms) != self._transforms:
+            return (
+                f"the update went through transforms {list(update.update_transforms)}, the "
+                f"program asks for {self._transforms}: an outdated or misbehaving client"
+            )
         expected = set(self.state.reports) if self.clients_hold_state and self.state else set()
         if set(report) != expected:
             return f"state report has {sorted(report)}, expected {sorted(expected)}"

@@ -3,7 +3,8 @@
 Local training is the same pure code as the sequential simulation engine
 (:func:`fedloom.client.train_client`) with the seed, work and settings the server sends, so
 a networked run reproduces a simulated one. The client's data never leaves it; only the
-update ``w_k - w_t``, its example and step counts, loss and requested statistics do.
+update ``w_k - w_t`` (after the program's update transforms: with local DP, clipped and
+noised here, before it leaves), its example and step counts, loss and requested statistics do.
 
 Connection problems (server restarting, network down) are retried with exponential backoff;
 a refusal of the client's credentials is final.
@@ -12,6 +13,7 @@ a refusal of the client's credentials is final.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,7 +25,7 @@ from torch import nn
 from fedloom.algorithms import StateLogic
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
 from fedloom.client.objectives import Objective
-from fedloom.client.portable import Description, rebuild
+from fedloom.client.portable import Description, describe, rebuild
 from fedloom.client.store import OwnState
 from fedloom.client.terms import LinearTerm, linear_correction
 from fedloom.errors import FedloomError
@@ -31,6 +33,7 @@ from fedloom.net.codec import decode_portable, decode_tensor, decode_tensors, en
 from fedloom.net.proto import fedloom_pb2 as pb
 from fedloom.net.proto import fedloom_pb2_grpc as rpc
 from fedloom.params import buffer_spec, param_spec
+from fedloom.rng import derive_seed
 from fedloom.tasks import Batch, Task, num_rows
 from fedloom.types import ClientPlan
 
@@ -67,23 +70,33 @@ def run_client(
     delay_s: float = 0.0,
     on_round: Callable[[int], None] | None = None,
     state_path: str | Path | None = None,
+    reproducible_noise: bool = False,
 ) -> int:
     """Take part in a run until the server says it is over; returns the rounds trained.
 
-    The server's task says how to train (local settings, the algorithm's objective terms and
-    statistics, described as data, and the client half of its state logic), so a client
-    needs only its data (a named batch of its whole training split: ``{"x": inputs, "y":
-    targets}`` plus any extra entries its task uses) and the model's architecture; ``task``
-    (default classification) is its loss. ``credentials`` are TLS channel credentials
-    (:func:`fedloom.net.tls.channel_credentials`); ``None`` means plaintext, which a TLS
-    server refuses. ``token`` is sent as a bearer token. ``delay_s`` makes the client wait
-    that long before each submission, as a slow device would (demos and tests of deadlines).
+    The server's task says how to train (local settings, the algorithm's objective terms,
+    statistics and update transforms, described as data, and the client half of its state
+    logic), so a client needs only its data (a named batch of its whole training split:
+    ``{"x": inputs, "y": targets}`` plus any extra entries its task uses) and the model's
+    architecture; ``task`` (default classification) is its loss. ``credentials`` are TLS
+    channel credentials (:func:`fedloom.net.tls.channel_credentials`); ``None`` means
+    plaintext, which a TLS server refuses. ``token`` is sent as a bearer token. ``delay_s``
+    makes the client wait that long before each submission, as a slow device would (demos
+    and tests of deadlines).
 
     Algorithms with per-client state (SCAFFOLD's ``c_k``) keep it here, on the client: in
     memory, and in ``state_path`` (a safetensors file, rewritten atomically after each
     accepted update) when given, so that a restarted client continues with its state.
+
+    Update transforms that draw noise (local DP) do so from the round's seed mixed with a
+    secret this client draws from the operating system when it starts and never sends: the
+    server knows the round's seed, and noise it could regenerate it could subtract.
+    ``reproducible_noise`` drops the secret, so that the noise is exactly a simulation's
+    (tests and demos that compare a deployed run with its simulation; the server can then
+    undo the noise).
     """
     objectives = _Objectives(module, max_message_bytes, task)
+    secret = None if reproducible_noise else secrets.randbits(62)
     own = OwnState(state_path)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     options = [
@@ -114,7 +127,7 @@ def run_client(
                         time.sleep(max(job.retry_after_s, 0.05))
                         continue
                     log.info("%s: training round %d", client_id, job.round + 1)
-                    update, writes = _train(job, data, objectives, own, max_message_bytes)
+                    update, writes = _train(job, data, objectives, own, max_message_bytes, secret)
                     update.client_id = client_id
                     if delay_s > 0:
                         time.sleep(delay_s)
@@ -164,7 +177,11 @@ class _Objectives:
         key = message.SerializeToString(deterministic=True)
         if key not in self._built:
             terms = tuple(rebuild(self.decode(term)) for term in message.terms)
-            program = ClientProgram(terms=terms, statistics=frozenset(message.statistics))
+            program = ClientProgram(
+                terms=terms,
+                statistics=frozenset(message.statistics),
+                update_transforms=tuple(rebuild(self.decode(t)) for t in message.update_transforms),
+            )
             objective = make_objective(
                 self.module, self.params, self.buffers, terms=terms, task=self.task
             )
@@ -183,9 +200,11 @@ def _train(
     objectives: _Objectives,
     own: OwnState,
     max_bytes: int,
+    secret: int | None = None,
 ) -> tuple[pb.Update, Mapping[str, torch.Tensor]]:
     """Train one round: the update to submit, and the client's new state entries (to keep
-    once the server accepted the update)."""
+    once the server accepted the update). ``secret``, when given, is mixed into the seed of
+    the update transforms' noise."""
     params = decode_tensor(task.params, max_bytes=max_bytes)
     buffers = decode_tensor(task.buffers, max_bytes=max_bytes)
     if (params.numel(), buffers.numel()) != (
@@ -231,6 +250,7 @@ def _train(
         settings=settings,
         context=LocalContext(params, extras=shared),
         program=program,
+        transform_seed=None if secret is None else derive_seed(plan.seed, "secret", secret),
     )
     compute_s = time.perf_counter() - started
     writes: Mapping[str, torch.Tensor] = {}
@@ -249,5 +269,6 @@ def _train(
         statistics=dict(result.statistics),
         compute_s=compute_s,
         state_report={k: encode_tensor(v, compress=compress) for k, v in report.items()},
+        update_transforms=[describe(t).name for t in program.update_transforms],
     )
     return update, writes

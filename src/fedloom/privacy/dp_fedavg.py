@@ -53,6 +53,11 @@ round loop asks every stage's ``stop_reason`` before sampling a cohort, and the 
 there with its model and checkpoint saved. Without a ``noise_multiplier``, the budget is
 spent exactly by the configured rounds: :func:`calibrate` computes the smallest noise
 multiplier that keeps ``rounds`` rounds within it.
+
+With ``target_quantile`` the clip norm adapts to that quantile of the update norms
+(:mod:`fedloom.privacy.adaptive`); the accounting stays this module's. With ``local_dp``
+the clients clip and noise their own updates and the server only averages
+(:mod:`fedloom.privacy.local_dp`, which keeps the per-client accounting).
 """
 
 from __future__ import annotations
@@ -64,7 +69,16 @@ from typing import Annotated, Any, Literal
 import torch
 from annotated_types import Ge, Gt, Le, Lt
 
-from fedloom.aggregate import Cohort, RoundInfo, Sum, clip, pipeline, scale
+from fedloom.aggregate import (
+    ClientStage,
+    Cohort,
+    RoundInfo,
+    ServerStage,
+    Sum,
+    clip,
+    pipeline,
+    scale,
+)
 from fedloom.algorithms.base import Algorithm
 from fedloom.data.sampling import Sampling, cohort_size
 from fedloom.errors import ConfigError, FedloomError
@@ -75,6 +89,8 @@ from fedloom.privacy.accountant import (
     epsilon,
     noise_multiplier_for,
 )
+from fedloom.privacy.adaptive import AdaptiveNoise, adaptive_clipping, check_cohort
+from fedloom.privacy.local_dp import local_program
 
 __all__ = ["DENOMINATORS", "GaussianSumNoise", "calibrate", "dp_fedavg"]
 
@@ -234,11 +250,15 @@ def dp_fedavg(
     accountant: Literal["rdp", "pld"] = "rdp",
     denominator: Literal["fixed", "clipped_count"] = "fixed",
     min_weight_fraction: Annotated[float, Gt(0), Le(1)] | None = None,
+    target_quantile: Annotated[float, Gt(0), Lt(1)] | None = None,
+    clip_learning_rate: Annotated[float, Gt(0)] = 0.2,
+    clipped_count_stddev: Annotated[float, Ge(0)] | None = None,
+    local_dp: bool = False,
     *,
     server_lr: float = 1.0,
     weighting: str = "uniform",
 ) -> Algorithm:
-    """Client-level DP-FedAvg (McMahan et al. 2018) with central Gaussian noise.
+    """Client-level DP-FedAvg (McMahan et al. 2018): central noise, adaptive clipping or local DP.
 
     Updates are clipped to ``clip_norm`` and summed, noise of std
     ``noise_multiplier * clip_norm`` is added, and the sum is divided by the expected cohort.
@@ -253,6 +273,13 @@ def dp_fedavg(
     >>> algorithm = dp_fedavg(clip_norm=0.5, noise_multiplier=1.1, delta=1e-5)
     >>> [s.name for s in algorithm.aggregation.server]
     ['dp_noise', 'scale']
+
+    ``target_quantile`` turns on adaptive clipping (Andrew et al. 2021,
+    :mod:`fedloom.privacy.adaptive`): ``clip_norm`` is the initial norm, which then follows
+    that quantile of the update norms at rate ``clip_learning_rate``, from a count noised
+    with ``clipped_count_stddev`` (default: expected cohort / 20); ``noise_multiplier`` stays
+    the overall one the accountant uses. ``local_dp`` makes every client clip and noise its
+    own update before sending it (:mod:`fedloom.privacy.local_dp`); the server only averages.
     """
     if not clip_norm > 0:
         raise ConfigError(f"algorithm.clip_norm: must be > 0, got {clip_norm}")
@@ -289,24 +316,52 @@ def dp_fedavg(
             f"server.weighting: DP-FedAvg sums clipped updates with weight 1 each (uniform); "
             f"{weighting!r} would change one client's influence beyond the clip norm"
         )
+    if clipped_count_stddev is not None and target_quantile is None:
+        raise ConfigError(
+            "algorithm.clipped_count_stddev: only adaptive clipping noises a count; set "
+            "algorithm.target_quantile too, or leave clipped_count_stddev unset"
+        )
+    if target_quantile is not None and denominator != "fixed":
+        raise ConfigError(
+            "algorithm.denominator: adaptive clipping (target_quantile) is implemented for the "
+            "fixed denominator only; leave denominator: fixed"
+        )
+    if local_dp and (denominator != "fixed" or accountant != "rdp"):
+        raise ConfigError(
+            "algorithm.local_dp: each client noises its own update and the server only "
+            "averages, so denominator and accountant do not apply; leave them at their "
+            "defaults (fixed, rdp)"
+        )
+    if local_dp:  # the clients clip and noise; the server only averages
+        program, ledger = local_program(
+            clip_norm, noise_multiplier, delta, max_epsilon=max_epsilon,
+            target_quantile=target_quantile,
+        )  # fmt: skip
+        aggregation = pipeline(weighting="uniform", per_client=ledger, server=scale(server_lr))
+        return Algorithm(name="dp_fedavg", program=program, aggregation=aggregation)
+    noise = GaussianSumNoise(
+        clip_norm,
+        noise_multiplier,
+        delta,
+        max_epsilon,
+        accountant,
+        denominator,
+        1.0 if min_weight_fraction is None else min_weight_fraction,
+    )
+    per_client: ClientStage = clip(clip_norm)
+    noise_stage: ServerStage = noise
+    if target_quantile is not None:
+        per_client, noise_stage = adaptive_clipping(
+            noise, target_quantile=target_quantile, learning_rate=clip_learning_rate,
+            count_stddev=clipped_count_stddev,
+        )  # fmt: skip
     return Algorithm(
         name="dp_fedavg",
         aggregation=pipeline(
             weighting="uniform",
-            per_client=(clip(clip_norm),),
+            per_client=(per_client,),
             reduce=Sum(),
-            server=(
-                GaussianSumNoise(
-                    clip_norm,
-                    noise_multiplier,
-                    delta,
-                    max_epsilon,
-                    accountant,
-                    denominator,
-                    1.0 if min_weight_fraction is None else min_weight_fraction,
-                ),
-                scale(server_lr),
-            ),
+            server=(noise_stage, scale(server_lr)),
         ),
     )
 
@@ -335,20 +390,38 @@ def calibrate(
     stages = []
     changed = False
     for stage in algorithm.aggregation.server:
-        if isinstance(stage, GaussianSumNoise) and mechanism is not None:
-            if stage.accountant == "pld" and sampling != "poisson":
-                raise ConfigError(
-                    "algorithm.accountant: pld accounts only for Poisson sampling in "
-                    f"dp-accounting, and server.sampling is {sampling}; set server.sampling: "
-                    "poisson, or algorithm.accountant: rdp"
-                )
-            if stage.noise_multiplier is None:
-                assert stage.max_epsilon is not None  # the factory requires one of the two
-                try:
-                    z = noise_multiplier_for(stage.setting(mechanism, rounds), stage.max_epsilon)
-                except ConfigError as exc:
-                    raise ConfigError(f"algorithm.max_epsilon: {exc}") from None
-                stage = replace(stage, noise_multiplier=z)
+        if isinstance(stage, AdaptiveNoise) and mechanism is not None:
+            # the overall z is calibrated and accounted as fixed clipping's (Theorem 1)
+            calibrated = _calibrated(stage.noise, mechanism, rounds, sampling)
+            if calibrated is not stage.noise:
+                stage = replace(stage, noise=calibrated)
                 changed = True
+            check_cohort(stage, info)  # sigma_b too small for z: an error before round 1
+        if isinstance(stage, GaussianSumNoise) and mechanism is not None:
+            calibrated = _calibrated(stage, mechanism, rounds, sampling)
+            if calibrated is not stage:
+                stage, changed = calibrated, True
         stages.append(stage)
     return algorithm.with_aggregation(server=tuple(stages)) if changed else algorithm
+
+
+def _calibrated(
+    stage: GaussianSumNoise, mechanism: Mechanism, rounds: int, sampling: Sampling
+) -> GaussianSumNoise:
+    """``stage`` with the smallest noise multiplier that keeps ``rounds`` rounds of
+    ``mechanism`` within its ``max_epsilon`` (``stage`` itself when it has a multiplier);
+    a :class:`ConfigError` when its accountant cannot account for ``sampling``."""
+    if stage.accountant == "pld" and sampling != "poisson":
+        raise ConfigError(
+            "algorithm.accountant: pld accounts only for Poisson sampling in "
+            f"dp-accounting, and server.sampling is {sampling}; set server.sampling: "
+            "poisson, or algorithm.accountant: rdp"
+        )
+    if stage.noise_multiplier is not None:
+        return stage
+    assert stage.max_epsilon is not None  # the factory requires one of the two
+    try:
+        z = noise_multiplier_for(stage.setting(mechanism, rounds), stage.max_epsilon)
+    except ConfigError as exc:
+        raise ConfigError(f"algorithm.max_epsilon: {exc}") from None
+    return replace(stage, noise_multiplier=z)

@@ -110,7 +110,9 @@ class QuadraticExecutor:
             results.append(
                 ClientResult(
                     client_id=k,
-                    update=(w - params.double()).to(params.dtype),
+                    update=self.program.transform_update(
+                        (w - params.double()).to(params.dtype), seed=plan.seed
+                    ),
                     buffers=torch.zeros(0),
                     num_examples=self.sizes[k],
                     num_steps=steps,

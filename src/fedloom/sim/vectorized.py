@@ -326,7 +326,7 @@ class VectorizedExecutor:
             )
         return ClientResult(
             client_id=plan.client_id,
-            update=flat.sub_(params),
+            update=self.program.transform_update(flat.sub_(params), seed=plan.seed),
             buffers=self._no_buffers,
             num_examples=num_examples,
             num_steps=len(schedule),

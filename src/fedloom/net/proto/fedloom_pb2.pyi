@@ -104,14 +104,16 @@ class Task(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., round: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., params: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., shared: _Optional[_Mapping[str, Tensor]] = ..., seed: _Optional[int] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., message: _Optional[str] = ..., local: _Optional[_Union[LocalSettings, _Mapping]] = ..., program: _Optional[_Union[Program, _Mapping]] = ..., update_compression: _Optional[str] = ..., client_terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ...) -> None: ...
 
 class Program(_message.Message):
-    __slots__ = ("statistics", "terms", "state")
+    __slots__ = ("statistics", "terms", "state", "update_transforms")
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
     TERMS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
     statistics: _containers.RepeatedScalarFieldContainer[str]
     terms: _containers.RepeatedCompositeFieldContainer[Portable]
     state: Portable
-    def __init__(self, statistics: _Optional[_Iterable[str]] = ..., terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., state: _Optional[_Union[Portable, _Mapping]] = ...) -> None: ...
+    update_transforms: _containers.RepeatedCompositeFieldContainer[Portable]
+    def __init__(self, statistics: _Optional[_Iterable[str]] = ..., terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., state: _Optional[_Union[Portable, _Mapping]] = ..., update_transforms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ...) -> None: ...
 
 class LocalSettings(_message.Message):
     __slots__ = ("epochs", "steps", "batch_size", "lr", "momentum", "weight_decay")
@@ -130,7 +132,7 @@ class LocalSettings(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ...) -> None: ...
 
 class Update(_message.Message):
-    __slots__ = ("client_id", "round", "update", "buffers", "num_examples", "num_steps", "num_example_passes", "train_loss", "statistics", "compute_s", "state_report")
+    __slots__ = ("client_id", "round", "update", "buffers", "num_examples", "num_steps", "num_example_passes", "train_loss", "statistics", "compute_s", "state_report", "update_transforms")
     class StatisticsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +158,7 @@ class Update(_message.Message):
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     STATE_REPORT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round: int
     update: Tensor
@@ -167,7 +170,8 @@ class Update(_message.Message):
     statistics: _containers.ScalarMap[str, float]
     compute_s: float
     state_report: _containers.MessageMap[str, Tensor]
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., update: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., num_examples: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_example_passes: _Optional[int] = ..., train_loss: _Optional[float] = ..., statistics: _Optional[_Mapping[str, float]] = ..., compute_s: _Optional[float] = ..., state_report: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
+    update_transforms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., update: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., num_examples: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_example_passes: _Optional[int] = ..., train_loss: _Optional[float] = ..., statistics: _Optional[_Mapping[str, float]] = ..., compute_s: _Optional[float] = ..., state_report: _Optional[_Mapping[str, Tensor]] = ..., update_transforms: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("accepted", "reason")
