@@ -126,7 +126,8 @@ def test_epsilon_is_dp_accountings_for_the_overall_noise_multiplier():
     assert norms[0] != 0.5 and len(set(norms)) == 4  # the clip norm moves every round
     for t, report in enumerate(history.reports, start=1):
         accountant = rdp.RdpAccountant(neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE)
-        sampled = dpa.SampledWithoutReplacementDpEvent(10, 5, dpa.GaussianDpEvent(0.8))
+        # replace-one (uniform sampling): sensitivity doubles, the overall z is halved
+        sampled = dpa.SampledWithoutReplacementDpEvent(10, 5, dpa.GaussianDpEvent(0.8 / 2))
         accountant.compose(dpa.SelfComposedDpEvent(sampled, t))
         assert report.metrics["dp_epsilon"] == pytest.approx(
             accountant.get_epsilon(1e-4), rel=1e-12
