@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from rich.console import Console
 
-    console = Console()
+    console = Console(soft_wrap=True)  # a message with a path stays on one line: copyable
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(handler(args, console))
