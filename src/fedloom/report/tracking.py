@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,10 @@ class MLflowLogger(Callback):
     ``http://`` tracking server): parameters, metrics per round, the final model.
 
     ``run_dir`` (optional) keeps the MLflow run id so that a resumed run continues it;
-    ``module`` (optional) lets the final model be logged as ``model.safetensors``.
+    ``module`` (optional) lets the final model be logged as ``model.safetensors``. Metrics
+    are sent in batches, at most every ``flush_every_s`` seconds and at the end, without the
+    round loop waiting: a store round trip per round would cost short rounds 15%
+    (``benchmarks/tracking_overhead.py``).
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class MLflowLogger(Callback):
         params: Mapping[str, Any] | None = None,
         run_dir: Path | None = None,
         module: nn.Module | None = None,
+        flush_every_s: float = 2.0,
     ):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -110,6 +115,9 @@ class MLflowLogger(Callback):
         self.run_id: str | None = None
         self._client: Any = None
         self._pending: list[Any] = []
+        self._buffer: list[Any] = []
+        self.flush_every_s = flush_every_s
+        self._flushed = time.monotonic()
 
     def on_start(self, num_rounds: int, state: ServerState) -> None:
         from mlflow.tracking import MlflowClient
@@ -146,17 +154,27 @@ class MLflowLogger(Callback):
         from mlflow.entities import Metric
 
         stamp = 0  # the round is the step; wall-clock stamps would make reruns differ
-        metrics = [
+        self._buffer.extend(
             Metric(name, value, stamp, report.round)
             for name, value in _finite(report.metrics).items()
-        ]
-        # asynchronous: the round loop does not wait for the store (flushed at the end)
-        self._pending.append(self._client.log_batch(self.run_id, metrics=metrics,
-                                                    synchronous=False))  # fmt: skip
+        )
+        if time.monotonic() - self._flushed >= self.flush_every_s:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send the buffered metrics, asynchronously (MLflow takes at most 1000 a batch)."""
+        for start in range(0, len(self._buffer), 1000):
+            batch = self._buffer[start : start + 1000]
+            self._pending.append(
+                self._client.log_batch(self.run_id, metrics=batch, synchronous=False)
+            )
+        self._buffer.clear()
+        self._flushed = time.monotonic()
 
     def on_end(self, history: History) -> None:
         if self._client is None or self.run_id is None:
             return
+        self._flush()
         for operation in self._pending:  # every round's metrics are stored before the end
             operation.wait()
         self._pending.clear()
