@@ -33,6 +33,7 @@ from fedloom.client import LocalContext, LocalTraining
 from fedloom.data import IID, QuantitySkew, federate
 from fedloom.engine import plans_for_round
 from fedloom.params import flatten_buffers, flatten_params
+from fedloom.report.machine import cpu_name
 from fedloom.sim import ProcessExecutor, SequentialExecutor, VectorizedExecutor
 from fedloom.simulation import initial_module
 
@@ -66,14 +67,7 @@ WORKLOADS = {
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -17,6 +17,7 @@ import torch
 
 from fedloom.algorithms import ServerState
 from fedloom.engine import Callback
+from fedloom.report.machine import cpu_name
 from fedloom.types import RoundReport
 
 __all__ = ["ParamsTrace", "json_safe", "provenance", "rounded", "write_results"]
@@ -44,14 +45,7 @@ def provenance() -> dict[str, Any]:
 
     import fedloom
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         dp_accounting = version("dp-accounting")
     except PackageNotFoundError:
