@@ -23,6 +23,7 @@ def test_a_deployed_poisson_dp_run_equals_its_simulation_empty_round_included(tm
             "client": {"epochs": 1, "batch_size": 20, "lr": 0.05},
             "server": {"fraction": 0.5, "sampling": "poisson"},
             "eval": {"clients": False},
+            "deploy": {"dp_noise": "reproducible"},  # the simulation's noise
         }
     )
     sizes = [len(sample_cohort(4, 0.5, seed=1, round=t, sampling="poisson")) for t in range(3)]

@@ -25,9 +25,10 @@ from fedloom.types import ClientPlan
         ({"local_dp": True}, ("dp_local_epsilon",), True),
         ({"local_dp": True}, ("dp_local_epsilon",), False),
         ({"target_quantile": 0.5, "clipped_count_stddev": 1.0}, ("dp_epsilon", "dp_clip_norm"),
-         False),
+         True),
+        ({}, ("dp_epsilon",), False),
     ],
-    ids=["local-dp", "local-dp-secret-noise", "adaptive-clipping"],
+    ids=["local-dp", "local-dp-secret-noise", "adaptive-clipping", "central-secret-noise"],
 )  # fmt: skip
 def test_a_deployed_private_run_equals_its_simulation_but_for_secret_noise(
     tmp_path, options, metrics, reproducible
@@ -45,6 +46,8 @@ def test_a_deployed_private_run_equals_its_simulation_but_for_secret_noise(
             "client": {"epochs": 1, "batch_size": 20, "lr": 0.05, "momentum": 0.5},
             "server": {"fraction": 0.5},
             "eval": {"clients": False},
+            # the server's own noise: from the run seed alone only when reproducible
+            "deploy": {"dp_noise": "reproducible" if reproducible else "secret"},
         }
     )
     if options.get("local_dp"):  # the server's pipeline has no clipping and no noise
@@ -68,9 +71,14 @@ def test_a_deployed_private_run_equals_its_simulation_but_for_secret_noise(
     simulated = simulate_config(config.model_copy(update={"engine": "sequential"}))
     final = (deployed.final_state.params, simulated.final_state.params)
     same = torch.allclose(*final, atol=1e-6, rtol=0)
-    # local DP's noise is the simulation's only when the clients are told to drop their secret
-    assert same == (reproducible or not options.get("local_dp"))
-    assert deployed.final_state.aggregation == simulated.final_state.aggregation  # the ledgers
+    # the noise (the clients' with local DP, the server's otherwise) is the simulation's only
+    # when the secret is dropped; the privacy spent is the same either way
+    assert same == reproducible
+    if reproducible or options.get("local_dp"):
+        assert deployed.final_state.aggregation == simulated.final_state.aggregation  # ledgers
+    else:  # the central ledger is the same; the noised model is not
+        ledger = deployed.final_state.aggregation["server"][0]
+        assert ledger == simulated.final_state.aggregation["server"][0]
     for name in metrics:
         assert [r.metrics[name] for r in deployed.reports] == [
             r.metrics[name] for r in simulated.reports

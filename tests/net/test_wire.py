@@ -159,7 +159,12 @@ def test_algorithms_with_client_state_match_their_simulation_over_the_wire(
             "client": {"epochs": 1, "batch_size": 20, "lr": 0.05, "momentum": 0.5},
             "server": {"fraction": 0.5},
             "eval": {"clients": False},
-            "deploy": {"compress": compress, "client_state": client_state},
+            # DP noise from the run seed alone, so that it equals the simulation's
+            "deploy": {
+                "compress": compress,
+                "client_state": client_state,
+                "dp_noise": "reproducible",
+            },
         }
     )
     data = build_federated(config)

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import torch
 
 from fedloom.errors import StageError
-from fedloom.rng import torch_generator
+from fedloom.rng import derive_seed, torch_generator
 
 __all__ = [
     "ClientStage",
@@ -76,6 +76,17 @@ class RoundInfo:
     cohort_size: int | None = None  # M, the clients sampled per round (uniform sampling)
     sampling: str = "uniform"  # "uniform" or "poisson" (fedloom.data.sampling)
     sampling_rate: float | None = None  # q, each client's chance to be sampled (poisson)
+    secret: int | None = field(default=None, repr=False)  # mixed into private_generator
+
+    def private_generator(self, purpose: str) -> torch.Generator:
+        """A generator for noise that must stay secret (DP noise): :meth:`generator`'s stream
+        when ``secret`` is ``None`` (simulation: reproducible from the run seed), else one
+        derived from the run seed *and* the secret, which a deployed server draws from the
+        operating system and never writes down, so knowing the seed does not reveal it."""
+        if self.secret is None:
+            return self.generator(purpose)
+        return torch_generator(derive_seed(self.seed, "secret", self.secret),
+                               f"aggregate/{purpose}", self.round)  # fmt: skip
 
     @property
     def expected_cohort(self) -> float | None:

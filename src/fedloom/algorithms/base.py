@@ -229,6 +229,7 @@ def server_update(
     cohort_size: int | None = None,
     sampling: str = "uniform",
     sampling_rate: float | None = None,
+    noise_secret: int | None = None,
 ) -> ServerState:
     """``w_{t+1} = w_t + pipeline(results)``; the results are folded in one at a time.
 
@@ -246,6 +247,8 @@ def server_update(
         sampling, sampling_rate: how the cohort was sampled: ``"uniform"`` (exactly
             ``cohort_size``) or ``"poisson"`` (each client with probability
             ``sampling_rate`` q; DP-FedAvg divides by ``q N`` and accounts for it).
+        noise_secret: mixed into the streams of noise that must stay secret (DP noise,
+            :meth:`RoundInfo.private_generator`); ``None`` keeps them reproducible.
 
     The old ``state`` is never modified; when a stage fails, no new state exists.
     """
@@ -265,6 +268,7 @@ def server_update(
             cohort_size=cohort_size,
             sampling=sampling,
             sampling_rate=sampling_rate,
+            secret=noise_secret,
         ),
         expected=len(results) if isinstance(results, Sized) else None,
         num_buffers=state.buffers.numel() if average_buffers else 0,

@@ -149,6 +149,11 @@ class DeployConfig(Section):
     """How ``fedloom server`` serves the run to networked clients."""
 
     address: str = Field(default="127.0.0.1:8443", description="host:port to listen on")
+    dp_noise: Literal["secret", "reproducible"] = Field(
+        default="secret",
+        description="DP noise from a secret the server draws at start (secret), or from the "
+        "run seed alone, to reproduce a simulation (reproducible: tests and demos only)",
+    )
     certs: str | None = Field(
         default=None, description="folder with server.pem, server.key, ca.pem (fedloom certs)"
     )

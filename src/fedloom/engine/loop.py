@@ -104,6 +104,7 @@ def run_rounds(
     checkpoint: Checkpoints | None = None,
     on_client_error: OnClientError = "skip",
     client_states: ClientStates | None = None,
+    noise_secret: int | None = None,
 ) -> History:
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
@@ -140,6 +141,9 @@ def run_rounds(
         client_states: the empty client-state store to start from (default in memory; a
             :class:`~fedloom.client.spill.SpilledClientStates` for large populations). A
             resumed run uses the store its checkpoint names.
+        noise_secret: mixed into the DP noise streams (a deployed server draws it from the
+            operating system, so the noise cannot be regenerated from the run seed); ``None``
+            keeps the noise reproducible, as a simulation's.
     """
     on_client_error = check_on_client_error(on_client_error)
     if sampling not in SAMPLINGS:
@@ -237,6 +241,7 @@ def run_rounds(
                     cohort_size=fixed,
                     sampling=sampling,
                     sampling_rate=rate,
+                    noise_secret=noise_secret,
                 )
             except RoundAborted as exc:  # e.g. secure aggregation with too many dropouts
                 aborted = exc.reason

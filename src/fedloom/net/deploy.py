@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -196,6 +197,9 @@ def serve(
             client_states=build_client_store(
                 config.server, run_dir / "client-state" if run_dir is not None else None
             ),
+            # whoever knows the run seed (it is in config.yaml) must not be able to
+            # regenerate the DP noise: the server mixes in a secret it never writes down
+            noise_secret=None if deploy.dp_noise == "reproducible" else secrets.randbits(62),
         )
         finished = True
     finally:

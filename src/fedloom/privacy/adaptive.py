@@ -116,7 +116,7 @@ def next_clip_norm(
             "AdaptiveClip per-client stage (use dp_fedavg(target_quantile=...))"
         )
     centered = cohort.tallies[UNCLIPPED] - cohort.num_results / 2
-    generator = info.generator("dp_clip_count")
+    generator = info.private_generator("dp_clip_count")
     noise = float(torch.randn((), generator=generator, dtype=torch.float64))
     fraction = (centered + count_noise * noise) / expected + 0.5
     return clip_norm * math.exp(-learning_rate * (fraction - target_quantile))

@@ -225,7 +225,9 @@ class GaussianSumNoise:
             )
         self._check_ledger(ledger, mechanism)
         std = self.z * self.clip_norm
-        noise = torch.randn(delta.shape, generator=info.generator("dp_noise"), dtype=torch.float64)
+        noise = torch.randn(
+            delta.shape, generator=info.private_generator("dp_noise"), dtype=torch.float64
+        )
         if self.denominator == "clipped_count":  # f_c, sensitivity 2 S / (q W_min)
             floor = self.min_weight_fraction * expected  # q W_min
             noised = delta.double() / max(floor, cohort.total_weight) + (2 * std / floor) * noise
