@@ -40,7 +40,8 @@ def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "(deploy.*), e.g. --set deploy.min_fit_clients=8 --set deploy.close_early=true.",
         epilog=CONFIG_HELP
         + "  Deploy keys: deploy.{address,certs,tokens,insecure,clients,round_timeout_s,\n"
-        "        min_fit_clients,retries,close_early,compress,max_message_mb}\n",
+        "        join_timeout_s,min_fit_clients,retries,close_early,compress,max_message_mb,\n"
+        "        client_state,dp_noise}\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(server)
