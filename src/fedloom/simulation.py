@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from fedloom.algorithms import Algorithm, ServerState
+from fedloom.algorithms.personal import personalized_models, with_model
 from fedloom.client import LocalTraining
 from fedloom.client.store import ClientStates
 from fedloom.data import FederatedDataset
@@ -30,6 +31,7 @@ from fedloom.engine import (
     UpdatePolicy,
     run_rounds,
 )
+from fedloom.errors import ConfigError
 from fedloom.models import ModelSource, initial_module
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.sim import make_executor
@@ -105,6 +107,13 @@ def simulate(
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
     (task or classification()).model_inputs(data.dataset.test_batch())  # names checked once
     module = initial_module(model, seed=seed)
+    algorithm = with_model(algorithm, module)  # personal parameters: resolved to a mask
+    if algorithm.personal is not None and algorithm.personal.norm_layers and buffers != "local":
+        raise ConfigError(
+            f"model.buffers: {algorithm.name} keeps the normalization layers personal, so their "
+            "running statistics must stay on the clients too; set model.buffers: local "
+            "(simulate(..., buffers='local'))"
+        )
     settings = algorithm.local_training(local or LocalTraining())
     attack = attack or Attack()
     attackers = choose_attackers(data.num_clients, attack.fraction, seed=seed)
@@ -128,6 +137,13 @@ def simulate(
         metrics = evaluator.global_metrics(state.params, state.buffers)
         if eval_clients:
             metrics.update(evaluator.client_metrics(state.params, state.buffers, client_buffers))
+            if algorithm.personal is not None:  # each client's personalized model, too
+                own = personalized_models(algorithm, state)
+                metrics.update(
+                    evaluator.client_metrics(
+                        state.params, state.buffers, client_buffers, own, prefix="client_personal"
+                    )
+                )
         if eval_train:
             metrics.update(evaluator.train_metrics(state.params, state.buffers))
         return metrics
