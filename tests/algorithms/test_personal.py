@@ -184,3 +184,34 @@ def test_resume_keeps_the_personal_values(digits, tmp_path):
     assert sorted(state.clients) == sorted(whole.clients)
     for client_id, entries in whole.clients.items():
         assert torch.equal(state.clients[client_id][PERSONAL_VALUES], entries[PERSONAL_VALUES])
+
+
+YAML = ["rounds=2", "data.dataset=digits", "data.num_clients=6", "server.fraction=0.5"]
+
+
+def test_fedper_from_yaml_reports_both_client_spreads():
+    from fedloom.config import load_config
+    from fedloom.experiment import simulate_config
+
+    config = load_config(None, [*YAML, "algorithm={name: fedper, personal: ['6.*']}"])
+    metrics = simulate_config(config).reports[-1].metrics
+    assert {"client_accuracy_mean", "client_personal_accuracy_mean",
+            "client_personal_accuracy_worst10"} <= set(metrics)  # fmt: skip
+
+
+def test_yaml_pattern_that_matches_nothing_is_a_config_error():
+    from fedloom.config import load_config
+    from fedloom.experiment import simulate_config
+
+    config = load_config(None, [*YAML, "algorithm={name: fedper, personal: ['head.*']}"])
+    with pytest.raises(ConfigError, match=r"algorithm.personal: the pattern 'head.\*'.*6.bias"):
+        simulate_config(config)
+
+
+def test_the_deployed_server_refuses_personal_parameters_for_now(tmp_path, capsys):
+    from fedloom.cli import main
+
+    code = main(["server", "--insecure", "--runs-dir", str(tmp_path / "runs"),
+                 "--set", "algorithm={name: fedper, personal: ['6.*']}"])  # fmt: skip
+    assert code == 2
+    assert "fedper keeps personal parameters on each client" in capsys.readouterr().err

@@ -29,8 +29,10 @@ def fedper(
     server_lr: float = 1.0,
     weighting: Weighting = "examples",
 ) -> Algorithm:
-    """FedPer: the parameters whose names match ``personal`` (``fnmatch`` patterns, e.g. the
-    last layer of ``digits_cnn``, ``["6.*"]``) stay on each client; the rest is FedAvg.
+    """FedPer (Arivazhagan et al. 2019): parameters matching `personal` stay on each client.
+
+    ``personal`` holds ``fnmatch`` patterns over parameter names (e.g. the last layer of
+    ``digits_cnn``, ``["6.*"]``); the other parameters are averaged as in FedAvg.
 
     >>> fedper(["6.*"]).personal.patterns
     ('6.*',)
@@ -47,9 +49,10 @@ def fedper(
 
 
 def fedbn(*, server_lr: float = 1.0, weighting: Weighting = "examples") -> Algorithm:
-    """FedBN: every normalization layer's parameters (BatchNorm, GroupNorm, LayerNorm,
-    InstanceNorm) stay on each client; run it with local buffers (``model.buffers: local``)
-    so their running statistics stay local too.
+    """FedBN (Li et al. 2021): normalization layers stay on each client (model.buffers: local).
+
+    Every BatchNorm, GroupNorm, LayerNorm and InstanceNorm parameter is personal; run it with
+    local buffers (``model.buffers: local``) so the running statistics stay local too.
 
     >>> fedbn().personal.norm_layers
     True
