@@ -157,21 +157,21 @@ def test_a_pattern_that_matches_no_parameter_names_the_field_and_the_parameters(
 
 def test_personalized_accuracy_beats_the_global_model_on_label_skew(digits):
     """Dirichlet(0.1) over 10 clients: nearly one or two labels each. The personal head fits
-    each client's own labels; the global model must serve all of them."""
+    each client's own labels; a global model must serve all of them. Measured (seed 0, 5
+    rounds): personalized mean 0.900, worst 10% 0.714; FedPer's global model 0.193 (its head
+    is the untrained initial one); FedAvg's global model 0.636, worst 10% 0.0."""
     data = federate(digits, Dirichlet(10, 0.1), seed=0)
-    history = fl.simulate(
-        fedper(["3.*"]), data, fl.models.digits_mlp, rounds=5, fraction=1.0, seed=0,
-        local=fl.LocalTraining(epochs=1, batch_size=10, lr=0.1),
-    )  # fmt: skip
-    metrics = history.reports[-1].metrics
-    personal, shared = metrics["client_personal_accuracy_mean"], metrics["client_accuracy_mean"]
-    print(
-        f"personal {personal:.4f} global {shared:.4f}",
-        metrics["client_personal_accuracy_worst10"],
-        metrics["client_accuracy_worst10"],
-    )
-    assert personal > shared + 0.05
-    assert metrics["client_personal_accuracy_worst10"] >= metrics["client_accuracy_worst10"]
+    local = fl.LocalTraining(epochs=1, batch_size=10, lr=0.1)
+    runs = [
+        fl.simulate(algorithm, data, fl.models.digits_mlp, rounds=5, fraction=1.0, seed=0,
+                    local=local).reports[-1].metrics
+        for algorithm in (fedper(["3.*"]), fl.fedavg())
+    ]  # fmt: skip
+    metrics, fedavg = runs
+    personal = metrics["client_personal_accuracy_mean"]
+    assert personal > metrics["client_accuracy_mean"] + 0.3
+    assert personal > fedavg["client_accuracy_mean"] + 0.1
+    assert metrics["client_personal_accuracy_worst10"] > fedavg["client_accuracy_worst10"]
 
 
 def test_resume_keeps_the_personal_values(digits, tmp_path):
@@ -215,3 +215,19 @@ def test_the_deployed_server_refuses_personal_parameters_for_now(tmp_path, capsy
                  "--set", "algorithm={name: fedper, personal: ['6.*']}"])  # fmt: skip
     assert code == 2
     assert "fedper keeps personal parameters on each client" in capsys.readouterr().err
+
+
+def test_personal_values_spill_to_disk_like_in_memory(digits, tmp_path):
+    from fedloom.client.spill import SpilledClientStates
+
+    data = _digits_data(digits)
+    local = fl.LocalTraining(epochs=1, batch_size=10, lr=0.1)
+    runs = [
+        fl.simulate(fedper(["3.*"]), data, fl.models.digits_mlp, rounds=3, fraction=0.5,
+                    local=local, seed=1, engine="sequential", client_states=store).final_state
+        for store in (None, SpilledClientStates(tmp_path, cache_clients=1))
+    ]  # fmt: skip
+    memory, spilled = runs
+    assert torch.equal(memory.params, spilled.params)
+    for client_id, entries in memory.clients.items():
+        assert torch.equal(spilled.clients[client_id][PERSONAL_VALUES], entries[PERSONAL_VALUES])
