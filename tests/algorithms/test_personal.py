@@ -231,3 +231,17 @@ def test_personal_values_spill_to_disk_like_in_memory(digits, tmp_path):
     assert torch.equal(memory.params, spilled.params)
     for client_id, entries in memory.clients.items():
         assert torch.equal(spilled.clients[client_id][PERSONAL_VALUES], entries[PERSONAL_VALUES])
+
+
+def test_the_quadratic_executor_starts_from_the_plan_start():
+    """One step of lr 0.5 on F(w) = 1/2 ||w - b||^2 from a start s: update = s - 0.5 (s - b)
+    - w_global, whatever the global model's personal coordinate."""
+    settings = fl.LocalTraining(lr=0.5, steps=1)
+    executor = fl.sim.QuadraticExecutor(
+        torch.ones(1, 2), torch.tensor([[2.0, 4.0]]), [1], settings
+    )  # fmt: skip
+    params = torch.zeros(2)
+    plan = ClientPlan(0, 0, 0, start=torch.tensor([0.0, 2.0]))
+    context = fl.client.LocalContext(global_params=params)
+    (result,) = executor.fit([plan], params, {0: torch.zeros(0)}, context)
+    assert result.update.tolist() == pytest.approx([1.0, 3.0])
