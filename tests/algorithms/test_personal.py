@@ -245,3 +245,19 @@ def test_the_quadratic_executor_starts_from_the_plan_start():
     context = fl.client.LocalContext(global_params=params)
     (result,) = executor.fit([plan], params, {0: torch.zeros(0)}, context)
     assert result.update.tolist() == pytest.approx([1.0, 3.0])
+
+
+def test_fedbn_from_yaml_on_the_built_in_batch_norm_model():
+    from fedloom.config import load_config
+    from fedloom.experiment import simulate_config
+
+    base = [*YAML, "algorithm=fedbn", "model.name=digits_cnn_bn"]
+    history = simulate_config(load_config(None, [*base, "model.buffers=local"]))
+    module = initial_module(fl.models.digits_cnn_bn, seed=0)
+    mask = personal_mask(Personal(norm_layers=True), module)
+    assert int(mask.sum()) == 2 * 16 + 2 * 64
+    start = flatten_params(module)
+    assert torch.equal(history.final_state.params[mask], start[mask])
+    assert "client_personal_accuracy_mean" in history.reports[-1].metrics
+    with pytest.raises(ConfigError, match="model.buffers: fedbn"):
+        simulate_config(load_config(None, base))
