@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from fedloom.algorithms import Algorithm, ServerState
-from fedloom.algorithms.personal import personalized_models, with_model
+from fedloom.algorithms.personal import check_buffers, personalized_models, with_model
 from fedloom.client import LocalTraining
 from fedloom.client.store import ClientStates
 from fedloom.data import FederatedDataset
@@ -31,7 +31,6 @@ from fedloom.engine import (
     UpdatePolicy,
     run_rounds,
 )
-from fedloom.errors import ConfigError
 from fedloom.models import ModelSource, initial_module
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.sim import make_executor
@@ -108,12 +107,7 @@ def simulate(
     (task or classification()).model_inputs(data.dataset.test_batch())  # names checked once
     module = initial_module(model, seed=seed)
     algorithm = with_model(algorithm, module)  # personal parameters: resolved to a mask
-    if algorithm.personal is not None and algorithm.personal.norm_layers and buffers != "local":
-        raise ConfigError(
-            f"model.buffers: {algorithm.name} keeps the normalization layers personal, so their "
-            "running statistics must stay on the clients too; set model.buffers: local "
-            "(simulate(..., buffers='local'))"
-        )
+    check_buffers(algorithm, buffers)
     settings = algorithm.local_training(local or LocalTraining())
     attack = attack or Attack()
     attackers = choose_attackers(data.num_clients, attack.fraction, seed=seed)

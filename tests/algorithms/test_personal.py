@@ -201,10 +201,13 @@ def test_fedper_from_yaml_reports_both_client_spreads():
 
 def test_yaml_pattern_that_matches_nothing_is_a_config_error():
     from fedloom.config import load_config
+    from fedloom.config.spec import build_run
     from fedloom.experiment import simulate_config
 
     config = load_config(None, [*YAML, "algorithm={name: fedper, personal: ['head.*']}"])
     with pytest.raises(ConfigError, match=r"algorithm.personal: the pattern 'head.\*'.*6.bias"):
+        build_run(config)  # when the run is built: before any run directory exists
+    with pytest.raises(ConfigError, match="algorithm.personal"):
         simulate_config(config)
 
 
@@ -259,5 +262,7 @@ def test_fedbn_from_yaml_on_the_built_in_batch_norm_model():
     start = flatten_params(module)
     assert torch.equal(history.final_state.params[mask], start[mask])
     assert "client_personal_accuracy_mean" in history.reports[-1].metrics
+    from fedloom.config.spec import build_run
+
     with pytest.raises(ConfigError, match="model.buffers: fedbn"):
-        simulate_config(load_config(None, base))
+        build_run(load_config(None, base))

@@ -41,6 +41,7 @@ __all__ = [
     "NORM_LAYERS",
     "PERSONAL_VALUES",
     "Personal",
+    "check_buffers",
     "personal_mask",
     "personalized_models",
     "personalized_params",
@@ -174,3 +175,15 @@ def personalized_models(algorithm: Algorithm, state: ServerState) -> dict[int, t
         if own is not None:
             models[int(client_id)] = own
     return models
+
+
+def check_buffers(algorithm: Algorithm, buffers: str) -> None:
+    """Raise :class:`~fedloom.errors.ConfigError` when ``algorithm`` keeps the normalization
+    layers personal (FedBN) but their running statistics would be averaged
+    (``buffers != "local"``)."""
+    if algorithm.personal is not None and algorithm.personal.norm_layers and buffers != "local":
+        raise ConfigError(
+            f"model.buffers: {algorithm.name} keeps the normalization layers personal, so their "
+            "running statistics must stay on the clients too; set model.buffers: local "
+            "(simulate(..., buffers='local'))"
+        )
