@@ -266,3 +266,22 @@ def test_fedbn_from_yaml_on_the_built_in_batch_norm_model():
 
     with pytest.raises(ConfigError, match="model.buffers: fedbn"):
         build_run(load_config(None, base))
+
+
+def test_the_summary_shows_the_personalized_spread(digits):
+    from rich.console import Console
+
+    from fedloom.report.console import summary_table
+
+    data = _digits_data(digits)
+    history = fl.simulate(fedper(["3.*"]), data, fl.models.digits_mlp, rounds=1, fraction=0.5)
+    console = Console(width=120, record=True)
+    console.print(summary_table(history, title="t", run_dir=None, elapsed_s=1.0))
+    text = console.export_text()
+    metrics = history.reports[-1].metrics
+    assert f"{metrics['client_personal_accuracy_mean']:.4f}" in text
+    assert "personalized client accuracy mean" in text
+    plain = fl.simulate(fl.fedavg(), data, fl.models.digits_mlp, rounds=1, fraction=0.5)
+    console = Console(width=120, record=True)
+    console.print(summary_table(plain, title="t", run_dir=None, elapsed_s=1.0))
+    assert "personalized" not in console.export_text()
