@@ -307,8 +307,18 @@ def test_on_client_error_is_skip_or_abort_and_not_part_of_the_fingerprint():
 @pytest.mark.parametrize(
     ("dataset", "model", "shape", "fitting"),
     [
-        ("digits", "mnist_cnn", "(1, 8, 8)", "logistic_regression, digits_mlp, digits_cnn"),
-        ("digits", "mnist_2nn", "(1, 8, 8)", "logistic_regression, digits_mlp, digits_cnn"),
+        (
+            "digits",
+            "mnist_cnn",
+            "(1, 8, 8)",
+            "logistic_regression, digits_mlp, digits_cnn, digits_cnn_bn",
+        ),
+        (
+            "digits",
+            "mnist_2nn",
+            "(1, 8, 8)",
+            "logistic_regression, digits_mlp, digits_cnn, digits_cnn_bn",
+        ),
         ("synthetic", "digits_cnn", "(60,)", "logistic_regression"),
         ("synthetic", "mnist_2nn", "(60,)", "logistic_regression"),
     ],

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from fedloom.algorithms import Algorithm, ServerState
+from fedloom.algorithms.personal import check_buffers, personalized_models, with_model
 from fedloom.client import LocalTraining
 from fedloom.client.store import ClientStates
 from fedloom.data import FederatedDataset
@@ -105,6 +106,8 @@ def simulate(
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
     (task or classification()).model_inputs(data.dataset.test_batch())  # names checked once
     module = initial_module(model, seed=seed)
+    algorithm = with_model(algorithm, module)  # personal parameters: resolved to a mask
+    check_buffers(algorithm, buffers)
     settings = algorithm.local_training(local or LocalTraining())
     attack = attack or Attack()
     attackers = choose_attackers(data.num_clients, attack.fraction, seed=seed)
@@ -128,6 +131,13 @@ def simulate(
         metrics = evaluator.global_metrics(state.params, state.buffers)
         if eval_clients:
             metrics.update(evaluator.client_metrics(state.params, state.buffers, client_buffers))
+            if algorithm.personal is not None:  # each client's personalized model, too
+                own = personalized_models(algorithm, state)
+                metrics.update(
+                    evaluator.client_metrics(
+                        state.params, state.buffers, client_buffers, own, prefix="client_personal"
+                    )
+                )
         if eval_train:
             metrics.update(evaluator.train_metrics(state.params, state.buffers))
         return metrics

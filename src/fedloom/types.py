@@ -26,6 +26,9 @@ class ClientPlan:
         epochs, steps: this client's amount of local work when it differs from the shared
             settings (heterogeneous local work, stragglers); ``steps`` wins over ``epochs``.
         correction: a vector added to every local gradient (SCAFFOLD's ``c - c_k``).
+        start: the flat parameters local training starts from when they differ from the
+            global model (FedPer and FedBN: the global model with the client's personal
+            values); the update is still ``final - global``.
     """
 
     client_id: int
@@ -34,6 +37,7 @@ class ClientPlan:
     epochs: int | None = None
     steps: int | None = None
     correction: torch.Tensor | None = None
+    start: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -13,20 +13,25 @@ from fedloom.algorithms.base import (
 from fedloom.algorithms.fedavg import fedavg, fedsgd
 from fedloom.algorithms.fednova import fednova
 from fedloom.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
+from fedloom.algorithms.fedper import fedbn, fedper
 from fedloom.algorithms.fedprox import fedprox
+from fedloom.algorithms.personal import Personal
 from fedloom.algorithms.qffl import qffl
 from fedloom.algorithms.scaffold import ControlVariates, scaffold, scaffold_client_control
 
 __all__ = [
     "Algorithm",
     "ControlVariates",
+    "Personal",
     "ServerState",
     "StateLogic",
     "fedadagrad",
     "fedadam",
     "fedavg",
     "fedavgm",
+    "fedbn",
     "fednova",
+    "fedper",
     "fedprox",
     "fedsgd",
     "fedyogi",

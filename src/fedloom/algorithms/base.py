@@ -33,6 +33,7 @@ from fedloom.aggregate import (
     finish,
     fold,
 )
+from fedloom.algorithms.personal import PERSONAL_VALUES, Personal, personalized_params
 from fedloom.client import ClientProgram, LocalTraining
 from fedloom.client.store import ClientStates, with_writes
 from fedloom.types import ClientPlan, ClientResult
@@ -62,6 +63,8 @@ class Algorithm:
             client (SCAFFOLD's control variates, in ``scaffold.py``); ``None`` for none.
         local_overrides: fields of :class:`LocalTraining` the algorithm fixes (FedSGD fixes
             one full-batch step).
+        personal: the parameters each client keeps for itself (FedPer, FedBN; see
+            :mod:`fedloom.algorithms.personal`); ``None`` when every parameter is shared.
     """
 
     name: str
@@ -69,6 +72,7 @@ class Algorithm:
     aggregation: Pipeline = field(default_factory=Pipeline)
     state: StateLogic | None = None
     local_overrides: Mapping[str, Any] = field(default_factory=dict)
+    personal: Personal | None = None
 
     @property
     def weighting(self) -> ClientStage:
@@ -203,17 +207,26 @@ def server_init(
 def prepare_plans(
     algorithm: Algorithm, state: ServerState, plans: Sequence[ClientPlan]
 ) -> list[ClientPlan]:
-    """The plans with each client's gradient correction (SCAFFOLD's ``c - c_k``), computed
-    on the server from the client-state store (simulation; deployed clients that keep their
-    own state compute it themselves)."""
+    """The plans with each client's gradient correction (SCAFFOLD's ``c - c_k``) and its
+    start point (the global model with its personal values, FedPer and FedBN), computed on
+    the server from the client-state store (simulation; deployed clients that keep their own
+    state compute it themselves)."""
     logic = algorithm.state
+    prepared = list(plans)
+    if algorithm.personal is not None:
+        mask = algorithm.personal.resolved()
+        for i, plan in enumerate(prepared):
+            own = state.clients.get(plan.client_id, {})
+            start = personalized_params(state.params, mask, own)
+            if start is not None:
+                prepared[i] = replace(plan, start=start)
     if logic is None:
-        return list(plans)
+        return prepared
     shared = logic.shared(state.algorithm)
-    prepared = []
-    for plan in plans:
+    for i, plan in enumerate(prepared):
         correction = logic.correction(shared, state.clients.get(plan.client_id, {}))
-        prepared.append(plan if correction is None else replace(plan, correction=correction))
+        if correction is not None:
+            prepared[i] = replace(plan, correction=correction)
     return prepared
 
 
@@ -275,22 +288,28 @@ def server_update(
     )
     acc = logic.start(state.algorithm) if logic is not None else None
     shared = logic.shared(state.algorithm) if logic is not None else {}
-    writes: dict[int, Mapping[str, torch.Tensor]] = {}
+    mask = algorithm.personal.resolved() if algorithm.personal is not None else None
+    writes: dict[int, dict[str, torch.Tensor]] = {}
     for r in results:
+        if mask is not None:  # keep the personal values, aggregate only the shared part
+            writes.setdefault(r.client_id, {})[PERSONAL_VALUES] = (state.params + r.update)[mask]
+            r = replace(r, update=r.update.masked_fill(mask, 0.0))
         run = fold(run, r)
         if logic is None:
             continue
         report = r.state_report
         if report is None:  # the server keeps this client's entries: run its client half
             own = state.clients.get(r.client_id, {})
-            writes[r.client_id], report = logic.remember(shared, own, r, settings=settings)
+            entries, report = logic.remember(shared, own, r, settings=settings)
+            writes.setdefault(r.client_id, {}).update(entries)
         acc = logic.fold(acc, state.algorithm, report)
     outcome = finish(run)
+    step = outcome.step if mask is None else outcome.step.masked_fill(mask, 0.0)
     own = state.algorithm
     if logic is not None and num_clients is not None:
         own = logic.finish(acc, state.algorithm, num_clients=num_clients)
     return ServerState(
-        state.params + outcome.step,
+        state.params + step,
         outcome.buffers if outcome.buffers is not None else state.buffers,
         outcome.state,
         state.round + 1,

@@ -55,7 +55,10 @@ configuration:
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),
   qffl (q, lipschitz), feddyn (alpha), dp_fedavg (clip_norm, noise_multiplier, delta,
   max_epsilon, accountant, denominator, min_weight_fraction, target_quantile,
-  clip_learning_rate, clipped_count_stddev, local_dp),
+  clip_learning_rate, clipped_count_stddev, local_dp), fedper (personal: parameter-name
+  patterns kept on each client, e.g. [6.*]), fedbn (normalization layers kept on each
+  client; needs model.buffers: local and a model with normalization layers,
+  e.g. model.name=digits_cnn_bn),
   e.g. --set algorithm=fedprox --set algorithm.mu=0.1
   Sampling (server.sampling): uniform (exactly max(round(fraction K), 1) clients),
   poisson (each client with probability fraction; the cohort size varies).

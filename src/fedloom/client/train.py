@@ -38,6 +38,8 @@ def train_client(
     """Run one client's local training on its ``data`` (a named batch of its whole training
     split): init, one step per scheduled batch, final.
 
+    Training starts from the plan's ``start`` when it has one (a client's personal values),
+    else from ``global_params``; the update is ``final - global_params`` either way.
     The batch order comes from the plan's seed, the amount of work from the plan's override
     (if any) or ``settings``; ``program`` names the statistics to report and the transforms
     the update goes through before it leaves the client (local DP's clip and noise). The
@@ -48,11 +50,10 @@ def train_client(
     settings = plan_settings(settings, plan)
     wanted = program.statistics
     statistics: dict[str, float] = {}
+    start = plan.start if plan.start is not None else global_params
     if "initial_loss" in wanted:
-        statistics["initial_loss"] = objective.mean_data_loss(global_params, buffers, data)
-    state = local_init(
-        global_params, buffers, settings, track_gradients="update_variance" in wanted
-    )
+        statistics["initial_loss"] = objective.mean_data_loss(start, buffers, data)
+    state = local_init(start, buffers, settings, track_gradients="update_variance" in wanted)
     rng = np.random.default_rng(plan.seed)
     num_examples = num_rows(data)
     for index in batch_schedule(num_examples, settings, rng):

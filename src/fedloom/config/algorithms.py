@@ -133,6 +133,8 @@ for _name, _factory, _section in (
     register_algorithm(_name, _factory, section=_section)
 register_algorithm("feddyn", "fedloom.algorithms.feddyn:feddyn")
 register_algorithm("dp_fedavg", "fedloom.privacy.dp_fedavg:dp_fedavg")
+register_algorithm("fedper", "fedloom.algorithms.fedper:fedper")
+register_algorithm("fedbn", "fedloom.algorithms.fedper:fedbn")
 
 
 def server_defaults(name: str) -> tuple[float, str]:

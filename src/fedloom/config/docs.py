@@ -7,6 +7,8 @@ entry).
 
 from __future__ import annotations
 
+from pydantic_core import PydanticUndefined
+
 from fedloom.registry import KINDS, REGISTRY, Entry
 
 __all__ = ["registry_table"]
@@ -14,7 +16,11 @@ __all__ = ["registry_table"]
 
 def _options(entry: Entry) -> str:
     options = entry.options()
-    return ", ".join(f"`{k}` = {v!r}" for k, v in options.items()) if options else ""
+    shown = [
+        f"`{k}` (required)" if v is PydanticUndefined else f"`{k}` = {v!r}"
+        for k, v in options.items()
+    ]
+    return ", ".join(shown)
 
 
 def _key(kind: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from fedloom.algorithms import Algorithm
+from fedloom.algorithms.personal import check_buffers, with_model
 from fedloom.client import LocalTraining
 from fedloom.config.build import (
     build_algorithm,
@@ -89,6 +90,8 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
                 "model.safetensors)"
             )
         load_flat(module, *load_model(config.model.init, module))
+    algorithm = with_model(algorithm, module)  # a personal pattern that matches nothing fails here
+    check_buffers(algorithm, config.model.buffers)
     if config.server.secure_aggregation is not None and config.model.buffers == "average":
         floats = sum(b.numel() for b in module.buffers() if b.is_floating_point())
         if floats:

@@ -114,12 +114,15 @@ class Evaluator:
         params: torch.Tensor,
         buffers: torch.Tensor,
         client_buffers: Mapping[int, torch.Tensor] | None = None,
+        client_params: Mapping[int, torch.Tensor] | None = None,
     ) -> np.ndarray:
         """The task's score of the global model on each client's held-out split (NaN if it
         has none): accuracy for classification.
 
         With ``client_buffers`` (buffers kept local), each client is evaluated with its own
-        buffers when it has trained before.
+        buffers when it has trained before; with ``client_params`` (personalized models:
+        the global shared part and the client's personal part), with its own parameters when
+        it has them.
         """
         scores = np.full(self.data.num_clients, np.nan)
         if self._holdout_index is None or len(self._holdout_index) == 0:
@@ -127,15 +130,18 @@ class Evaluator:
         holdout = self.data.dataset.train_batch(self._holdout_index)
         values = self.task.example_metrics(self._outputs(params, buffers, holdout), holdout)
         per_example = {name: v.numpy().astype(np.float64) for name, v in values.items()}
-        if client_buffers:
-            for client_id, own in client_buffers.items():
-                rows = self._holdout_owner == client_id
-                if rows.any():
-                    own_batch = take(holdout, torch.from_numpy(rows))
-                    own_outputs = self._outputs(params, own, own_batch)
-                    own_values = self.task.example_metrics(own_outputs, own_batch)
-                    for name, value in own_values.items():
-                        per_example[name][rows] = value.numpy()
+        client_buffers = client_buffers or {}
+        client_params = client_params or {}
+        for client_id in sorted(set(client_buffers) | set(client_params)):
+            own = client_buffers.get(client_id, buffers)
+            own_params = client_params.get(client_id, params)
+            rows = self._holdout_owner == client_id
+            if rows.any():
+                own_batch = take(holdout, torch.from_numpy(rows))
+                own_outputs = self._outputs(own_params, own, own_batch)
+                own_values = self.task.example_metrics(own_outputs, own_batch)
+                for name, value in own_values.items():
+                    per_example[name][rows] = value.numpy()
         has = self._holdout_sizes > 0
         means = {}
         for name, array in per_example.items():
@@ -149,15 +155,20 @@ class Evaluator:
         params: torch.Tensor,
         buffers: torch.Tensor,
         client_buffers: Mapping[int, torch.Tensor] | None = None,
+        client_params: Mapping[int, torch.Tensor] | None = None,
+        *,
+        prefix: str = "client",
     ) -> dict[str, float]:
         """Spread of the per-client held-out score (see :func:`spread_metrics`), including
-        the smallest clients' score: ``client_accuracy_mean`` ... for classification."""
-        scores = self.client_scores(params, buffers, client_buffers)
+        the smallest clients' score: ``client_accuracy_mean`` ... for classification;
+        ``prefix="client_personal"`` with ``client_params`` names the personalized models'
+        spread ``client_personal_accuracy_mean`` ...."""
+        scores = self.client_scores(params, buffers, client_buffers, client_params)
         measured = ~np.isnan(scores)
         sizes = np.asarray(self.data.client_sizes)[measured]
         return spread_metrics(
             scores[measured],
-            f"client_{self.task.score}",
+            f"{prefix}_{self.task.score}",
             sizes=sizes,
             higher_is_better=self.task.higher_is_better,
         )

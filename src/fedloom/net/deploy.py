@@ -120,6 +120,12 @@ def serve(
         )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
+    if algorithm.personal is not None:
+        raise ConfigError(
+            f"algorithm: {algorithm.name} keeps personal parameters on each client, which "
+            "deployment does not support yet (a later slice of issue 16); it runs in "
+            "simulation (fedloom run)"
+        )
     if len(access.clients) != data.num_clients:
         raise ConfigError(
             f"the config has {data.num_clients} clients but {len(access.clients)} client ids "

@@ -86,7 +86,8 @@ class QuadraticExecutor:
             a, b = self.curvatures[k], self.centers[k]
             default = self.client_steps[k] if self.client_steps else None
             steps = plan.steps or plan.epochs or default or settings.steps or settings.epochs
-            w = params.double().clone()
+            start = plan.start if plan.start is not None else params  # personal values
+            w = start.double().clone()
             velocity = torch.zeros_like(w) if settings.momentum else None
             correction = None if plan.correction is None else plan.correction.double()
             for _ in range(steps):
@@ -102,7 +103,7 @@ class QuadraticExecutor:
                 )
             statistics: dict[str, float] = {}
             if "initial_loss" in self.program.statistics:
-                statistics["initial_loss"] = self.loss(k, params)
+                statistics["initial_loss"] = self.loss(k, start)
             if "work_norm" in self.program.statistics:
                 statistics["work_norm"] = work_norm(
                     steps, momentum=settings.momentum, lr=settings.lr, mu=mu

@@ -187,8 +187,9 @@ class VectorizedExecutor:
         if "initial_loss" in self.program.statistics:
             for i, plan in enumerate(plans):
                 index = torch.from_numpy(self._client_index[plan.client_id])
+                start = plan.start if plan.start is not None else params
                 loss = self.objective.mean_data_loss(
-                    params, self._no_buffers, take(self._train, index)
+                    start, self._no_buffers, take(self._train, index)
                 )
                 statistics = {**results[i].statistics, "initial_loss": loss}
                 results[i] = replace(results[i], statistics=statistics)
@@ -197,8 +198,11 @@ class VectorizedExecutor:
     def _fresh_row(
         self, plan: ClientPlan, initial: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """One slot's state at the start of a client: every per-row tensor by key."""
-        row = {f"w:{n}": v for n, v in initial.items()}
+        """One slot's state at the start of a client: every per-row tensor by key. The
+        weights are the plan's ``start`` (a client's personal values) when it has one, else
+        the global model's."""
+        own = self.spec.views(plan.start.to(torch.float32)) if plan.start is not None else None
+        row = {f"w:{n}": (own[n] if own is not None else v) for n, v in initial.items()}
         if self.settings.momentum:
             row.update({f"v:{n}": torch.zeros_like(v) for n, v in initial.items()})
         if self._corrected:
@@ -283,7 +287,7 @@ class VectorizedExecutor:
                     continue
                 at = rows[r]
                 results[at] = self._result(plans[at], schedules[at], state, r, params)
-                if waiting:  # refill the slot with the next client, from the global model
+                if waiting:  # refill the slot with the next client, from its start point
                     rows[r], position[r] = waiting.popleft(), 0
                     for key, value in self._fresh_row(plans[rows[r]], initial).items():
                         state[key][r] = value

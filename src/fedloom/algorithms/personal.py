@@ -1,0 +1,189 @@
+"""Personal parameters: coordinates of the model that each client keeps for itself.
+
+FedPer (Arivazhagan et al. 2019, "Federated Learning with Personalization Layers") keeps the
+last layers personal; FedBN (Li et al. 2021, "FedBN: Federated Learning on Non-IID Features
+via Local Batch Normalization") keeps every normalization layer personal. Both are the same
+mechanism:
+
+- an algorithm names its personal parameters with a :class:`Personal` value (``fnmatch``
+  patterns over parameter names, and/or every normalization layer's parameters), resolved
+  against the model into a boolean mask over the flat parameter vector
+  (:func:`personal_mask`, :func:`with_model`);
+- each client starts local training from the global model with its personal coordinates
+  replaced by its own stored values (:attr:`fedloom.types.ClientPlan.start`); a client that
+  never trained starts from the global ones, which never change (the initial model's);
+- after training, the client's personal values (``global + update`` on the mask) are kept in
+  the client-state store under :data:`PERSONAL_VALUES`, and the personal coordinates of every
+  update are zeroed before aggregation, so the server's step leaves them untouched.
+
+Updates keep the convention ``update = final - global``, so validation and the aggregation
+stages see the same kind of vector as for any other algorithm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from fedloom.errors import ConfigError
+from fedloom.params import param_spec
+
+if TYPE_CHECKING:
+    from fedloom.algorithms.base import Algorithm, ServerState
+
+__all__ = [
+    "NORM_LAYERS",
+    "PERSONAL_VALUES",
+    "Personal",
+    "check_buffers",
+    "personal_mask",
+    "personalized_models",
+    "personalized_params",
+    "with_model",
+]
+
+PERSONAL_VALUES = "personal/values"
+"""The client-state store entry holding a client's personal coordinates (``mask.sum()``
+values, in flat-vector order)."""
+
+NORM_LAYERS = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+"""The module types whose parameters ``norm_layers=True`` makes personal."""
+
+
+@dataclass(frozen=True)
+class Personal:
+    """Which parameters each client keeps for itself.
+
+    Attributes:
+        patterns: ``fnmatch`` patterns over parameter names (``"fc2.*"``); every pattern must
+            match at least one parameter.
+        norm_layers: also every parameter of a BatchNorm, GroupNorm, LayerNorm or
+            InstanceNorm submodule (FedBN).
+        field: the config field named in errors.
+        mask: the resolved boolean mask over the flat parameter vector (set by
+            :func:`with_model`; ``None`` before).
+    """
+
+    patterns: tuple[str, ...] = ()
+    norm_layers: bool = False
+    field: str = "algorithm.personal"
+    mask: torch.Tensor | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.patterns, str):
+            raise ConfigError(
+                f"{self.field}: give a list of patterns, got the string {self.patterns!r}"
+            )
+        if not self.patterns and not self.norm_layers:
+            raise ConfigError(
+                f"{self.field}: no parameter is personal; give at least one pattern "
+                "(e.g. the last layer, 'fc2.*')"
+            )
+
+    def resolved(self) -> torch.Tensor:
+        """The mask; raises when the algorithm was not resolved against a model."""
+        if self.mask is None:
+            raise ValueError(
+                f"{self.field}: the personal parameters were not resolved against the model; "
+                "call fedloom.algorithms.personal.with_model(algorithm, module) first"
+            )
+        return self.mask
+
+
+def personal_mask(personal: Personal, module: nn.Module) -> torch.Tensor:
+    """The boolean ``[P]`` mask of ``module``'s personal coordinates.
+
+    Raises :class:`~fedloom.errors.ConfigError` naming the field for a pattern that matches no
+    parameter (listing the model's parameter names), or when nothing is personal.
+    """
+    spec = param_spec(module)
+    names = set()
+    problems = []
+    for pattern in personal.patterns:
+        matched = [n for n in spec.names if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            problems.append(
+                f"{personal.field}: the pattern {pattern!r} matches no parameter of the model; "
+                f"its parameters are {', '.join(spec.names)}"
+            )
+        names.update(matched)
+    if personal.norm_layers:
+        found = [
+            f"{prefix}.{name}" if prefix else name
+            for prefix, sub in module.named_modules()
+            if isinstance(sub, NORM_LAYERS)
+            for name, _ in sub.named_parameters(recurse=False)
+        ]
+        if not found:
+            problems.append(
+                f"{personal.field}: the model has no normalization layer with parameters "
+                "(BatchNorm, GroupNorm, LayerNorm, InstanceNorm with affine=True); FedBN "
+                f"needs one. Its parameters are {', '.join(spec.names)}"
+            )
+        names.update(n for n in found if n in spec.names)
+    if problems:
+        raise ConfigError(problems)
+    mask = torch.zeros(spec.num_params, dtype=torch.bool)
+    for name, offset, size in zip(spec.names, spec.offsets, spec.sizes, strict=True):
+        if name in names:
+            mask[offset : offset + size] = True
+    return mask
+
+
+def with_model(algorithm: Algorithm, module: nn.Module) -> Algorithm:
+    """``algorithm`` with its personal parameters resolved against ``module`` (unchanged
+    when it has none)."""
+    if algorithm.personal is None:
+        return algorithm
+    mask = personal_mask(algorithm.personal, module)
+    return replace(algorithm, personal=replace(algorithm.personal, mask=mask))
+
+
+def personalized_params(
+    params: torch.Tensor, mask: torch.Tensor, own: Mapping[str, torch.Tensor]
+) -> torch.Tensor | None:
+    """The global ``params`` with the personal coordinates replaced by the client's stored
+    values, or ``None`` when the client has none (it uses the global model)."""
+    values = own.get(PERSONAL_VALUES)
+    if values is None:
+        return None
+    start = params.clone()
+    start[mask] = values.to(start.dtype)
+    return start
+
+
+def personalized_models(algorithm: Algorithm, state: ServerState) -> dict[int, torch.Tensor]:
+    """Every client's personalized model (the global shared part and its personal part), for
+    the clients that have personal values; the others use the global model."""
+    if algorithm.personal is None:
+        return {}
+    mask = algorithm.personal.resolved()
+    models = {}
+    for client_id in list(state.clients):
+        own = personalized_params(state.params, mask, state.clients[client_id])
+        if own is not None:
+            models[int(client_id)] = own
+    return models
+
+
+def check_buffers(algorithm: Algorithm, buffers: str) -> None:
+    """Raise :class:`~fedloom.errors.ConfigError` when ``algorithm`` keeps the normalization
+    layers personal (FedBN) but their running statistics would be averaged
+    (``buffers != "local"``)."""
+    if algorithm.personal is not None and algorithm.personal.norm_layers and buffers != "local":
+        raise ConfigError(
+            f"model.buffers: {algorithm.name} keeps the normalization layers personal, so their "
+            "running statistics must stay on the clients too; set model.buffers: local "
+            "(simulate(..., buffers='local'))"
+        )
