@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from fedloom.algorithms import Algorithm, ServerState
+from fedloom.algorithms.ditto import personal_program, personal_settings
 from fedloom.algorithms.personal import check_buffers, personalized_models, with_model
 from fedloom.client import LocalTraining
 from fedloom.client.store import ClientStates
@@ -125,13 +126,24 @@ def simulate(
     )
     if attack.poisons_updates:
         executor = AttackedExecutor(executor, attack, attackers, seed=seed)
+    personal_executor: Executor | None = None
+    if algorithm.personal_model is not None:  # Ditto: the personal pass, on the same engine
+        personal_executor = make_executor(
+            engine,
+            module,
+            train_data,
+            personal_settings(algorithm.personal_model, settings),
+            program=personal_program(algorithm.personal_model),
+            task=task,
+            workers=workers,
+        )
     evaluator = Evaluator(module, data, task=task)  # clean labels: attackers' held-out data too
 
     def evaluate(state: ServerState, client_buffers: dict[int, torch.Tensor]) -> dict[str, float]:
         metrics = evaluator.global_metrics(state.params, state.buffers)
         if eval_clients:
             metrics.update(evaluator.client_metrics(state.params, state.buffers, client_buffers))
-            if algorithm.personal is not None:  # each client's personalized model, too
+            if algorithm.personal is not None or algorithm.personal_model is not None:
                 own = personalized_models(algorithm, state)
                 metrics.update(
                     evaluator.client_metrics(
@@ -163,8 +175,10 @@ def simulate(
             checkpoint=checkpoint,
             on_client_error=on_client_error,
             client_states=client_states,
+            personal_executor=personal_executor,
         )
     finally:
-        close = getattr(executor, "close", None)
-        if close is not None:
-            close()
+        for used in (executor, personal_executor):
+            close = getattr(used, "close", None)
+            if close is not None:
+                close()

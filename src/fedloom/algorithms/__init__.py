@@ -10,6 +10,7 @@ from fedloom.algorithms.base import (
     server_init,
     server_update,
 )
+from fedloom.algorithms.ditto import ditto
 from fedloom.algorithms.fedavg import fedavg, fedsgd
 from fedloom.algorithms.fednova import fednova
 from fedloom.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
@@ -25,6 +26,7 @@ __all__ = [
     "Personal",
     "ServerState",
     "StateLogic",
+    "ditto",
     "fedadagrad",
     "fedadam",
     "fedavg",

@@ -33,7 +33,12 @@ from fedloom.aggregate import (
     finish,
     fold,
 )
-from fedloom.algorithms.personal import PERSONAL_VALUES, Personal, personalized_params
+from fedloom.algorithms.personal import (
+    PERSONAL_VALUES,
+    Personal,
+    PersonalModel,
+    personalized_params,
+)
 from fedloom.client import ClientProgram, LocalTraining
 from fedloom.client.store import ClientStates, with_writes
 from fedloom.types import ClientPlan, ClientResult
@@ -65,6 +70,8 @@ class Algorithm:
             one full-batch step).
         personal: the parameters each client keeps for itself (FedPer, FedBN; see
             :mod:`fedloom.algorithms.personal`); ``None`` when every parameter is shared.
+        personal_model: a whole personal model per client, trained besides the global one
+            (Ditto, :mod:`fedloom.algorithms.ditto`); ``None`` for none.
     """
 
     name: str
@@ -73,6 +80,7 @@ class Algorithm:
     state: StateLogic | None = None
     local_overrides: Mapping[str, Any] = field(default_factory=dict)
     personal: Personal | None = None
+    personal_model: PersonalModel | None = None
 
     @property
     def weighting(self) -> ClientStage:

@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NORM_LAYERS",
+    "PERSONAL_MODEL",
     "PERSONAL_VALUES",
     "Personal",
+    "PersonalModel",
     "check_buffers",
     "personal_mask",
     "personalized_models",
@@ -51,6 +53,10 @@ __all__ = [
 PERSONAL_VALUES = "personal/values"
 """The client-state store entry holding a client's personal coordinates (``mask.sum()``
 values, in flat-vector order)."""
+
+PERSONAL_MODEL = "personal/model"
+"""The client-state store entry holding a client's whole personal model (Ditto's ``v_k``, a
+full flat parameter vector)."""
 
 NORM_LAYERS = (
     nn.modules.batchnorm._BatchNorm,
@@ -99,6 +105,40 @@ class Personal:
                 "call fedloom.algorithms.personal.with_model(algorithm, module) first"
             )
         return self.mask
+
+
+@dataclass(frozen=True)
+class PersonalModel:
+    """A whole personal model per client, linked to the global one (Ditto, Li et al. 2021).
+
+    Every round each sampled client trains the global model as FedAvg does (the update the
+    server aggregates) and, separately, takes its personal model ``v_k`` (from the
+    client-state store under :data:`PERSONAL_MODEL`; a client without one starts it from the
+    received ``w_t``) ``steps`` local steps (or ``epochs`` passes) on the objective
+    ``F_k(v) + lam / 2 * ||v - w_t||^2``. ``v_k`` never reaches the server's aggregate.
+
+    Attributes:
+        lam: the proximal coefficient lambda (>= 0; 0 is independent local training).
+        steps, epochs: the personal pass's local work (exactly one of them).
+        field: the config field named in errors.
+    """
+
+    lam: float
+    steps: int | None = None
+    epochs: int | None = None
+    field: str = "algorithm"
+
+    def __post_init__(self) -> None:
+        if not self.lam >= 0:
+            raise ConfigError(f"{self.field}.lam: must be >= 0, got {self.lam}")
+        if (self.steps is None) == (self.epochs is None):
+            raise ConfigError(
+                f"{self.field}: give exactly one of personal_steps and personal_epochs "
+                f"(got {self.steps} and {self.epochs})"
+            )
+        for name, value in (("personal_steps", self.steps), ("personal_epochs", self.epochs)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{self.field}.{name}: must be >= 1, got {value}")
 
 
 def personal_mask(personal: Personal, module: nn.Module) -> torch.Tensor:
@@ -164,8 +204,16 @@ def personalized_params(
 
 
 def personalized_models(algorithm: Algorithm, state: ServerState) -> dict[int, torch.Tensor]:
-    """Every client's personalized model (the global shared part and its personal part), for
-    the clients that have personal values; the others use the global model."""
+    """Every client's personalized model (the global shared part and its personal part, or
+    its whole personal model under Ditto), for the clients that have one; the others use the
+    global model."""
+    if algorithm.personal_model is not None:
+        found = {}
+        for client_id in list(state.clients):
+            model = state.clients[client_id].get(PERSONAL_MODEL)
+            if model is not None:
+                found[int(client_id)] = model
+        return found
     if algorithm.personal is None:
         return {}
     mask = algorithm.personal.resolved()

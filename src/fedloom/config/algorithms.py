@@ -135,6 +135,7 @@ register_algorithm("feddyn", "fedloom.algorithms.feddyn:feddyn")
 register_algorithm("dp_fedavg", "fedloom.privacy.dp_fedavg:dp_fedavg")
 register_algorithm("fedper", "fedloom.algorithms.fedper:fedper")
 register_algorithm("fedbn", "fedloom.algorithms.fedper:fedbn")
+register_algorithm("ditto", "fedloom.algorithms.ditto:ditto")
 
 
 def server_defaults(name: str) -> tuple[float, str]:

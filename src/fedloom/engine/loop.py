@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import torch
 
@@ -22,8 +23,10 @@ from fedloom.algorithms import (
     server_init,
     server_update,
 )
+from fedloom.algorithms.ditto import personal_plans
+from fedloom.algorithms.ditto import personal_writes as ditto_writes
 from fedloom.client import LocalContext, LocalTraining
-from fedloom.client.store import ClientStates
+from fedloom.client.store import ClientStates, with_writes
 from fedloom.data import sample_cohort
 from fedloom.data.sampling import SAMPLINGS, Sampling, cohort_size
 from fedloom.engine.callbacks import Callback, History, notify_round
@@ -105,6 +108,7 @@ def run_rounds(
     on_client_error: OnClientError = "skip",
     client_states: ClientStates | None = None,
     noise_secret: int | None = None,
+    personal_executor: Executor | None = None,
 ) -> History:
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
@@ -144,6 +148,10 @@ def run_rounds(
         noise_secret: mixed into the DP noise streams (a deployed server draws it from the
             operating system, so the noise cannot be regenerated from the run seed); ``None``
             keeps the noise reproducible, as a simulation's.
+        personal_executor: trains the clients' personal models (Ditto,
+            ``algorithm.personal_model``): called after ``executor`` on the same cohort with
+            the plans of :func:`fedloom.algorithms.ditto.personal_plans`; the new personal
+            models go into the client-state store whatever the round's outcome.
     """
     on_client_error = check_on_client_error(on_client_error)
     if sampling not in SAMPLINGS:
@@ -197,6 +205,13 @@ def run_rounds(
         shared = algorithm.state.shared(state.algorithm) if algorithm.state is not None else {}
         context = LocalContext(global_params=state.params, extras=shared)
         outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
+        personal_writes: dict[int, dict[str, torch.Tensor]] = {}
+        if algorithm.personal_model is not None and plans:
+            if personal_executor is None:
+                raise ValueError(f"{algorithm.name} needs a personal_executor (its personal pass)")
+            personal = personal_plans(state, plans, seed=seed)
+            trained = personal_executor.fit(personal, state.params, start_buffers, context)
+            personal_writes = ditto_writes(state.params, trained)
         returned = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
         judge_failures(failures, round_number=t + 1, on_client_error=on_client_error)
@@ -281,6 +296,8 @@ def run_rounds(
             )
             state = state.skipped()
             metrics["round_skipped"] = 1.0
+        if personal_writes:
+            state = replace(state, clients=with_writes(state.clients, personal_writes))
         if evaluate is not None and ((t + 1) % eval_every == 0 or t + 1 == rounds):
             metrics.update(evaluate(state, client_buffers))
         metrics["wall_s"] = time.perf_counter() - started

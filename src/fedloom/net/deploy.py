@@ -120,7 +120,7 @@ def serve(
         )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
-    if algorithm.personal is not None:
+    if algorithm.personal is not None or algorithm.personal_model is not None:
         raise ConfigError(
             f"algorithm: {algorithm.name} keeps personal parameters on each client, which "
             "deployment does not support yet (a later slice of issue 16); it runs in "
