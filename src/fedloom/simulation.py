@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -17,7 +18,7 @@ import torch
 from fedloom.algorithms import Algorithm, ServerState
 from fedloom.algorithms.ditto import personal_program, personal_settings
 from fedloom.algorithms.personal import check_buffers, personalized_models, with_model
-from fedloom.client import LocalTraining
+from fedloom.client import LocalContext, LocalTraining
 from fedloom.client.store import ClientStates
 from fedloom.data import FederatedDataset
 from fedloom.data.sampling import Sampling
@@ -34,11 +35,42 @@ from fedloom.engine import (
 )
 from fedloom.models import ModelSource, initial_module
 from fedloom.params import flatten_buffers, flatten_params
+from fedloom.rng import derive_seed
 from fedloom.sim import make_executor
 from fedloom.sim.attacks import Attack, AttackedExecutor, choose_attackers, flip_labels
 from fedloom.tasks import Task, classification
+from fedloom.types import ClientPlan, ClientResult
 
 __all__ = ["initial_module", "simulate"]
+
+
+def finetuned_models(
+    executor: Executor,
+    data: FederatedDataset,
+    state: ServerState,
+    client_buffers: Mapping[int, torch.Tensor],
+    *,
+    seed: int,
+) -> dict[int, torch.Tensor]:
+    """Every client's fine-tuned copy of the global model: ``executor``'s local steps from
+    ``state.params`` on the client's training split, its batches from the stream
+    ``("finetune", round, client)`` (clients without training data, and failed or diverged
+    fine-tuning, keep the global model)."""
+    sizes = data.client_sizes
+    plans = [
+        ClientPlan(k, state.round, derive_seed(seed, "finetune", state.round, k))
+        for k in range(data.num_clients)
+        if sizes[k] > 0
+    ]
+    if not plans:
+        return {}
+    starts = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
+    outcomes = executor.fit(plans, state.params, starts, LocalContext(global_params=state.params))
+    return {
+        o.client_id: state.params + o.update
+        for o in outcomes
+        if isinstance(o, ClientResult) and bool(torch.isfinite(o.update).all())
+    }
 
 
 def simulate(
@@ -61,6 +93,7 @@ def simulate(
     eval_every: int = 1,
     eval_clients: bool = True,
     eval_train: bool = False,
+    finetune_steps: int = 0,
     callbacks: Sequence[Callback] = (),
     checkpoint: Checkpoints | None = None,
     on_client_error: OnClientError = "skip",
@@ -92,6 +125,10 @@ def simulate(
         eval_every: evaluate every this many rounds (and after the last).
         eval_clients: also evaluate on every client's held-out split.
         eval_train: also measure the global training loss (``train_loss_global``).
+        finetune_steps: with ``eval_clients``, also fine-tune the global model ``k`` local
+            steps (the local settings, no algorithm terms) on each client's training split
+            and score it on the client's held-out split: ``client_finetuned_accuracy_*``
+            (local fine-tuning as a personalization baseline; 0: off).
         callbacks: observers (metrics files, progress bars).
         checkpoint: save the state after every round there, and continue from it when it
             already holds a checkpoint of this run (:class:`fedloom.engine.Checkpoints`).
@@ -137,6 +174,14 @@ def simulate(
             task=task,
             workers=workers,
         )
+    if finetune_steps < 0:
+        raise ValueError(f"finetune_steps must be >= 0, got {finetune_steps}")
+    tuning: Executor | None = None
+    if finetune_steps and eval_clients:  # on the clean data: fine-tuning is evaluation
+        tuning = make_executor(
+            engine, module, data, replace(settings, steps=finetune_steps), task=task,
+            workers=workers,
+        )  # fmt: skip
     evaluator = Evaluator(module, data, task=task)  # clean labels: attackers' held-out data too
 
     def evaluate(state: ServerState, client_buffers: dict[int, torch.Tensor]) -> dict[str, float]:
@@ -150,6 +195,13 @@ def simulate(
                         state.params, state.buffers, client_buffers, own, prefix="client_personal"
                     )
                 )
+        if tuning is not None:
+            tuned = finetuned_models(tuning, data, state, client_buffers, seed=seed)
+            metrics.update(
+                evaluator.client_metrics(
+                    state.params, state.buffers, client_buffers, tuned, prefix="client_finetuned"
+                )
+            )
         if eval_train:
             metrics.update(evaluator.train_metrics(state.params, state.buffers))
         return metrics
@@ -178,7 +230,7 @@ def simulate(
             personal_executor=personal_executor,
         )
     finally:
-        for used in (executor, personal_executor):
+        for used in (executor, personal_executor, tuning):
             close = getattr(used, "close", None)
             if close is not None:
                 close()

@@ -152,3 +152,33 @@ def test_ditto_from_yaml_and_the_deployed_server_refuses_it(tmp_path, capsys):
                  "--set", "algorithm={name: ditto, lam: 0.1, personal_steps: 2}"])  # fmt: skip
     assert code == 2
     assert "ditto keeps personal parameters on each client" in capsys.readouterr().err
+
+
+def test_finetuned_scores_by_hand(digits):
+    """finetune_steps=2 with full-batch SGD: each client's fine-tuned model is two gradient
+    steps of the mean cross-entropy on its own training split from the final global model,
+    computed here with autograd, then scored on its held-out split."""
+    data = _data(digits)
+    local = fl.LocalTraining(epochs=1, batch_size=None, lr=0.5)
+    history = fl.simulate(
+        fl.fedavg(), data, _linear, rounds=1, fraction=1.0, local=local, seed=1,
+        engine="sequential", finetune_steps=2,
+    )  # fmt: skip
+    metrics, w = history.reports[-1].metrics, history.final_state.params
+    tuned = {}
+    for client_id in range(4):
+        x, y = data.client_data(client_id)
+        v = w.clone()
+        for _ in range(2):
+            v = v.detach().requires_grad_(True)
+            weight, bias = v[:640].view(10, 64), v[640:]
+            loss = nn.functional.cross_entropy(x.reshape(len(x), -1) @ weight.T + bias, y)
+            (grad,) = torch.autograd.grad(loss, v)
+            v = v.detach() - 0.5 * grad
+        tuned[client_id] = v
+    evaluator = fl.engine.Evaluator(initial_module(_linear, seed=1), data)
+    by_hand = evaluator.client_metrics(w, torch.zeros(0), {}, tuned, prefix="mine")
+    assert metrics["client_finetuned_accuracy_mean"] == pytest.approx(by_hand["mine_accuracy_mean"])
+    assert metrics["client_finetuned_accuracy_mean"] != metrics["client_accuracy_mean"]
+    with pytest.raises(ValueError, match="finetune_steps"):
+        fl.simulate(fl.fedavg(), data, _linear, rounds=1, finetune_steps=-1)
