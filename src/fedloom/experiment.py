@@ -81,6 +81,7 @@ def simulate_config(
         eval_every=config.eval.every,
         eval_clients=config.eval.clients,
         eval_train=config.eval.train,
+        finetune_steps=config.eval.finetune_steps,
         callbacks=[*callbacks, *stopping],
         checkpoint=checkpoint,
         on_client_error=config.server.on_client_error,

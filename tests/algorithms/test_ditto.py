@@ -182,3 +182,14 @@ def test_finetuned_scores_by_hand(digits):
     assert metrics["client_finetuned_accuracy_mean"] != metrics["client_accuracy_mean"]
     with pytest.raises(ValueError, match="finetune_steps"):
         fl.simulate(fl.fedavg(), data, _linear, rounds=1, finetune_steps=-1)
+
+
+def test_finetuned_scores_from_yaml():
+    from fedloom.config import load_config
+    from fedloom.experiment import simulate_config
+
+    yaml = ["rounds=1", "data.dataset=digits", "data.num_clients=4", "eval.finetune_steps=2"]
+    metrics = simulate_config(load_config(None, yaml)).reports[-1].metrics
+    assert "client_finetuned_accuracy_mean" in metrics
+    with pytest.raises(ConfigError, match="finetune_steps"):
+        load_config(None, [*yaml, "eval.finetune_steps=-1"])

@@ -41,8 +41,9 @@ configuration:
         client.{{epochs,steps,batch_size,lr,momentum,weight_decay,
         heterogeneity.{{low,high}},stragglers.{{fraction,policy}}}},
         server.{{fraction,sampling,lr,weighting}}, algorithm.{{name,<its parameters>}},
-        eval.{{every,clients,train}}, output.{{runs_dir,plots,save_model,checkpoint,
-        best_model,tensorboard,mlflow,mlflow_experiment}},
+        eval.{{every,clients,train,finetune_steps}},
+        output.{{runs_dir,plots,save_model,checkpoint,best_model,tensorboard,mlflow,
+        mlflow_experiment}},
         early_stopping.{{metric,patience,min_delta,mode}}
   Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural,
   rare_class (rare_class, prevalence, alpha, rest_alpha: one class rare and uneven).

@@ -104,6 +104,11 @@ class EvalConfig(Section):
     every: Annotated[int, Field(ge=1)] = 1
     clients: bool = True
     train: bool = Field(default=False, description="also the global training loss")
+    finetune_steps: Annotated[int, Field(ge=0)] = Field(
+        default=0,
+        description="also fine-tune the global model this many local steps on each client's "
+        "training split and score it on its held-out split (client_finetuned_*; 0: off)",
+    )
 
 
 class EarlyStoppingConfig(Section):
