@@ -193,3 +193,17 @@ def test_finetuned_scores_from_yaml():
     assert "client_finetuned_accuracy_mean" in metrics
     with pytest.raises(ConfigError, match="finetune_steps"):
         load_config(None, [*yaml, "eval.finetune_steps=-1"])
+
+
+def test_the_summary_shows_the_finetuned_spread(digits):
+    from rich.console import Console
+
+    from fedloom.report.console import summary_table
+
+    data = _data(digits)
+    history = fl.simulate(fl.fedavg(), data, _linear, rounds=1, fraction=0.5, finetune_steps=2)
+    console = Console(width=120, record=True)
+    console.print(summary_table(history, title="t", run_dir=None, elapsed_s=1.0))
+    text = console.export_text()
+    assert f"{history.reports[-1].metrics['client_finetuned_accuracy_mean']:.4f}" in text
+    assert "fine-tuned client accuracy mean" in text

@@ -112,9 +112,13 @@ def summary_table(
     row(f"client {label} best 10%", _last(records, f"{client}_best10"), ".4f")
     row("smallest 10% of clients", _last(records, f"{client}_smallest10"), ".4f")
     personal = f"client_personal_{score}"
-    if _last(records, f"{personal}_mean") is not None:  # FedPer, FedBN: personalized models
+    if _last(records, f"{personal}_mean") is not None:  # FedPer, FedBN, Ditto
         row(f"personalized client {label} mean", _last(records, f"{personal}_mean"), ".4f")
         row("personalized worst 10%", _last(records, f"{personal}_worst10"), ".4f")
+    tuned = f"client_finetuned_{score}"
+    if _last(records, f"{tuned}_mean") is not None:  # eval.finetune_steps: fine-tuned models
+        row(f"fine-tuned client {label} mean", _last(records, f"{tuned}_mean"), ".4f")
+        row("fine-tuned worst 10%", _last(records, f"{tuned}_worst10"), ".4f")
     if _last(records, "dp_epsilon") is not None:  # a differentially private run
         row("privacy spent (epsilon)", _last(records, "dp_epsilon"), ".3f")
     row("examples processed", sum(r.get("examples_processed", 0) for r in records), ",.0f")
