@@ -82,7 +82,7 @@ def test_apply_changes_only_the_owners_rows_and_keeps_the_test_set():
             expected = (0.5 + 0.5 * (pixels - 0.5)) * (hi - lo) + lo
             torch.testing.assert_close(x1[rows], expected)
     torch.testing.assert_close(scanned.dataset.test_x, data.dataset.test_x)
-    assert scanned.client_train == data.client_train
+    assert all(map(np.array_equal, scanned.client_train, data.client_train))
     assert torch.equal(scanned.dataset.train_y, data.dataset.train_y)
     again = apply_scanners(data, scanners, seed=0).dataset.train_x
     assert torch.equal(again, x1)  # the noise is fixed by the seed
@@ -121,3 +121,44 @@ def test_one_scanner_per_client():
         apply_scanners(data, [Scanner("blur", 0.5)] * 3, seed=0)
     with pytest.raises(ValueError, match="unknown scanner kind"):
         Scanner("sepia", 1.0)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.scanners.strength=0", "data.scanners.strength: Input should be greater than 0"),
+        ("data.scanners.strength=2", "data.scanners.strength: Input should be less than or equal"),
+        ("data.scanners.kinds=[]", "data.scanners.kinds: List should have at least 1 item"),
+        ("data.scanners.kinds=[sepia]", "data.scanners.kinds.0: Input should be 'brightness'"),
+        ("data.scanners.lens=1", "data.scanners.lens: unknown key; allowed keys here: kinds"),
+    ],
+)
+def test_bad_scanner_config_names_the_field(override, expected):
+    from fedloom.config import load_config
+    from fedloom.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert len(info.value.problems) == 1
+    assert expected in info.value.problems[0]
+
+
+def test_scanners_from_config_transform_owned_rows_and_refuse_flat_inputs():
+    from fedloom.config import load_config
+    from fedloom.config.data import build_federated_data
+    from fedloom.errors import ConfigError
+
+    plain = build_federated_data(load_config(None, ["data.num_clients=5"]).data, seed=2)
+    config = load_config(None, ["data.num_clients=5", "data.scanners.strength=0.8"])
+    assert config.data.scanners is not None and len(config.data.scanners.kinds) == 5
+    skewed = build_federated_data(config.data, seed=2)
+    assert all(map(np.array_equal, skewed.client_train, plain.client_train))  # same split
+    assert torch.equal(skewed.dataset.test_x, plain.dataset.test_x)  # the test set stays clean
+    for k in range(5):
+        rows = torch.from_numpy(skewed.client_train[k])
+        assert not torch.equal(skewed.dataset.train_x[rows], plain.dataset.train_x[rows])
+    again = build_federated_data(config.data, seed=2)
+    assert torch.equal(again.dataset.train_x, skewed.dataset.train_x)
+    flat = load_config(None, ["data.dataset=synthetic", "data.num_clients=5", "data.scanners={}"])
+    with pytest.raises(ConfigError, match=r"data.scanners: need image inputs"):
+        build_federated_data(flat.data, seed=0)

@@ -36,7 +36,8 @@ configuration:
     --set rounds=50 --set data.dataset=mnist --set data.partition=shards
     --set data.partition.shards_per_client=2 --set client.epochs=5 --set server.fraction=0.1
   Keys: name, seed, rounds, engine, workers,
-        data.{{dataset,root,num_clients,partition,holdout_fraction,normalize,synthetic}},
+        data.{{dataset,root,num_clients,partition,holdout_fraction,normalize,synthetic,
+        scanners.{{kinds,strength}}}},
         model.{{name,buffers}}, task.{{name,<its options>}},
         client.{{epochs,steps,batch_size,lr,momentum,weight_decay,
         heterogeneity.{{low,high}},stragglers.{{fraction,policy}}}},
