@@ -162,3 +162,19 @@ def test_scanners_from_config_transform_owned_rows_and_refuse_flat_inputs():
     flat = load_config(None, ["data.dataset=synthetic", "data.num_clients=5", "data.scanners={}"])
     with pytest.raises(ConfigError, match=r"data.scanners: need image inputs"):
         build_federated_data(flat.data, seed=0)
+
+
+def test_digits_cnn_in_has_instance_norm_and_no_buffers():
+    from fedloom.models import MODELS, digits_cnn, digits_cnn_in
+
+    module = digits_cnn_in()
+    assert sum(p.numel() for p in module.parameters()) == 17_290
+    assert list(module.buffers()) == []  # no running statistics: trains vectorized
+    assert (
+        isinstance(module[1], torch.nn.InstanceNorm2d) and MODELS["digits_cnn_in"] is digits_cnn_in
+    )
+    x = torch.rand(3, 1, 8, 8)
+    feature = module[1](module[0](x))  # each image's channels: mean 0, variance 1 (affine = id)
+    assert feature.mean(dim=(2, 3)).abs().max() < 1e-5
+    assert feature.var(dim=(2, 3), unbiased=False).sub(1).abs().max() < 1e-3
+    assert module(x).shape == digits_cnn()(x).shape == (3, 10)

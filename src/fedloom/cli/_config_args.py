@@ -59,7 +59,7 @@ configuration:
   clip_learning_rate, clipped_count_stddev, local_dp), fedper (personal: parameter-name
   patterns kept on each client, e.g. [6.*]), fedbn (normalization layers kept on each
   client; needs model.buffers: local and a model with normalization layers,
-  e.g. model.name=digits_cnn_bn),
+  e.g. model.name=digits_cnn_bn; digits_cnn_in has instance norm instead, no buffers),
   e.g. --set algorithm=fedprox --set algorithm.mu=0.1
   Sampling (server.sampling): uniform (exactly max(round(fraction K), 1) clients),
   poisson (each client with probability fraction; the cohort size varies).
