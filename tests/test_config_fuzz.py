@@ -77,7 +77,7 @@ NAMED = ["algorithm", "server.aggregator", "data.partition", "model.name", "engi
          "data.dataset", "model.buffers", "client.stragglers.policy", "server.weighting",
          "attack.kind", "deploy.client_state", "server.on_client_error"]  # fmt: skip
 MISFITS = {"digits": (["mnist_2nn", "mnist_cnn"], "(1, 8, 8)"),
-           "synthetic": (["mnist_2nn", "mnist_cnn", "digits_mlp", "digits_cnn", "digits_cnn_bn"], "(60,)")}  # fmt: skip
+           "synthetic": (["mnist_2nn", "mnist_cnn", "digits_mlp", "digits_cnn", "digits_cnn_bn", "digits_cnn_in"], "(60,)")}  # fmt: skip
 FITS = {"digits": ["auto", "digits_cnn", "digits_mlp", "logistic_regression"],
         "synthetic": ["auto", "logistic_regression"]}  # fmt: skip
 BAD_YAML = ["[1", "{a: 1", "'open", '"open', "a: b: c", "@x", "`x", "!!int abc", "!!bool maybe"]

@@ -36,7 +36,8 @@ configuration:
     --set rounds=50 --set data.dataset=mnist --set data.partition=shards
     --set data.partition.shards_per_client=2 --set client.epochs=5 --set server.fraction=0.1
   Keys: name, seed, rounds, engine, workers,
-        data.{{dataset,root,num_clients,partition,holdout_fraction,normalize,synthetic}},
+        data.{{dataset,root,num_clients,partition,holdout_fraction,normalize,synthetic,
+        scanners.{{kinds,strength}}}},
         model.{{name,buffers}}, task.{{name,<its options>}},
         client.{{epochs,steps,batch_size,lr,momentum,weight_decay,
         heterogeneity.{{low,high}},stragglers.{{fraction,policy}}}},
@@ -59,8 +60,9 @@ configuration:
   clip_learning_rate, clipped_count_stddev, local_dp), fedper (personal: parameter-name
   patterns kept on each client, e.g. [6.*]), fedbn (normalization layers kept on each
   client; needs model.buffers: local and a model with normalization layers,
-  e.g. model.name=digits_cnn_bn), ditto (lam, personal_steps or personal_epochs: a
-  personal model per client, trained besides the global one),
+  e.g. model.name=digits_cnn_bn; digits_cnn_in has instance norm instead, no buffers),
+  ditto (lam, personal_steps or personal_epochs: a personal model per client, trained
+  besides the global one),
   e.g. --set algorithm=fedprox --set algorithm.mu=0.1
   Sampling (server.sampling): uniform (exactly max(round(fraction K), 1) clients),
   poisson (each client with probability fraction; the cohort size varies).

@@ -32,6 +32,7 @@ __all__ = [
     "NaturalPartition",
     "QuantityPartition",
     "RareClassPartition",
+    "ScannersConfig",
     "ShardsPartition",
     "SyntheticConfig",
     "build_dataset",
@@ -108,6 +109,27 @@ class SyntheticConfig(Section):
     iid: bool = False
 
 
+ScannerKind = Literal["brightness", "contrast", "gamma", "blur", "noise"]
+
+
+def _all_scanner_kinds() -> list[ScannerKind]:
+    return ["brightness", "contrast", "gamma", "blur", "noise"]
+
+
+class ScannersConfig(Section):
+    """Feature skew: each client sees its inputs through its own "scanner" (a fixed input
+    transform drawn from the seed, :mod:`fedloom.data.scanners`), on top of the partition.
+    The global test set stays clean; per-client held-out accuracy carries the scanners."""
+
+    kinds: Annotated[list[ScannerKind], Field(min_length=1)] = Field(
+        default_factory=_all_scanner_kinds,
+        description="transforms dealt to clients in turn (client k: kinds[k % len])",
+    )
+    strength: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.5, description="how strong each client's transform is, in (0, 1]"
+    )
+
+
 class DataConfig(Section):
     dataset: Literal["digits", "mnist", "synthetic"] = "digits"
     root: str | None = Field(
@@ -126,6 +148,9 @@ class DataConfig(Section):
         "or auto (the dataset's own: mnist standardized, digits and synthetic raw)",
     )
     synthetic: SyntheticConfig = SyntheticConfig()
+    scanners: ScannersConfig | None = Field(
+        default=None, description="per-client input transforms (feature skew); null: none"
+    )
 
     @field_validator("partition", mode="before")
     @classmethod
@@ -212,7 +237,7 @@ def build_federated_data(
                 "partition"
             )
     try:
-        return federate(dataset, partitioner, holdout_fraction=config.holdout_fraction, seed=seed)
+        data = federate(dataset, partitioner, holdout_fraction=config.holdout_fraction, seed=seed)
     except (ValueError, FedloomError) as exc:  # the data cannot be split this way
         if isinstance(exc, ConfigError):
             raise
@@ -220,3 +245,15 @@ def build_federated_data(
             f"data.partition: {str(exc).splitlines()[0]} (data.num_clients = "
             f"{config.num_clients}, {len(dataset.train_y)} training examples in {dataset.name})"
         ) from None
+    if config.scanners is None:
+        return data
+    from fedloom.data.scanners import apply_scanners, draw_scanners
+
+    if data.dataset.train_x.ndim != 4:
+        raise ConfigError(
+            f"data.scanners: need image inputs [N, C, H, W]; {dataset.name} has inputs shaped "
+            f"{tuple(data.dataset.train_x.shape[1:])}"
+        )
+    spec = config.scanners
+    scanners = draw_scanners(data.num_clients, spec.kinds, spec.strength, seed=seed)
+    return apply_scanners(data, scanners, seed=seed)

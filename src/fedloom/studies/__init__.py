@@ -22,6 +22,7 @@ STUDIES = {
     "rare-events": "cross-entropy vs weighted CE vs focal loss on a 2% MNIST class (recall, PR-AUC)",
     "dp-audit": "empirical lower bound on DP-FedAvg's epsilon from canary clients",
     "dp-tradeoff": "DP-FedAvg accuracy vs epsilon, MNIST 2NN, 1,000 clients",
+    "scanner-skew": "FedAvg vs instance norm vs FedBN when each client has its own scanner (digits)",
 }
 
 
