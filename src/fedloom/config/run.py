@@ -287,9 +287,9 @@ class RunConfig(Section):
         engine (engines agree to float rounding), the failure policy (it stops a run, it
         does not change a completed round), and the number of rounds and the early-stopping
         rule, so a finished run can be extended (a round depends only on the seed and its own
-        number). The defaults of ``server.sampling`` (uniform), ``data.normalize`` (auto) and
-        ``task`` (classification) are left out too, so runs checkpointed before those keys
-        existed still resume."""
+        number). The defaults of ``server.sampling`` (uniform), ``data.normalize`` (auto),
+        ``data.scanners`` (none), ``eval.finetune_steps`` (0) and ``task`` (classification)
+        are left out too, so runs checkpointed before those keys existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         if self.task == type(self).model_fields["task"].default:
             ignored.add("task")
@@ -299,12 +299,18 @@ class RunConfig(Section):
         if self.server.secure_aggregation is None:  # off: the fingerprints of before it existed
             server["secure_aggregation"] = True
         data: dict[str, bool] = {"normalize": True} if self.data.normalize == "auto" else {}
+        if self.data.scanners is None:  # off: the fingerprints of before it existed
+            data["scanners"] = True
+        evaluation: dict[str, bool] = {}
+        if self.eval.finetune_steps == 0:  # an extra metric only; off: as before it existed
+            evaluation["finetune_steps"] = True
         decisive = self.model_dump(
             mode="json",
             exclude={
                 **dict.fromkeys(ignored, True),
                 "server": server,
                 **({"data": data} if data else {}),
+                **({"eval": evaluation} if evaluation else {}),
             },
         )
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
