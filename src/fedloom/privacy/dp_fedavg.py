@@ -90,51 +90,15 @@ from fedloom.privacy.accountant import (
     noise_multiplier_for,
 )
 from fedloom.privacy.adaptive import AdaptiveNoise, adaptive_clipping, check_cohort
+from fedloom.privacy.ledger import (
+    Mechanism,
+    describe_mechanism,
+    recorded_mechanism,
+    round_mechanism,
+)
 from fedloom.privacy.local_dp import local_program
 
 __all__ = ["DENOMINATORS", "GaussianSumNoise", "calibrate", "dp_fedavg"]
-
-
-Mechanism = dict[str, Any]
-"""How a round's cohort was sampled, as the ledger records it: ``population`` N,
-``sampling``, ``cohort`` (M exactly, or ``q N`` expected) and ``rate`` q."""
-
-
-def _mechanism(info: RoundInfo) -> Mechanism | None:
-    """The round's sampling as the accountant needs it, or ``None`` when ``info`` lacks it."""
-    n = info.num_clients
-    if n is None:
-        return None
-    if info.sampling == "poisson":
-        if info.sampling_rate is None:
-            return None
-        q = info.sampling_rate
-        return {"population": n, "sampling": "poisson", "cohort": q * n, "rate": q}
-    if info.sampling != "uniform" or info.cohort_size is None:
-        return None
-    m = info.cohort_size
-    return {"population": n, "sampling": "uniform", "cohort": m, "rate": m / n}
-
-
-def _recorded(ledger: Mapping[str, Any]) -> Mechanism:
-    """The sampling the ledger's rounds ran with (a ledger from before fedloom knew Poisson
-    sampling holds uniform rounds only)."""
-    n, m = ledger["population"], ledger["cohort"]
-    sampling = ledger.get("sampling") or "uniform"
-    rate = ledger.get("rate")
-    return {
-        "population": n,
-        "sampling": sampling,
-        "cohort": m,
-        "rate": rate if rate is not None else (m / n if n else 0.0),
-    }
-
-
-def _described(mechanism: Mechanism) -> str:
-    n, q = mechanism["population"], mechanism["rate"]
-    if mechanism["sampling"] == "poisson":
-        return f"poisson sampling of {n} clients at q = {q:g}"
-    return f"uniform sampling of {mechanism['cohort']} of {n} clients"
 
 
 DENOMINATORS = ("fixed", "clipped_count")
@@ -181,18 +145,18 @@ class GaussianSumNoise:
     def _check_ledger(self, ledger: Mapping[str, Any], mechanism: Mechanism) -> None:
         """Refuse a round sampled otherwise than the rounds already in the ledger: the
         accountant composes one sampled mechanism, ``rounds`` times."""
-        if not ledger["rounds"] or _recorded(ledger) == mechanism:
+        if not ledger["rounds"] or recorded_mechanism(ledger) == mechanism:
             return
         raise FedloomError(
             f"the privacy ledger holds {ledger['rounds']} rounds of "
-            f"{_described(_recorded(ledger))}, but this round has {_described(mechanism)}; "
+            f"{describe_mechanism(recorded_mechanism(ledger))}, but this round has {describe_mechanism(mechanism)}; "
             "the accountant composes one sampled mechanism, so a private run keeps its "
             "population, fraction and server.sampling: start a new run to change them"
         )
 
     def stop_reason(self, ledger: dict[str, Any], info: RoundInfo) -> str | None:
         """Why the next round must not run (it would exceed ``max_epsilon``), or ``None``."""
-        mechanism = _mechanism(info)
+        mechanism = round_mechanism(info)
         if self.max_epsilon is None or mechanism is None:
             return None
         self._check_ledger(ledger, mechanism)
@@ -216,7 +180,7 @@ class GaussianSumNoise:
         params: torch.Tensor,
         info: RoundInfo,
     ) -> tuple[torch.Tensor, Any]:
-        mechanism = _mechanism(info)
+        mechanism = round_mechanism(info)
         expected = info.expected_cohort
         if mechanism is None or expected is None:
             raise ValueError(
@@ -241,7 +205,11 @@ class GaussianSumNoise:
         they ran with."""
         if not ledger["rounds"]:
             return {"dp_epsilon": 0.0}
-        return {"dp_epsilon": epsilon(self.setting(_recorded(ledger), ledger["rounds"]), self.z)}
+        return {
+            "dp_epsilon": epsilon(
+                self.setting(recorded_mechanism(ledger), ledger["rounds"]), self.z
+            )
+        }
 
 
 def dp_fedavg(
@@ -388,7 +356,7 @@ def calibrate(
         sampling=sampling,
         sampling_rate=fraction if sampling == "poisson" else None,
     )
-    mechanism = _mechanism(info)
+    mechanism = round_mechanism(info)
     stages = []
     changed = False
     for stage in algorithm.aggregation.server:
