@@ -16,6 +16,7 @@ from fedloom.algorithms.fednova import fednova
 from fedloom.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
 from fedloom.algorithms.fedper import fedbn, fedper
 from fedloom.algorithms.fedprox import fedprox
+from fedloom.algorithms.fedrep import fedrep
 from fedloom.algorithms.personal import Personal
 from fedloom.algorithms.qffl import qffl
 from fedloom.algorithms.scaffold import ControlVariates, scaffold, scaffold_client_control
@@ -34,6 +35,7 @@ __all__ = [
     "fedbn",
     "fednova",
     "fedper",
+    "fedrep",
     "fedprox",
     "fedsgd",
     "fedyogi",

@@ -40,6 +40,7 @@ from fedloom.algorithms.personal import (
     personalized_params,
 )
 from fedloom.client import ClientProgram, LocalTraining
+from fedloom.client.alternation import Alternation
 from fedloom.client.store import ClientStates, with_writes
 from fedloom.types import ClientPlan, ClientResult
 
@@ -97,9 +98,18 @@ class Algorithm:
 
     def client_program(self) -> ClientProgram:
         """The program the clients run: the algorithm's own, plus the statistics that the
-        aggregation's stages read."""
+        aggregation's stages read, and FedRep's head-then-body schedule (which needs the
+        personal parameters resolved: :func:`~fedloom.algorithms.personal.with_model`)."""
         wanted = set(self.program.statistics) | set(self.aggregation.statistics)
-        return replace(self.program, statistics=frozenset(wanted))
+        program = replace(self.program, statistics=frozenset(wanted))
+        if self.personal is not None and self.personal.alternates:  # FedRep: head, then body
+            alternation = Alternation(
+                self.personal.resolved(),
+                head_epochs=self.personal.head_epochs or 0,
+                head_steps=self.personal.head_steps or 0,
+            )
+            program = replace(program, alternation=alternation)
+        return program
 
     def with_aggregation(self, **changes: Any) -> Algorithm:
         """The same algorithm with parts of its pipeline replaced: ``weighting``,

@@ -76,6 +76,11 @@ class Personal:
             match at least one parameter.
         norm_layers: also every parameter of a BatchNorm, GroupNorm, LayerNorm or
             InstanceNorm submodule (FedBN).
+        head_epochs, head_steps: FedRep's head phase (at most one of them): each client
+            first trains the personal coordinates alone for this much local work, then the
+            shared ones alone for the usual local work
+            (:mod:`fedloom.client.alternation`); ``None`` for both: every coordinate trains
+            together (FedPer, FedBN).
         field: the config field named in errors.
         mask: the resolved boolean mask over the flat parameter vector (set by
             :func:`with_model`; ``None`` before).
@@ -85,8 +90,18 @@ class Personal:
     norm_layers: bool = False
     field: str = "algorithm.personal"
     mask: torch.Tensor | None = dataclasses.field(default=None, compare=False, repr=False)
+    head_epochs: int | None = None
+    head_steps: int | None = None
 
     def __post_init__(self) -> None:
+        if self.head_epochs is not None and self.head_steps is not None:
+            raise ConfigError(
+                "algorithm: give at most one of head_epochs and head_steps "
+                f"(got {self.head_epochs} and {self.head_steps})"
+            )
+        for name, value in (("head_epochs", self.head_epochs), ("head_steps", self.head_steps)):
+            if value is not None and value < 1:
+                raise ConfigError(f"algorithm.{name}: must be >= 1, got {value}")
         if isinstance(self.patterns, str):
             raise ConfigError(
                 f"{self.field}: give a list of patterns, got the string {self.patterns!r}"
@@ -96,6 +111,11 @@ class Personal:
                 f"{self.field}: no parameter is personal; give at least one pattern "
                 "(e.g. the last layer, 'fc2.*')"
             )
+
+    @property
+    def alternates(self) -> bool:
+        """Whether clients train the head first, then the body (FedRep)."""
+        return self.head_epochs is not None or self.head_steps is not None
 
     def resolved(self) -> torch.Tensor:
         """The mask; raises when the algorithm was not resolved against a model."""

@@ -62,7 +62,8 @@ configuration:
   client; needs model.buffers: local and a model with normalization layers,
   e.g. model.name=digits_cnn_bn; digits_cnn_in has instance norm instead, no buffers),
   ditto (lam, personal_steps or personal_epochs: a personal model per client, trained
-  besides the global one),
+  besides the global one), fedrep (personal, head_epochs or head_steps: the head
+  trains first with the body frozen, then the body with the head frozen),
   e.g. --set algorithm=fedprox --set algorithm.mu=0.1
   Sampling (server.sampling): uniform (exactly max(round(fraction K), 1) clients),
   poisson (each client with probability fraction; the cohort size varies).

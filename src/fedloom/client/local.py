@@ -131,11 +131,14 @@ def local_step(
     settings: LocalTraining,
     context: LocalContext,
     correction: torch.Tensor | None = None,
+    trainable: torch.Tensor | None = None,
 ) -> LocalState:
     """One SGD step on one named batch; returns a new state and leaves ``state`` untouched.
 
     ``correction`` is added to the objective's gradient (SCAFFOLD's ``c - c_k``), before
-    weight decay and momentum.
+    weight decay and momentum. ``trainable`` (a boolean ``[P]`` mask; FedRep's phases, see
+    :mod:`fedloom.client.alternation`) keeps every other coordinate, and its momentum,
+    exactly as it was.
     """
     buffers = state.buffers.clone()  # batch norm writes running statistics into it
     grad, loss = objective.grad_and_value(state.params, buffers, batch, context)
@@ -152,6 +155,10 @@ def local_step(
         weight_decay=settings.weight_decay,
         correction=correction,
     )
+    if trainable is not None:
+        params = torch.where(trainable, params, state.params)
+        if velocity is not None and state.velocity is not None:
+            velocity = torch.where(trainable, velocity, state.velocity)
     return LocalState(
         params=params,
         buffers=buffers,

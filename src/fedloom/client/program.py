@@ -5,7 +5,9 @@ A :class:`ClientProgram` is handed to the executors once, when they are built. I
 - ``terms``: extra local objective terms (FedProx's proximal term);
 - ``statistics``: numbers the client computes and reports with its update, by name;
 - ``update_transforms``: what the client does to its update before it leaves, in order
-  (local differential privacy's clip and noise, :mod:`fedloom.privacy.local_dp`).
+  (local differential privacy's clip and noise, :mod:`fedloom.privacy.local_dp`);
+- ``alternation``: FedRep's head-then-body local schedule
+  (:mod:`fedloom.client.alternation`), or ``None`` for plain local SGD on every coordinate.
 
 Per-round, per-client inputs (how much work to do, SCAFFOLD's gradient correction) travel in
 the :class:`~fedloom.types.ClientPlan` instead. Together they are everything any engine needs
@@ -40,6 +42,7 @@ from typing import Protocol
 
 import torch
 
+from fedloom.client.alternation import Alternation
 from fedloom.client.local import LocalTraining
 from fedloom.client.objectives import ObjectiveTerm
 from fedloom.client.terms import proximal_coefficient
@@ -70,6 +73,7 @@ class ClientProgram:
     terms: tuple[ObjectiveTerm, ...] = ()
     statistics: frozenset[str] = field(default_factory=frozenset)
     update_transforms: tuple[UpdateTransform, ...] = ()
+    alternation: Alternation | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.statistics) - set(STATISTICS))

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from fedloom.client.alternation import alternating_schedule, trainable
 from fedloom.client.local import (
     LocalTraining,
     batch_schedule,
@@ -41,7 +42,8 @@ def train_client(
     Training starts from the plan's ``start`` when it has one (a client's personal values),
     else from ``global_params``; the update is ``final - global_params`` either way.
     The batch order comes from the plan's seed, the amount of work from the plan's override
-    (if any) or ``settings``; ``program`` names the statistics to report and the transforms
+    (if any) or ``settings`` (FedRep's head phase comes first, see
+    :mod:`fedloom.client.alternation`); ``program`` names the statistics to report and the transforms
     the update goes through before it leaves the client (local DP's clip and noise). The
     transforms draw their randomness from ``transform_seed`` (default: the plan's seed; the
     deployed client, ``run_client``, mixes in a secret of its own).
@@ -56,7 +58,12 @@ def train_client(
     state = local_init(start, buffers, settings, track_gradients="update_variance" in wanted)
     rng = np.random.default_rng(plan.seed)
     num_examples = num_rows(data)
-    for index in batch_schedule(num_examples, settings, rng):
+    alternation = program.alternation
+    if alternation is None:
+        schedule, num_head_steps = batch_schedule(num_examples, settings, rng), 0
+    else:  # FedRep: the head alone, then the body alone
+        schedule, num_head_steps = alternating_schedule(num_examples, settings, alternation, rng)
+    for step, index in enumerate(schedule):
         state = local_step(
             state,
             take(data, torch.from_numpy(index)),
@@ -64,6 +71,7 @@ def train_client(
             settings=settings,
             context=context,
             correction=plan.correction,
+            trainable=None if alternation is None else trainable(alternation, step, num_head_steps),
         )
     if state.grad_sum is not None and state.grad_sq_sum is not None:
         statistics["update_variance"] = gradient_noise(

@@ -136,6 +136,7 @@ register_algorithm("dp_fedavg", "fedloom.privacy.dp_fedavg:dp_fedavg")
 register_algorithm("fedper", "fedloom.algorithms.fedper:fedper")
 register_algorithm("fedbn", "fedloom.algorithms.fedper:fedbn")
 register_algorithm("ditto", "fedloom.algorithms.ditto:ditto")
+register_algorithm("fedrep", "fedloom.algorithms.fedrep:fedrep")
 
 
 def server_defaults(name: str) -> tuple[float, str]:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, work_norm
+from fedloom.client.alternation import trainable
 from fedloom.client.optim import sgd_step
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
@@ -32,7 +33,7 @@ class QuadraticExecutor:
         settings: learning rate, momentum, and the default number of steps (``steps``, or
             ``epochs`` counted as steps: every step is one full-batch step).
         program: statistics to report (``initial_loss``, ``work_norm``; proximal terms are
-            applied in closed form).
+            applied in closed form), and FedRep's alternation (its head steps come first).
         client_steps: each client's own number of local steps when the plan does not say
             (a device property: fast and slow devices), instead of the shared settings.
     """
@@ -90,8 +91,11 @@ class QuadraticExecutor:
             w = start.double().clone()
             velocity = torch.zeros_like(w) if settings.momentum else None
             correction = None if plan.correction is None else plan.correction.double()
-            for _ in range(steps):
+            alternation = self.program.alternation  # FedRep: head steps first (a step an epoch)
+            head = 0 if alternation is None else alternation.head_steps or alternation.head_epochs
+            for step in range(head + steps):
                 grad = a * (w - b) + mu * (w - params.double())
+                before = (w, velocity)
                 w, velocity = sgd_step(
                     w,
                     grad,
@@ -101,6 +105,12 @@ class QuadraticExecutor:
                     weight_decay=settings.weight_decay,
                     correction=correction,
                 )
+                if alternation is not None:  # the frozen phase keeps its weights and momentum
+                    moving = trainable(alternation, step, head)
+                    w = torch.where(moving, w, before[0])
+                    if velocity is not None and before[1] is not None:
+                        velocity = torch.where(moving, velocity, before[1])
+            steps += head
             statistics: dict[str, float] = {}
             if "initial_loss" in self.program.statistics:
                 statistics["initial_loss"] = self.loss(k, start)

@@ -43,6 +43,7 @@ from fedloom.client import (
     plan_settings,
     work_norm,
 )
+from fedloom.client.alternation import alternating_schedule
 from fedloom.client.optim import accumulate_gradient_moments, sgd_step
 from fedloom.data import FederatedDataset
 from fedloom.params import buffer_spec, param_spec
@@ -175,14 +176,19 @@ class VectorizedExecutor:
         buffers: Mapping[int, torch.Tensor],
         context: LocalContext,
     ) -> list[ClientResult | ClientFailure]:
-        schedules = [
-            batch_schedule(
-                len(self._client_index[p.client_id]),
-                plan_settings(self.settings, p),
-                np.random.default_rng(p.seed),
-            )
-            for p in plans
-        ]
+        alternation = self.program.alternation
+        schedules, head_steps = [], []
+        for p in plans:
+            size, settings = len(self._client_index[p.client_id]), plan_settings(self.settings, p)
+            rng = np.random.default_rng(p.seed)
+            if alternation is None:
+                schedules.append(batch_schedule(size, settings, rng))
+                head_steps.append(0)
+            else:  # FedRep: the head phase's batches, then the body phase's
+                schedule, num_head = alternating_schedule(size, settings, alternation, rng)
+                schedules.append(schedule)
+                head_steps.append(num_head)
+        self._head_steps = head_steps
         results = self._train_cohort(plans, schedules, params, context)
         if "initial_loss" in self.program.statistics:
             for i, plan in enumerate(plans):
@@ -263,6 +269,7 @@ class VectorizedExecutor:
                         state[f"g:{name}"], squared, grads[name], cohort_dims=1, in_place=True
                     )
                 state["gsq"] += squared
+            frozen = self._frozen(rows, position, weights, state)
             for name, weight in weights.items():
                 velocity = state[f"v:{name}"] if settings.momentum else None
                 sgd_step(
@@ -275,6 +282,8 @@ class VectorizedExecutor:
                     correction=state[f"c:{name}"] if self._corrected else None,
                     in_place=True,
                 )
+            if frozen is not None:
+                self._restore(frozen, rows, position, weights, state)
             state["loss"] += loss.detach().double() * step_mask.sum(1).double()
             position = [p + 1 for p in position]
             finished = {r for r, p in enumerate(position) if p == len(schedules[rows[r]])}
@@ -299,6 +308,45 @@ class VectorizedExecutor:
                 rows = [rows[r] for r in keep]
                 position = [position[r] for r in keep]
         return results
+
+    def _frozen(
+        self,
+        rows: Sequence[int],
+        position: Sequence[int],
+        weights: dict[str, torch.Tensor],
+        state: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor] | None:
+        """With FedRep's alternation: copies of the weights (and velocities) before a step,
+        so that :meth:`_restore` can put back the coordinates this step must not move."""
+        if self.program.alternation is None:
+            return None
+        saved = {f"w:{n}": w.clone() for n, w in weights.items()}
+        if self.settings.momentum:
+            saved.update({f"v:{n}": state[f"v:{n}"].clone() for n in weights})
+        return saved
+
+    def _restore(
+        self,
+        frozen: dict[str, torch.Tensor],
+        rows: Sequence[int],
+        position: Sequence[int],
+        weights: dict[str, torch.Tensor],
+        state: dict[str, torch.Tensor],
+    ) -> None:
+        """Put back each row's frozen coordinates: the body during its head phase, the head
+        after (the ``position`` is the step just taken)."""
+        assert self.program.alternation is not None
+        head = self.spec.views(self.program.alternation.head)
+        in_head = torch.tensor(
+            [step < self._head_steps[at] for at, step in zip(rows, position, strict=True)]
+        )
+        for name, weight in weights.items():
+            lead = in_head.view(-1, *([1] * (weight.dim() - 1)))
+            moving = torch.where(lead, head[name], ~head[name])
+            weight.copy_(torch.where(moving, weight, frozen[f"w:{name}"]))
+            if self.settings.momentum:
+                velocity = state[f"v:{name}"]
+                velocity.copy_(torch.where(moving, velocity, frozen[f"v:{name}"]))
 
     def _result(
         self,
