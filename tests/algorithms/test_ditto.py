@@ -53,7 +53,8 @@ def test_lambda_zero_is_independent_local_training(digits):
     for client_id in range(4):
         v = w0
         for t in range(2):
-            seed = derive_seed(1, "ditto-personal", t, client_id)
+            plan_seed = derive_seed(1, "client", t, client_id)  # the round's plan's seed
+            seed = derive_seed(plan_seed, "ditto-personal")
             plan = ClientPlan(client_id, t, seed, start=v)
             (result,) = plain.fit(
                 [plan], torch.zeros_like(w0), {client_id: torch.zeros(0)}, context
@@ -139,7 +140,7 @@ def test_bad_input_names_the_field():
         ditto(0.1, personal_steps=0)
 
 
-def test_ditto_from_yaml_and_the_deployed_server_refuses_it(tmp_path, capsys):
+def test_ditto_from_yaml_and_the_deployed_server_refuses_server_side_state(tmp_path, capsys):
     from fedloom.cli import main
     from fedloom.config import load_config
     from fedloom.experiment import simulate_config
@@ -149,9 +150,10 @@ def test_ditto_from_yaml_and_the_deployed_server_refuses_it(tmp_path, capsys):
     metrics = simulate_config(load_config(None, yaml)).reports[-1].metrics
     assert "client_personal_accuracy_mean" in metrics
     code = main(["server", "--insecure", "--runs-dir", str(tmp_path / "runs"),
-                 "--set", "algorithm={name: ditto, lam: 0.1, personal_steps: 2}"])  # fmt: skip
+                 "--set", "algorithm={name: ditto, lam: 0.1, personal_steps: 2}",
+                 "--set", "deploy.client_state=server"])  # fmt: skip
     assert code == 2
-    assert "ditto keeps personal parameters on each client" in capsys.readouterr().err
+    assert "deploy.client_state: ditto keeps personal parameters" in capsys.readouterr().err
 
 
 def test_finetuned_scores_by_hand(digits):

@@ -211,13 +211,15 @@ def test_yaml_pattern_that_matches_nothing_is_a_config_error():
         simulate_config(config)
 
 
-def test_the_deployed_server_refuses_personal_parameters_for_now(tmp_path, capsys):
+def test_the_deployed_server_refuses_personal_parameters_kept_on_the_server(tmp_path, capsys):
     from fedloom.cli import main
 
     code = main(["server", "--insecure", "--runs-dir", str(tmp_path / "runs"),
-                 "--set", "algorithm={name: fedper, personal: ['6.*']}"])  # fmt: skip
+                 "--set", "algorithm={name: fedper, personal: ['6.*']}",
+                 "--set", "deploy.client_state=server"])  # fmt: skip
     assert code == 2
-    assert "fedper keeps personal parameters on each client" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "deploy.client_state: fedper keeps personal parameters on each client" in err
 
 
 def test_personal_values_spill_to_disk_like_in_memory(digits, tmp_path):

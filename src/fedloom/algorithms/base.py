@@ -261,6 +261,7 @@ def server_update(
     sampling: str = "uniform",
     sampling_rate: float | None = None,
     noise_secret: int | None = None,
+    personal_on_clients: bool = False,
 ) -> ServerState:
     """``w_{t+1} = w_t + pipeline(results)``; the results are folded in one at a time.
 
@@ -280,6 +281,9 @@ def server_update(
             ``sampling_rate`` q; DP-FedAvg divides by ``q N`` and accounts for it).
         noise_secret: mixed into the streams of noise that must stay secret (DP noise,
             :meth:`RoundInfo.private_generator`); ``None`` keeps them reproducible.
+        personal_on_clients: the clients keep their personal values themselves (deployment,
+            :mod:`fedloom.algorithms.personal_client`): the server stores none; the personal
+            coordinates of the updates are still left out of the aggregate.
 
     The old ``state`` is never modified; when a stage fails, no new state exists.
     """
@@ -310,7 +314,9 @@ def server_update(
     writes: dict[int, dict[str, torch.Tensor]] = {}
     for r in results:
         if mask is not None:  # keep the personal values, aggregate only the shared part
-            writes.setdefault(r.client_id, {})[PERSONAL_VALUES] = (state.params + r.update)[mask]
+            if not personal_on_clients:
+                values = (state.params + r.update)[mask]
+                writes.setdefault(r.client_id, {})[PERSONAL_VALUES] = values
             r = replace(r, update=r.update.masked_fill(mask, 0.0))
         run = fold(run, r)
         if logic is None:

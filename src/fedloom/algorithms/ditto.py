@@ -37,7 +37,14 @@ from fedloom.client.terms import ProximalTerm
 from fedloom.rng import derive_seed
 from fedloom.types import ClientFailure, ClientPlan, ClientResult
 
-__all__ = ["ditto", "personal_plans", "personal_program", "personal_settings", "personal_writes"]
+__all__ = [
+    "ditto",
+    "personal_plans",
+    "personal_program",
+    "personal_seed",
+    "personal_settings",
+    "personal_writes",
+]
 
 
 def ditto(
@@ -78,11 +85,19 @@ def personal_settings(spec: PersonalModel, settings: LocalTraining) -> LocalTrai
     return replace(settings, epochs=spec.epochs, steps=None)
 
 
+def personal_seed(plan: ClientPlan) -> int:
+    """The personal pass's minibatch stream: derived from the plan's own seed (itself from
+    the run seed, the round and the client), so that a deployed client, which knows only its
+    plan's seed, draws the same batches as a simulated one."""
+    return derive_seed(plan.seed, "ditto-personal")
+
+
 def personal_plans(
     state: ServerState, plans: Sequence[ClientPlan], *, seed: int
 ) -> list[ClientPlan]:
     """The personal pass's plans: each client's own ``v_k`` as the start (none: ``w_t``),
-    its own minibatch stream, no per-client work override and no gradient correction."""
+    its own minibatch stream (:func:`personal_seed`; ``seed``, the run seed, is already in
+    the plans'), no per-client work override and no gradient correction."""
     out = []
     for plan in plans:
         own = state.clients.get(plan.client_id, {}).get(PERSONAL_MODEL)
@@ -90,7 +105,7 @@ def personal_plans(
             ClientPlan(
                 client_id=plan.client_id,
                 round=plan.round,
-                seed=derive_seed(seed, "ditto-personal", plan.round, plan.client_id),
+                seed=personal_seed(plan),
                 start=own,
             )
         )

@@ -151,7 +151,9 @@ def run_rounds(
         personal_executor: trains the clients' personal models (Ditto,
             ``algorithm.personal_model``): called after ``executor`` on the same cohort with
             the plans of :func:`fedloom.algorithms.ditto.personal_plans`; the new personal
-            models go into the client-state store whatever the round's outcome.
+            models go into the client-state store whatever the round's outcome. Not needed
+            when the executor's clients keep their own state (``clients_hold_state``:
+            deployed clients run their personal pass themselves).
     """
     on_client_error = check_on_client_error(on_client_error)
     if sampling not in SAMPLINGS:
@@ -186,6 +188,9 @@ def run_rounds(
         if reports:
             callback.on_resume(tuple(reports), state)
     values_per_model = state.params.numel() + state.buffers.numel()
+    # deployed clients that keep their own state (SCAFFOLD's c_k, personal values, Ditto's
+    # v_k) compute their start points and personal passes themselves
+    holds_state = bool(getattr(executor, "clients_hold_state", False))
     wants_clients = any(getattr(callback, "wants_clients", False) for callback in callbacks)
     if any(callback.stop_requested for callback in callbacks):  # a resumed run that had stopped
         rounds = len(reports)
@@ -199,14 +204,14 @@ def run_rounds(
         started = time.perf_counter()
         sampled = plans_for_round(num_clients, fraction, seed=seed, round=t, sampling=sampling)
         plans, dropped = assign_work(sampled, work, settings, seed=seed)
-        if not getattr(executor, "clients_hold_state", False):
+        if not holds_state:
             plans = prepare_plans(algorithm, state, plans)  # else each client computes its own
         start_buffers = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
         shared = algorithm.state.shared(state.algorithm) if algorithm.state is not None else {}
         context = LocalContext(global_params=state.params, extras=shared)
         outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
         personal_writes: dict[int, dict[str, torch.Tensor]] = {}
-        if algorithm.personal_model is not None and plans:
+        if algorithm.personal_model is not None and plans and not holds_state:
             if personal_executor is None:
                 raise ValueError(f"{algorithm.name} needs a personal_executor (its personal pass)")
             personal = personal_plans(state, plans, seed=seed)
@@ -257,6 +262,7 @@ def run_rounds(
                     sampling=sampling,
                     sampling_rate=rate,
                     noise_secret=noise_secret,
+                    personal_on_clients=holds_state,
                 )
             except RoundAborted as exc:  # e.g. secure aggregation with too many dropouts
                 aborted = exc.reason

@@ -110,7 +110,11 @@ class RoundBoard:
         state: StateLogic | None = None,
         clients_hold_state: bool = True,
         compress: bool = False,
+        personal: Sequence[object] = (),
     ):
+        """``personal``: the personal state each client keeps itself, as portable values
+        (:func:`fedloom.algorithms.personal_client.personal_parts`); updates that carry a
+        personal coordinate are refused."""
         program = program or ClientProgram()
         # every term, update transform and the state logic travel as data; describing them
         # now makes one that cannot travel an error at start-up, not in round 1
@@ -118,6 +122,7 @@ class RoundBoard:
             statistics=sorted(program.statistics),
             terms=[encode_portable(term) for term in program.terms],
             update_transforms=[encode_portable(t) for t in program.update_transforms],
+            personal=[encode_portable(part) for part in personal],
         )
         if state is not None and clients_hold_state:
             self._program.state.CopyFrom(encode_portable(state))
@@ -128,7 +133,10 @@ class RoundBoard:
         self.policy = policy or UpdatePolicy()
         self.program = program
         self.state = state
-        self.clients_hold_state = clients_hold_state and state is not None
+        self.clients_hold_state = clients_hold_state and (state is not None or bool(personal))
+        # coordinates no update may carry: the clients' personal values stay with them
+        masks = [getattr(part, "coordinates", None) for part in personal]
+        self._personal_mask = next((m for m in masks if m is not None), None)
         self.compress = compress
         self._lock = threading.Condition()
         self._round: _Round | None = None
@@ -360,6 +368,12 @@ class RoundBoard:
             statistics=dict(update.statistics),
             state_report=report if self.clients_hold_state else None,
         )
+        mask = self._personal_mask
+        if mask is not None and bool(delta[mask].any()):
+            return (
+                "the update carries values on the personal coordinates, which stay on the "
+                "client: an outdated or misbehaving client"
+            )
         missing = sorted(set(self.program.statistics) - set(result.statistics))
         if missing:
             return f"missing statistics {missing}"

@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -23,6 +24,15 @@ import torch
 from torch import nn
 
 from fedloom.algorithms import StateLogic
+from fedloom.algorithms.ditto import personal_program, personal_settings
+from fedloom.algorithms.personal import PERSONAL_MODEL
+from fedloom.algorithms.personal_client import (
+    PersonalPass,
+    PersonalValues,
+    personal_pass_plan,
+    personal_start,
+    split_update,
+)
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
 from fedloom.client.objectives import Objective
 from fedloom.client.portable import Description, describe, rebuild
@@ -170,6 +180,7 @@ class _Objectives:
         self.max_bytes = max_bytes
         self.params, self.buffers = param_spec(module), buffer_spec(module)
         self._built: dict[bytes, tuple[ClientProgram, Objective, StateLogic | None]] = {}
+        self._personal: dict[bytes, tuple[PersonalValues | None, PersonalPass | None]] = {}
 
     def program(self, message: pb.Program) -> tuple[ClientProgram, Objective, StateLogic | None]:
         """The program, its objective and the client half of the algorithm's state logic
@@ -177,10 +188,12 @@ class _Objectives:
         key = message.SerializeToString(deterministic=True)
         if key not in self._built:
             terms = tuple(rebuild(self.decode(term)) for term in message.terms)
+            values, _ = self.personal(message)
             program = ClientProgram(
                 terms=terms,
                 statistics=frozenset(message.statistics),
                 update_transforms=tuple(rebuild(self.decode(t)) for t in message.update_transforms),
+                alternation=None if values is None else values.alternation(),  # FedRep
             )
             objective = make_objective(
                 self.module, self.params, self.buffers, terms=terms, task=self.task
@@ -188,6 +201,22 @@ class _Objectives:
             logic = rebuild(self.decode(message.state)) if message.HasField("state") else None
             self._built[key] = (program, objective, logic)
         return self._built[key]
+
+    def personal(self, message: pb.Program) -> tuple[PersonalValues | None, PersonalPass | None]:
+        """The personal state this client keeps for the program: its personal coordinates
+        (FedPer, FedBN, FedRep) and Ditto's personal pass, each ``None`` when absent."""
+        key = message.SerializeToString(deterministic=True)
+        if key not in self._personal:
+            parts = [rebuild(self.decode(part)) for part in message.personal]
+            values = next((p for p in parts if isinstance(p, PersonalValues)), None)
+            if values is not None and tuple(values.mask.shape) != (self.params.num_params,):
+                raise FedloomError(
+                    f"the server's personal mask has shape {tuple(values.mask.shape)}, this "
+                    f"client's model {self.params.num_params} parameters"
+                )
+            found = next((p for p in parts if isinstance(p, PersonalPass)), None)
+            self._personal[key] = (values, found)
+        return self._personal[key]
 
     def decode(self, message: pb.Portable) -> Description:
         """A portable value's description from the wire, within the message size limit."""
@@ -232,6 +261,7 @@ def _train(
         )
     if logic is not None:  # this client keeps its own state: its correction comes from it
         correction = logic.correction(shared, own.entries)
+    values, personal_pass = objectives.personal(task.program)
     plan = ClientPlan(
         client_id=0,
         round=int(task.round),
@@ -239,6 +269,7 @@ def _train(
         epochs=int(task.epochs) or None,
         steps=int(task.steps) or None,
         correction=correction,
+        start=None if values is None else personal_start(params, values, own.entries),
     )
     started = time.perf_counter()
     result = train_client(
@@ -257,6 +288,12 @@ def _train(
     report: Mapping[str, torch.Tensor] = {}
     if logic is not None:
         writes, report = logic.remember(shared, own.entries, result, settings=settings)
+    if values is not None:  # the personal values stay here; their coordinates go out as 0
+        sent, kept = split_update(params, result.update, values)
+        result, writes = replace(result, update=sent), {**writes, **kept}
+    if personal_pass is not None:  # Ditto: this client's personal model, trained here
+        writes = {**writes, **_personal_pass(plan, data, params, buffers, personal_pass,
+                                             objectives, settings, own, shared)}  # fmt: skip
     compress = task.update_compression == "zlib"
     update = pb.Update(
         round=task.round,
@@ -272,3 +309,37 @@ def _train(
         update_transforms=[describe(t).name for t in program.update_transforms],
     )
     return update, writes
+
+
+def _personal_pass(
+    plan: ClientPlan,
+    data: Batch,
+    params: torch.Tensor,
+    buffers: torch.Tensor,
+    part: PersonalPass,
+    objectives: _Objectives,
+    settings: LocalTraining,
+    own: OwnState,
+    shared: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Ditto's personal pass on this client (as the simulation's personal executor runs it):
+    the new ``v_k`` to keep, or nothing when the pass diverged (the old one stays)."""
+    spec = part.spec()
+    program = personal_program(spec)
+    objective = make_objective(
+        objectives.module, objectives.params, objectives.buffers, terms=program.terms,
+        task=objectives.task,
+    )  # fmt: skip
+    result = train_client(
+        personal_pass_plan(plan, own.entries),
+        data,
+        params,
+        buffers,
+        objective=objective,
+        settings=personal_settings(spec, settings),
+        context=LocalContext(params, extras=shared),
+        program=program,
+    )
+    if not bool(torch.isfinite(result.update).all()):
+        return {}
+    return {PERSONAL_MODEL: params + result.update}

@@ -27,6 +27,7 @@ import grpc
 import torch
 from rich.console import Console
 
+from fedloom.algorithms.personal_client import personal_parts
 from fedloom.config import (
     NUM_CLASSES,
     DeployConfig,
@@ -120,11 +121,11 @@ def serve(
         )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
-    if algorithm.personal is not None or algorithm.personal_model is not None:
+    personal = personal_parts(algorithm)  # kept by each client, never sent to the server
+    if personal and deploy.client_state != "client":
         raise ConfigError(
-            f"algorithm: {algorithm.name} keeps personal parameters on each client, which "
-            "deployment does not support yet (a later slice of issue 16); it runs in "
-            "simulation (fedloom run)"
+            f"deploy.client_state: {algorithm.name} keeps personal parameters on each client, "
+            "and deployed they never leave it; set deploy.client_state: client"
         )
     if len(access.clients) != data.num_clients:
         raise ConfigError(
@@ -150,6 +151,7 @@ def serve(
         state=algorithm.state,
         clients_hold_state=deploy.client_state == "client",
         compress=deploy.compress,
+        personal=personal,
     )
     server, port = start_server(
         board,

@@ -104,16 +104,18 @@ class Task(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., round: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., params: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., shared: _Optional[_Mapping[str, Tensor]] = ..., seed: _Optional[int] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., message: _Optional[str] = ..., local: _Optional[_Union[LocalSettings, _Mapping]] = ..., program: _Optional[_Union[Program, _Mapping]] = ..., update_compression: _Optional[str] = ..., client_terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ...) -> None: ...
 
 class Program(_message.Message):
-    __slots__ = ("statistics", "terms", "state", "update_transforms")
+    __slots__ = ("statistics", "terms", "state", "update_transforms", "personal")
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
     TERMS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
+    PERSONAL_FIELD_NUMBER: _ClassVar[int]
     statistics: _containers.RepeatedScalarFieldContainer[str]
     terms: _containers.RepeatedCompositeFieldContainer[Portable]
     state: Portable
     update_transforms: _containers.RepeatedCompositeFieldContainer[Portable]
-    def __init__(self, statistics: _Optional[_Iterable[str]] = ..., terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., state: _Optional[_Union[Portable, _Mapping]] = ..., update_transforms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ...) -> None: ...
+    personal: _containers.RepeatedCompositeFieldContainer[Portable]
+    def __init__(self, statistics: _Optional[_Iterable[str]] = ..., terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., state: _Optional[_Union[Portable, _Mapping]] = ..., update_transforms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., personal: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ...) -> None: ...
 
 class LocalSettings(_message.Message):
     __slots__ = ("epochs", "steps", "batch_size", "lr", "momentum", "weight_decay")

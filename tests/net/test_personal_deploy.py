@@ -1,0 +1,87 @@
+"""Personal state deployed: FedPer, FedRep, FedBN and Ditto over real gRPC on 127.0.0.1 end
+where their simulation ends, every client's personal values (or Ditto's personal model) are
+in its own state file and nowhere else, and no update the server receives carries a personal
+coordinate."""
+
+import pytest
+import torch
+from _harness import client_thread, serve_in_thread, simulated
+
+from fedloom.algorithms.personal import PERSONAL_MODEL, PERSONAL_VALUES, with_model
+from fedloom.client.store import OwnState
+from fedloom.config import RunConfig, build_federated, build_model
+from fedloom.config.spec import build_run
+from fedloom.net.board import RoundBoard
+from fedloom.net.certs import write_quickstart
+from fedloom.net.codec import decode_tensor
+from fedloom.params import flatten_params
+from fedloom.simulation import initial_module
+
+CASES = {
+    "fedper": ({"name": "fedper", "personal": ["3.*"]}, "digits_mlp", "average"),
+    "fedrep": ({"name": "fedrep", "personal": ["3.*"], "head_steps": 3}, "digits_mlp", "average"),
+    "fedbn": ({"name": "fedbn"}, "digits_cnn_bn", "local"),
+    "ditto": ({"name": "ditto", "lam": 0.5, "personal_steps": 3}, "digits_mlp", "average"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_deployed_personal_state_matches_the_simulation_and_stays_on_the_clients(
+    tmp_path, monkeypatch, name
+):
+    algorithm, model, buffers = CASES[name]
+    clients = [f"c{k}" for k in range(4)]
+    write_quickstart(tmp_path, clients)
+    config = RunConfig.model_validate(
+        {
+            "seed": 7,
+            "rounds": 3,
+            "algorithm": algorithm,
+            "data": {"dataset": "digits", "num_clients": 4, "partition": "dirichlet"},
+            "model": {"name": model, "buffers": buffers},
+            "client": {"epochs": 1, "batch_size": 20, "lr": 0.05, "momentum": 0.5},
+            "server": {"fraction": 0.5},
+            "eval": {"clients": False},
+        }
+    )
+    received = []  # every update the server's board is handed, as the bytes decode
+    submit = RoundBoard.submit
+
+    def recording(self, index, update):
+        received.append(decode_tensor(update.update, max_bytes=2**24))
+        return submit(self, index, update)
+
+    monkeypatch.setattr(RoundBoard, "submit", recording)
+    data = build_federated(config)
+    server, outcome = serve_in_thread(config, clients, tmp_path)
+    state_files = [tmp_path / f"state-{c}.safetensors" for c in clients]
+    workers = [
+        client_thread(config, data, tmp_path, c, k, outcome["port"], state_files[k])
+        for k, c in enumerate(clients)
+    ]
+    server.join(timeout=180)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert "error" not in outcome, outcome.get("error")
+    reference = simulated(config)
+    networked = outcome["history"].final_state
+    assert torch.allclose(networked.params, reference.params, atol=1e-6, rtol=0)
+    assert networked.clients == {}  # the server keeps no client's state
+    held = {k: OwnState(f).entries for k, f in enumerate(state_files) if f.exists()}
+    assert held.keys() == reference.clients.keys() and held
+    for client, entries in reference.clients.items():
+        assert held[client].keys() == entries.keys()
+        for key, value in entries.items():
+            assert torch.allclose(held[client][key], value, atol=1e-6, rtol=0), (client, key)
+    assert len(received) == 3 * 2  # two clients a round, each update accepted at once
+    module = initial_module(build_model(config, data.dataset), seed=config.seed)
+    if name == "ditto":  # v_k is a whole model: the global pass's update is FedAvg's
+        assert all(PERSONAL_MODEL in entries for entries in held.values())
+        return
+    mask = with_model(build_run(config).algorithm, module).personal.resolved()
+    assert 0 < int(mask.sum()) < mask.numel()
+    for update in received:  # the personal coordinates never reach the server
+        assert not update[mask].any() and update[~mask].any()
+    start = flatten_params(module)
+    assert torch.equal(networked.params[mask], start[mask])  # the global head: the initial one
+    assert all(not torch.equal(e[PERSONAL_VALUES], start[mask]) for e in held.values())
