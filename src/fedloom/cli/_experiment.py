@@ -75,8 +75,8 @@ def add_experiment_commands(
     study.add_argument(
         "--data-root",
         metavar="DIR",
-        help="dataset folder (mnist-drift, robustness, rare-events, dp-tradeoff; default "
-        "$FEDLOOM_DATA)",
+        help="dataset folder (mnist-drift, robustness, rare-events, dp-tradeoff, "
+        "personalization; default $FEDLOOM_DATA)",
     )
     study.set_defaults(handler=_cmd_study)
 
