@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import fedloom as fl
-from fedloom.algorithms import fedrep, server_init, server_update
+from fedloom.algorithms import fedrep, prepare_plans, server_init, server_update
 from fedloom.algorithms.personal import PERSONAL_VALUES, with_model
 from fedloom.client import LocalContext, local_init, local_step, make_objective
 from fedloom.client.alternation import Alternation, alternating_schedule, trainable
@@ -76,6 +76,9 @@ def test_the_server_never_changes_the_head():
     assert state1.params[2].item() == 3.0
     assert state1.clients[0][PERSONAL_VALUES].tolist() == [7.0]
     assert state1.clients[1][PERSONAL_VALUES].tolist() == [1.0]
+    plans = prepare_plans(algorithm, state1, [ClientPlan(0, 1, 0), ClientPlan(9, 1, 0)])
+    assert plans[0].start.tolist() == pytest.approx([1.125, 2.75, 7.0])  # its own head
+    assert plans[1].start is None  # never took part: the global body and the initial head
 
 
 def test_a_masked_step_leaves_the_frozen_part_bit_for_bit(digits):

@@ -85,3 +85,35 @@ def test_deployed_personal_state_matches_the_simulation_and_stays_on_the_clients
     start = flatten_params(module)
     assert torch.equal(networked.params[mask], start[mask])  # the global head: the initial one
     assert all(not torch.equal(e[PERSONAL_VALUES], start[mask]) for e in held.values())
+
+
+def test_the_board_refuses_an_update_that_carries_a_personal_coordinate():
+    """Coordinate 1 of 3 is personal: (0.5, 0, -1) is accepted, (0.5, 0.25, -1) refused with
+    its reason, and the refused client may resend a clean one."""
+    from fedloom.algorithms.personal_client import PersonalValues
+    from fedloom.client import LocalTraining
+    from fedloom.net.codec import encode_tensor
+    from fedloom.net.proto import fedloom_pb2 as pb
+    from fedloom.net.server import Access
+    from fedloom.types import ClientPlan
+
+    def update(values):
+        return pb.Update(
+            round=0, update=encode_tensor(torch.tensor(values)),
+            buffers=encode_tensor(torch.zeros(0)), num_examples=3, num_steps=1,
+            num_example_passes=3, train_loss=1.0,
+        )  # fmt: skip
+
+    personal = (PersonalValues(torch.tensor([0, 1, 0], dtype=torch.uint8)),)
+    board = RoundBoard(
+        Access(("a", "b")), LocalTraining(), max_tensor_bytes=1 << 16, personal=personal
+    )
+    assert board.clients_hold_state  # so the round loop leaves start points to the clients
+    assert len(board._program.personal) == 1
+    board.join(0, 3)
+    board.join(1, 3)
+    board.open([ClientPlan(0, 0, 1), ClientPlan(1, 0, 2)], torch.zeros(3), torch.zeros(0))
+    assert board.submit(0, update([0.5, 0.0, -1.0])) is None
+    reason = board.submit(1, update([0.5, 0.25, -1.0]))
+    assert "carries values on the personal coordinates" in reason
+    assert board.submit(1, update([0.5, 0.0, -1.0])) is None
