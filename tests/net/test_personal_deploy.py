@@ -1,16 +1,19 @@
 """Personal state deployed: FedPer, FedRep, FedBN and Ditto over real gRPC on 127.0.0.1 end
-where their simulation ends, every client's personal values (or Ditto's personal model) are
-in its own state file and nowhere else, and no update the server receives carries a personal
-coordinate."""
+where their simulation ends, every client's personal values (or Ditto's personal model, or
+FedBN's running statistics) are in its own state file and nowhere else, and no update the
+server receives carries a personal coordinate (or, under FedBN, a buffer value)."""
 
 import pytest
 import torch
-from _harness import client_thread, serve_in_thread, simulated
+from _harness import client_thread, serve_in_thread
 
 from fedloom.algorithms.personal import PERSONAL_MODEL, PERSONAL_VALUES, with_model
+from fedloom.algorithms.personal_client import PERSONAL_BUFFERS
 from fedloom.client.store import OwnState
 from fedloom.config import RunConfig, build_federated, build_model
 from fedloom.config.spec import build_run
+from fedloom.engine import Checkpoints
+from fedloom.experiment import simulate_config
 from fedloom.net.board import RoundBoard
 from fedloom.net.certs import write_quickstart
 from fedloom.net.codec import decode_tensor
@@ -45,10 +48,12 @@ def test_deployed_personal_state_matches_the_simulation_and_stays_on_the_clients
         }
     )
     received = []  # every update the server's board is handed, as the bytes decode
+    received_buffers = []
     submit = RoundBoard.submit
 
     def recording(self, index, update):
         received.append(decode_tensor(update.update, max_bytes=2**24))
+        received_buffers.append(decode_tensor(update.buffers, max_bytes=2**24))
         return submit(self, index, update)
 
     monkeypatch.setattr(RoundBoard, "submit", recording)
@@ -63,16 +68,26 @@ def test_deployed_personal_state_matches_the_simulation_and_stays_on_the_clients
     for worker in workers:
         worker.join(timeout=60)
     assert "error" not in outcome, outcome.get("error")
-    reference = simulated(config)
+    saved = Checkpoints(tmp_path / "simulated")  # the simulation's client buffers too
+    simulation = simulate_config(
+        config.model_copy(update={"engine": "sequential"}), checkpoint=saved
+    )  # fmt: skip
+    reference, client_buffers = simulation.final_state, saved.load().client_buffers
     networked = outcome["history"].final_state
     assert torch.allclose(networked.params, reference.params, atol=1e-6, rtol=0)
     assert networked.clients == {}  # the server keeps no client's state
     held = {k: OwnState(f).entries for k, f in enumerate(state_files) if f.exists()}
     assert held.keys() == reference.clients.keys() and held
     for client, entries in reference.clients.items():
-        assert held[client].keys() == entries.keys()
+        own = dict(held[client])
+        if buffers == "local":  # FedBN's running statistics: on the client, as simulated
+            kept = own.pop(PERSONAL_BUFFERS)
+            assert torch.allclose(kept, client_buffers[client], atol=1e-5, rtol=0)
+        assert own.keys() == entries.keys()
         for key, value in entries.items():
-            assert torch.allclose(held[client][key], value, atol=1e-6, rtol=0), (client, key)
+            assert torch.allclose(own[key], value, atol=1e-6, rtol=0), (client, key)
+    if buffers == "local":  # and never on the wire
+        assert all(b.numel() > 0 and not b.any() for b in received_buffers)
     assert len(received) == 3 * 2  # two clients a round, each update accepted at once
     module = initial_module(build_model(config, data.dataset), seed=config.seed)
     if name == "ditto":  # v_k is a whole model: the global pass's update is FedAvg's

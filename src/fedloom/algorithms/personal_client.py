@@ -40,13 +40,19 @@ from fedloom.client.portable import portable
 from fedloom.types import ClientPlan
 
 __all__ = [
+    "PERSONAL_BUFFERS",
     "PersonalPass",
     "PersonalValues",
     "personal_parts",
     "personal_pass_plan",
     "personal_start",
+    "split_buffers",
     "split_update",
 ]
+
+
+PERSONAL_BUFFERS = "personal/buffers"
+"""A deployed client's own float buffers (FedBN's running statistics), in its own store."""
 
 
 @portable("personal/values")
@@ -59,11 +65,15 @@ class PersonalValues:
             :attr:`coordinates` is the boolean mask).
         head_epochs, head_steps: FedRep's head phase (0 for both: no alternation; see
             :mod:`fedloom.client.alternation`).
+        buffers: the client also keeps its float buffers (FedBN's running batch-norm
+            statistics; runs with ``model.buffers: local``) under :data:`PERSONAL_BUFFERS`,
+            starts from them, and sends zeros in their place.
     """
 
     mask: torch.Tensor
     head_epochs: int = 0
     head_steps: int = 0
+    buffers: bool = False
 
     @property
     def coordinates(self) -> torch.Tensor:
@@ -92,16 +102,22 @@ class PersonalPass:
         return PersonalModel(self.lam, steps=self.steps or None, epochs=self.epochs or None)
 
 
-def personal_parts(algorithm: Algorithm) -> tuple[PersonalValues | PersonalPass, ...]:
+def personal_parts(
+    algorithm: Algorithm, *, local_buffers: bool = False
+) -> tuple[PersonalValues | PersonalPass, ...]:
     """What a deployed client needs to keep ``algorithm``'s personal state itself (empty when
-    it has none); the personal parameters must be resolved (``with_model``)."""
+    it has none); the personal parameters must be resolved (``with_model``). With
+    ``local_buffers`` (``model.buffers: local``) the clients keep their buffers too."""
     parts: list[PersonalValues | PersonalPass] = []
     personal = algorithm.personal
     if personal is not None:
         mask = personal.resolved().to(torch.uint8)
         parts.append(
             PersonalValues(
-                mask, head_epochs=personal.head_epochs or 0, head_steps=personal.head_steps or 0
+                mask,
+                head_epochs=personal.head_epochs or 0,
+                head_steps=personal.head_steps or 0,
+                buffers=local_buffers,
             )
         )
     spec = algorithm.personal_model
@@ -126,6 +142,12 @@ def split_update(
     writes into its store in simulation)."""
     mask = values.coordinates
     return update.masked_fill(mask, 0.0), {PERSONAL_VALUES: (params + update)[mask]}
+
+
+def split_buffers(buffers: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(the buffers to send: zeros, the client's new entries)`` for a client that keeps its
+    buffers (:attr:`PersonalValues.buffers`)."""
+    return torch.zeros_like(buffers), {PERSONAL_BUFFERS: buffers}
 
 
 def personal_pass_plan(plan: ClientPlan, own: Mapping[str, torch.Tensor]) -> ClientPlan:

@@ -191,6 +191,7 @@ def run_rounds(
     # deployed clients that keep their own state (SCAFFOLD's c_k, personal values, Ditto's
     # v_k) compute their start points and personal passes themselves
     holds_state = bool(getattr(executor, "clients_hold_state", False))
+    holds_buffers = bool(getattr(executor, "clients_hold_buffers", False))
     wants_clients = any(getattr(callback, "wants_clients", False) for callback in callbacks)
     if any(callback.stop_requested for callback in callbacks):  # a resumed run that had stopped
         rounds = len(reports)
@@ -270,7 +271,7 @@ def run_rounds(
             if results:
                 metrics.update(_train_metrics(results))
             metrics.update(pipeline_metrics(algorithm, state))
-            if local_buffers:
+            if local_buffers and not holds_buffers:  # else each client keeps its own
                 client_buffers.update({r.client_id: r.buffers for r in results})
         elif aborted is not None:
             log.warning(

@@ -137,6 +137,7 @@ class RoundBoard:
         # coordinates no update may carry: the clients' personal values stay with them
         masks = [getattr(part, "coordinates", None) for part in personal]
         self._personal_mask = next((m for m in masks if m is not None), None)
+        self.personal_buffers = any(getattr(part, "buffers", False) for part in personal)
         self.compress = compress
         self._lock = threading.Condition()
         self._round: _Round | None = None
@@ -373,6 +374,11 @@ class RoundBoard:
             return (
                 "the update carries values on the personal coordinates, which stay on the "
                 "client: an outdated or misbehaving client"
+            )
+        if self.personal_buffers and bool(buffers.any()):
+            return (
+                "the update carries buffer values, which stay on the client with its personal "
+                "state: an outdated or misbehaving client"
             )
         missing = sorted(set(self.program.statistics) - set(result.statistics))
         if missing:

@@ -27,10 +27,12 @@ from fedloom.algorithms import StateLogic
 from fedloom.algorithms.ditto import personal_program, personal_settings
 from fedloom.algorithms.personal import PERSONAL_MODEL
 from fedloom.algorithms.personal_client import (
+    PERSONAL_BUFFERS,
     PersonalPass,
     PersonalValues,
     personal_pass_plan,
     personal_start,
+    split_buffers,
     split_update,
 )
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
@@ -262,6 +264,8 @@ def _train(
     if logic is not None:  # this client keeps its own state: its correction comes from it
         correction = logic.correction(shared, own.entries)
     values, personal_pass = objectives.personal(task.program)
+    if values is not None and values.buffers:  # FedBN's running statistics: its own
+        buffers = own.entries.get(PERSONAL_BUFFERS, buffers)
     plan = ClientPlan(
         client_id=0,
         round=int(task.round),
@@ -291,6 +295,9 @@ def _train(
     if values is not None:  # the personal values stay here; their coordinates go out as 0
         sent, kept = split_update(params, result.update, values)
         result, writes = replace(result, update=sent), {**writes, **kept}
+        if values.buffers:
+            zeros, kept = split_buffers(result.buffers)
+            result, writes = replace(result, buffers=zeros), {**writes, **kept}
     if personal_pass is not None:  # Ditto: this client's personal model, trained here
         writes = {**writes, **_personal_pass(plan, data, params, buffers, personal_pass,
                                              objectives, settings, own, shared)}  # fmt: skip

@@ -121,7 +121,8 @@ def serve(
         )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
-    personal = personal_parts(algorithm)  # kept by each client, never sent to the server
+    # kept by each client, never sent to the server (with local buffers, those too)
+    personal = personal_parts(algorithm, local_buffers=config.model.buffers == "local")
     if personal and deploy.client_state != "client":
         raise ConfigError(
             f"deploy.client_state: {algorithm.name} keeps personal parameters on each client, "

@@ -176,6 +176,12 @@ class NetworkExecutor:
         no per-client corrections: each client computes its own)."""
         return self.board.clients_hold_state
 
+    @property
+    def clients_hold_buffers(self) -> bool:
+        """Whether the clients keep their own buffers with their personal state (FedBN with
+        ``model.buffers: local``): the round loop then stores none and sends the global ones."""
+        return self.board.personal_buffers
+
     def round_metrics(self) -> dict[str, float]:
         """The last round's protobuf payload bytes each way and the clients' compute time."""
         return dict(self.board.last_traffic)
