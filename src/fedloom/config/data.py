@@ -28,6 +28,8 @@ from fedloom.registry import REGISTRY, Kinded, Section
 __all__ = [
     "DataConfig",
     "DirichletPartition",
+    "EMNISTConfig",
+    "HFConfig",
     "IIDPartition",
     "NaturalPartition",
     "QuantityPartition",
@@ -109,6 +111,35 @@ class SyntheticConfig(Section):
     iid: bool = False
 
 
+class EMNISTConfig(Section):
+    """Which EMNIST split (Cohen et al. 2017) ``dataset: emnist`` reads."""
+
+    split: Literal["balanced", "byclass", "bymerge", "digits", "letters", "mnist"] = "balanced"
+
+
+class HFConfig(Section):
+    """A Hugging Face data set (``dataset: hf``; needs ``pip install 'fedloom[hf]'``)."""
+
+    path: str = Field(
+        description="a hub id, a builder (parquet, csv, json, arrow) with data_files, or a "
+        "folder written by save_to_disk; relative paths are read from the working directory"
+    )
+    name: str | None = Field(default=None, description="the data set's configuration name")
+    data_files: list[str] | None = Field(default=None, description="files for a builder path")
+    split: str = "train"
+    test_split: str | None = Field(
+        default=None, description="the global test set; null: hold out test_fraction of split"
+    )
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    input_columns: list[str] | None = Field(
+        default=None, description="model inputs; null: every column but the label and client"
+    )
+    label_column: str = "label"
+    client_column: str | None = Field(
+        default=None, description="the column naming each row's client (partition: natural)"
+    )
+
+
 ScannerKind = Literal["brightness", "contrast", "gamma", "blur", "noise"]
 
 
@@ -131,7 +162,17 @@ class ScannersConfig(Section):
 
 
 class DataConfig(Section):
-    dataset: Literal["digits", "mnist", "synthetic"] = "digits"
+    dataset: Literal[
+        "digits",
+        "mnist",
+        "synthetic",
+        "fashion_mnist",
+        "emnist",
+        "cifar10",
+        "femnist",
+        "shakespeare",
+        "hf",
+    ] = "digits"
     root: str | None = Field(
         default=None, description="data root; default $FEDLOOM_DATA or ~/.cache/fedloom"
     )
@@ -145,9 +186,17 @@ class DataConfig(Section):
     normalize: Literal["auto", "standardize", "none"] = Field(
         default="auto",
         description="inputs: standardize (train mean and std), none (raw: pixels in [0, 1]), "
-        "or auto (the dataset's own: mnist standardized, digits and synthetic raw)",
+        "or auto (the dataset's own: mnist, fashion_mnist, emnist and cifar10 standardized; "
+        "digits, synthetic, femnist and hf raw; shakespeare is characters, never scaled)",
     )
     synthetic: SyntheticConfig = SyntheticConfig()
+    emnist: EMNISTConfig = EMNISTConfig()
+    hf: HFConfig | None = Field(default=None, description="with dataset: hf, which data set")
+    verify: bool = Field(
+        default=True,
+        description="check published data files (fashion_mnist, emnist, cifar10) against "
+        "their SHA-256; false for files you made yourself",
+    )
     scanners: ScannersConfig | None = Field(
         default=None, description="per-client input transforms (feature skew); null: none"
     )
@@ -165,6 +214,8 @@ def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
 
     if config.dataset == "mnist":  # stored standardized; "none" reads the raw pixels
         return _load_mnist(config.root, standardize=config.normalize != "none")
+    if config.dataset in _FILE_DATASETS:
+        return _load_files(config)
     if config.dataset == "digits":
         dataset = load_digits()
     else:
@@ -176,6 +227,52 @@ def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
             iid=synthetic.iid,
             seed=seed,
         )
+    return standardized(dataset) if config.normalize == "standardize" else dataset
+
+
+_FILE_DATASETS = ("fashion_mnist", "emnist", "cifar10", "femnist", "shakespeare", "hf")
+
+
+def _load_files(config: DataConfig) -> Dataset:
+    """A data set read from files (:mod:`fedloom.data.vision`, :mod:`~fedloom.data.leaf`,
+    :mod:`~fedloom.data.hf`). Files that are missing and cannot be downloaded are a
+    :class:`ConfigError` naming ``data.root`` (or ``data.hf``); a present but corrupt file
+    stays a :class:`DataError` naming the file."""
+    from fedloom.data import hf, leaf, vision
+    from fedloom.data.dataset import standardized
+    from fedloom.errors import DataMissing
+
+    name, root, scale = config.dataset, config.root, config.normalize != "none"
+    if name == "shakespeare" and config.normalize == "standardize":
+        raise ConfigError(
+            "data.normalize: shakespeare's inputs are character indices, which cannot be "
+            "standardized; use auto or none"
+        )
+    if name == "hf" and config.hf is None:
+        raise ConfigError("data.hf: required with dataset: hf (at least data.hf.path)")
+    try:
+        if name == "fashion_mnist":
+            return vision.load_fashion_mnist(root, standardize=scale, verify=config.verify)
+        if name == "emnist":
+            split = config.emnist.split
+            return vision.load_emnist(root, split, standardize=scale, verify=config.verify)
+        if name == "cifar10":
+            return vision.load_cifar10(root, standardize=scale, verify=config.verify)
+        if name == "shakespeare":
+            return leaf.load_shakespeare(root)
+        if name == "femnist":
+            dataset = leaf.load_femnist(root)
+        else:
+            assert config.hf is not None
+            dataset = hf.load_hf(**config.hf.model_dump())
+    except DataMissing as exc:
+        key = "data.hf" if name == "hf" else "data.root"
+        chosen = ""
+        if root is None and name != "hf":
+            source = f"FEDLOOM_DATA={os.environ['FEDLOOM_DATA']}" if os.environ.get(
+                "FEDLOOM_DATA") else "the default root"  # fmt: skip
+            chosen = f"not set, so {source} was used: "
+        raise ConfigError(f"{key}: {chosen}{exc}") from None
     return standardized(dataset) if config.normalize == "standardize" else dataset
 
 
