@@ -140,9 +140,10 @@ def _leaf_dataset(name: str, root, convert, num_classes: int) -> Dataset:
 
 
 def _femnist(x: list[Any], y: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    sizes = sorted({len(row) if isinstance(row, list) else -1 for row in x})
+    if sizes != [784]:
+        raise ValueError(f"FEMNIST images must be lists of 784 pixels each, got lengths {sizes}")
     images = np.asarray(x, dtype=np.float32)
-    if images.ndim != 2 or images.shape[1] != 784:
-        raise ValueError(f"FEMNIST images must be 784 pixels each, got shape {images.shape}")
     labels = np.asarray(y, dtype=np.int64)
     if labels.min() < 0 or labels.max() >= FEMNIST_CLASSES:
         raise ValueError(f"FEMNIST labels must be 0..61, got {labels.min()}..{labels.max()}")
