@@ -29,6 +29,7 @@ __all__ = [
     "DataConfig",
     "DirichletPartition",
     "EMNISTConfig",
+    "FlowerPartition",
     "HFConfig",
     "IIDPartition",
     "NaturalPartition",
@@ -93,6 +94,26 @@ class NaturalPartition(Kinded):
     kind: Literal["natural"] = "natural"
 
 
+class FlowerPartition(Kinded):
+    """A flwr-datasets partitioner, so a Flower user's partition carries over (fedloom[hf])."""
+
+    kind: Literal["flower"] = "flower"
+    partitioner: str = Field(
+        description="a class of flwr_datasets.partitioner, e.g. DirichletPartitioner"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="its keyword arguments but num_partitions (data.num_clients), e.g. "
+        "{partition_by: label, alpha: 0.5, seed: 42}",
+    )
+
+
+def _flower(num_clients: int, partitioner: str, options: dict[str, Any]) -> Partitioner:
+    from fedloom.data.hf import flower_partitioner
+
+    return flower_partitioner(num_clients, partitioner, options)
+
+
 for _name, _factory, _section in (
     ("iid", IID, IIDPartition),
     ("shards", Shards, ShardsPartition),
@@ -100,6 +121,7 @@ for _name, _factory, _section in (
     ("quantity", QuantitySkew, QuantityPartition),
     ("natural", Natural, NaturalPartition),
     ("rare_class", RareClass, RareClassPartition),
+    ("flower", _flower, FlowerPartition),
 ):
     REGISTRY.register("partition", _name, _factory, section=_section)
 
@@ -125,7 +147,9 @@ class HFConfig(Section):
         "folder written by save_to_disk; relative paths are read from the working directory"
     )
     name: str | None = Field(default=None, description="the data set's configuration name")
-    data_files: list[str] | None = Field(default=None, description="files for a builder path")
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        default=None, description="files for a builder path, or a split -> files mapping"
+    )
     split: str = "train"
     test_split: str | None = Field(
         default=None, description="the global test set; null: hold out test_fraction of split"
@@ -315,7 +339,10 @@ def build_partitioner(config: DataConfig) -> Partitioner:
         if config.num_clients is None:
             raise ConfigError(f"data.num_clients: required for the {kind!r} partition")
         options["num_clients"] = config.num_clients
-    partitioner: Partitioner = entry.factory(**options)
+    try:
+        partitioner: Partitioner = entry.factory(**options)
+    except DataError as exc:  # e.g. a flwr-datasets partitioner that does not exist
+        raise ConfigError(f"data.partition: {exc}") from None
     return partitioner
 
 

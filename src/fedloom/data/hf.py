@@ -15,7 +15,7 @@ Both packages are optional: ``pip install 'fedloom[hf]'``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import torch
 from fedloom.data.dataset import Dataset
 from fedloom.errors import DataError, DataMissing
 
-__all__ = ["FlowerPartitioner", "from_hf", "load_hf"]
+__all__ = ["FlowerPartitioner", "flower_partitioner", "from_hf", "load_hf"]
 
 _SPLIT_SEED = 20170217  # a fixed test split (not the run's seed), as for digits
 _ROW = "__fedloom_row__"
@@ -38,7 +38,7 @@ def _require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        package = {"datasets": "datasets", "flwr_datasets": "flwr-datasets"}[module]
+        package = "datasets" if module == "datasets" else "flwr-datasets"
         raise DataError(f"this needs the {package} package: pip install 'fedloom[hf]'") from None
 
 
@@ -191,6 +191,8 @@ def _inputs(rows: Any, columns: list[str], name: str) -> torch.Tensor:
                 f"{name}: column {column!r} holds {array.dtype} values of uneven shapes or "
                 "text; turn them into numbers (tokenize, resize) with datasets' map first"
             )
+        if array.ndim == 1:  # one number per row: one feature
+            array = array[:, None]
         if type(rows.features[column]).__name__ == "Image":
             array = array.astype(np.float32) / 255.0
             array = array[:, None] if array.ndim == 3 else np.moveaxis(array, -1, 1)
@@ -245,3 +247,23 @@ class FlowerPartitioner:
             ]
         except (ValueError, KeyError) as exc:
             raise DataError(f"{type(self.partitioner).__name__}: {exc}") from None
+
+
+def flower_partitioner(
+    num_clients: int, partitioner: str, options: Mapping[str, Any] | None = None
+) -> FlowerPartitioner:
+    """``flwr_datasets.partitioner.<partitioner>(num_partitions=num_clients, **options)`` as a
+    fedloom partitioner: the ``flower`` partition of a config, e.g. ``{kind: flower,
+    partitioner: DirichletPartitioner, options: {partition_by: label, alpha: 0.3, seed: 7}}``.
+    """
+    module = _require("flwr_datasets.partitioner")
+    names = sorted(n for n in dir(module) if n.endswith("Partitioner") and n != "Partitioner")
+    if partitioner not in names:
+        raise DataError(
+            f"unknown flwr-datasets partitioner {partitioner!r}; available: {', '.join(names)}"
+        )
+    try:
+        value = getattr(module, partitioner)(num_partitions=num_clients, **dict(options or {}))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{partitioner}({dict(options or {})}): {exc}") from None
+    return FlowerPartitioner(value, label_column=str((options or {}).get("partition_by", "label")))
