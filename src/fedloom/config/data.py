@@ -102,7 +102,7 @@ class FlowerPartition(Kinded):
         description="a class of flwr_datasets.partitioner, e.g. DirichletPartitioner"
     )
     options: dict[str, Any] = Field(
-        default_factory=dict,
+        default={},
         description="its keyword arguments but num_partitions (data.num_clients), e.g. "
         "{partition_by: label, alpha: 0.5, seed: 42}",
     )
