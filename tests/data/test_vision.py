@@ -5,12 +5,14 @@ import gzip
 import io
 import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fedloom.config import RunConfig
+from fedloom.config import RunConfig, load_config
+from fedloom.config.build import build_model
 from fedloom.config.data import build_dataset
 from fedloom.data.vision import load_cifar10, load_emnist, load_fashion_mnist
 from fedloom.errors import DataError, DataMissing
@@ -236,3 +238,8 @@ def test_the_config_reads_each_data_set(tmp_path):
                 ).fingerprint()
             )
     assert shapes == {"fashion_mnist": (1, 28, 28), "emnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+    example = Path(__file__).parents[2] / "examples" / "cifar10_resnet.yaml"
+    config = load_config(example, [f"data.root={tmp_path}", "data.verify=false"])
+    dataset = build_dataset(config.data)
+    model = build_model(config, dataset)()  # cifar_resnet fits CIFAR-10's images
+    assert model(dataset.test_x[:2]).shape == (2, 10)

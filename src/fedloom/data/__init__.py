@@ -18,6 +18,7 @@ from fedloom.data.partitioners import (
 )
 from fedloom.data.sampling import cohort_size, sample_cohort
 from fedloom.data.synthetic import load_synthetic
+from fedloom.data.torch_data import from_torch
 from fedloom.data.vision import load_cifar10, load_emnist, load_fashion_mnist
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "default_data_root",
     "federate",
     "from_hf",
+    "from_torch",
     "load_cifar10",
     "load_digits",
     "load_emnist",
