@@ -99,7 +99,8 @@ def test_missing_files_offline_name_the_files_and_the_folder(tmp_path):
                        r"found in .*fashion_mnist\. Put train-images-idx3-ubyte\.gz, "):  # fmt: skip
         load_fashion_mnist(tmp_path, download=False)
     with pytest.raises(DataMissing, match=r"CIFAR-10 file cifar-10-binary\.tar\.gz not found in "
-                       r".*cifar10\. Put cifar-10-binary\.tar\.gz, \(or its cifar-10-batches-bin/"):  # fmt: skip
+                       r".*cifar10\. Put cifar-10-binary\.tar\.gz \(or its extracted cifar-10-batches-bin/ "
+                       r"folder: data_batch_1\.bin, .*test_batch\.bin\) in .*cifar10 \(or point"):  # fmt: skip
         load_cifar10(tmp_path, download=False)
     with pytest.raises(DataMissing, match=r"EMNIST files emnist-digits-train-images-idx3-ubyte\.gz"
                        r".* not found in .*emnist\. Put them there, or NIST's gzip\.zip"):  # fmt: skip

@@ -75,18 +75,19 @@ def fetch(
     download: bool,
     verify: bool,
     siblings: Sequence[str] = (),
+    hint: str = "",
 ) -> Path:
     """``folder / remote.name``, downloaded first if it is missing, checked if ``verify``.
 
     ``what`` names the data set in messages; ``siblings`` lists every file of the set, so
-    the offline message names them all."""
+    the offline message names them all; ``hint`` adds another way to provide them."""
     target = folder / remote.name
     if target.exists():
         if verify and remote.sha256:
             check_sha256(target, remote.sha256)
         return target
     names = ", ".join(siblings or (remote.name,))
-    where = f"Put {names} in {folder} (or point data.root / FEDLOOM_DATA at another root)."
+    where = f"Put {names}{hint} in {folder} (or point data.root / FEDLOOM_DATA at another root)."
     if not download:
         raise DataMissing(f"{what} file {remote.name} not found in {folder}. {where}")
     try:

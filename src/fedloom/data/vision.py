@@ -257,8 +257,9 @@ def _emnist_from_zip(
                 f"EMNIST files {', '.join(names)} not found in {folder}. Put them there, or "
                 f"NIST's gzip.zip ({_EMNIST_ZIP.urls[0]}), or allow downloading."
             )
-        fetch(folder, Remote(_EMNIST_ZIP.name, _EMNIST_ZIP.urls, _EMNIST_ZIP.sha256),
-              what="EMNIST", download=True, verify=False, siblings=[*names, "(or gzip.zip)"])  # fmt: skip
+        fetch(folder, _EMNIST_ZIP,
+              what="EMNIST", download=True, verify=False, siblings=names,
+              hint=" (or NIST's gzip.zip)")  # fmt: skip
     try:
         with zipfile.ZipFile(archive) as zf:
             for name in names:
@@ -312,7 +313,7 @@ def _cifar_batches(folder: Path, *, download: bool, verify: bool) -> dict[str, t
         return out
     archive = fetch(
         folder, _CIFAR_TAR, what="CIFAR-10", download=download, verify=verify,
-        siblings=[_CIFAR_TAR.name, f"(or its {_CIFAR_DIR}/ folder with {', '.join(names)})"],
+        hint=f" (or its extracted {_CIFAR_DIR}/ folder: {', '.join(names)})",
     )  # fmt: skip
     out = {}
     try:  # read the members in place: nothing is extracted, so no path in the tar is trusted
