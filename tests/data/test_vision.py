@@ -65,8 +65,27 @@ def test_fashion_mnist_is_found_where_torchvision_put_it(tmp_path):
     for key, stem in _IDX.items():
         n = 4 if key.startswith("train") else 2
         _write_idx(folder, stem, _images(n, 0) if "images" in key else np.arange(n), gz=False)
-    data = load_fashion_mnist(tmp_path, verify=True, download=False)  # no .gz: no digest
+    data = load_fashion_mnist(tmp_path, verify=False, download=False)
     assert data.num_train == 4 and len(data.test_y) == 2
+    with pytest.raises(DataError, match=r"raw/train-images-idx3-ubyte is corrupt or not the "
+                       "published file: the SHA-256 of its contents is .*, expected c59f468a"):  # fmt: skip
+        load_fashion_mnist(tmp_path, download=False)  # the published bytes, gunzipped or not
+
+
+def test_the_real_fashion_mnist_when_present(tmp_path):
+    """The published files, or Debian's recompressed copy (package dataset-fashion-mnist):
+    either passes the check, which reads the uncompressed bytes."""
+    import os
+
+    candidates = [Path(os.environ.get("FEDLOOM_DATA", "/nonexistent")) / "fashion_mnist",
+                  Path("/usr/share/datasets/fashion-mnist")]  # fmt: skip
+    folder = next((c for c in candidates if (c / "train-images-idx3-ubyte.gz").exists()), None)
+    if folder is None:
+        pytest.skip("FashionMNIST is not under FEDLOOM_DATA nor installed from Debian")
+    (tmp_path / "fashion_mnist").symlink_to(folder)
+    data = load_fashion_mnist(tmp_path, download=False)
+    assert data.train_x.shape == (60_000, 1, 28, 28) and data.test_x.shape == (10_000, 1, 28, 28)
+    assert np.bincount(data.train_y.numpy()).tolist() == [6000] * 10
 
 
 def test_checksums_refuse_files_that_are_not_the_published_ones(tmp_path):

@@ -21,9 +21,11 @@ members of NIST's ``gzip.zip``).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,12 @@ _FASHION_SHA256 = {
     "train-labels-idx1-ubyte": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
     "t10k-images-idx3-ubyte": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
     "t10k-labels-idx1-ubyte": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+}
+_FASHION_RAW_SHA256 = {  # of the uncompressed IDX bytes, whatever the compression
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 
 _EMNIST_ZIP = Remote(
@@ -114,9 +122,19 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 def _idx_arrays(
-    folders: tuple[Path, ...], stems: dict[str, str], *, verify: dict[str, str] | None
+    folders: tuple[Path, ...],
+    stems: dict[str, str],
+    *,
+    verify: dict[str, str] | None,
+    raw: dict[str, str] | None = None,
 ) -> dict[str, np.ndarray] | None:
-    """The four IDX arrays if every file is in one of ``folders`` (``.gz`` or not)."""
+    """The four IDX arrays if every file is in one of ``folders`` (``.gz`` or not).
+
+    With ``verify`` (stem -> SHA-256 of the published ``.gz``), a file must match it, or,
+    where ``raw`` (stem -> SHA-256 of the uncompressed IDX bytes) is known, hold those
+    bytes: a recompressed copy (Debian's ``dataset-fashion-mnist``) or a gunzipped one
+    (torchvision's ``raw/`` folders) is the same data. Uncompressed files without a known
+    ``raw`` digest get the structural checks of :func:`read_idx` only."""
     for folder in folders:
         found = {}
         for key, stem in stems.items():
@@ -125,12 +143,30 @@ def _idx_arrays(
                 break
             found[key] = path
         else:
-            if verify is not None:  # the digests are those of the published .gz files
+            if verify is not None:
                 for key, path in found.items():
-                    if path.suffix == ".gz":
-                        check_sha256(path, verify[stems[key]])
+                    _check_idx(path, verify[stems[key]], (raw or {}).get(stems[key]))
             return {key: read_idx(path) for key, path in found.items()}
     return None
+
+
+def _check_idx(path: Path, published: str, content: str | None) -> None:
+    """Refuse ``path`` unless it is the published ``.gz`` or holds the published bytes."""
+    if content is not None:
+        try:
+            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path} cannot be read ({type(exc).__name__}: {exc})") from None
+        if hashlib.sha256(data).hexdigest() == content:
+            return
+        if path.suffix != ".gz":
+            raise DataError(
+                f"{path} is corrupt or not the published file: the SHA-256 of its contents is "
+                f"{hashlib.sha256(data).hexdigest()}, expected {content}. Delete it to download "
+                "it again, or pass verify=False (data.verify: false) if you made it yourself."
+            )
+    if path.suffix == ".gz":
+        check_sha256(path, published)
 
 
 def _fetched(arrays: dict[str, np.ndarray] | None, folder: Path) -> dict[str, np.ndarray]:
@@ -192,7 +228,9 @@ def load_fashion_mnist(
     folder = data_folder(root, "fashion_mnist")
     digests = _FASHION_SHA256 if verify else None
     torchvision_raw = folder.parent / "FashionMNIST" / "raw"
-    arrays = _idx_arrays((folder, torchvision_raw), MNIST_FILES, verify=digests)
+    arrays = _idx_arrays(
+        (folder, torchvision_raw), MNIST_FILES, verify=digests, raw=_FASHION_RAW_SHA256
+    )
     if arrays is None:
         names = [f"{stem}.gz" for stem in MNIST_FILES.values()]
         for stem in MNIST_FILES.values():
