@@ -116,6 +116,10 @@ def test_shakespeare_encodes_characters_with_leafs_letters(tmp_path):
     assert SHAKESPEARE_LETTERS[int(data.train_y[0])] == first_y == "t"
     assert SHAKESPEARE_LETTERS.index("T") == 44 and int(data.train_x[0, 0]) == 44  # 25 before "A"
     assert np.bincount(data.train_owner).tolist() == [40, 25, 30]
+    test_file = tmp_path / "shakespeare" / "data" / "test" / "all_data_niid_0_test.json"
+    _write(test_file.parent, test_file.name, {"OTHELLO_IAGO": _lines("I am not", 3, length=5)})
+    with pytest.raises(DataError, match=r"mix input shapes \[\(5,\), \(12,\)\]; every user"):
+        load_shakespeare(tmp_path)
     path = tmp_path / "shakespeare" / "data" / "train" / "all_data_niid_0_train.json"
     path.write_text(path.read_text().replace("Nuncle", "Nuncl\\u00e9"))
     with pytest.raises(DataError, match=r"all_data_niid_0_train\.json: user 'KING_LEAR_FOOL': "

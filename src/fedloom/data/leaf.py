@@ -128,6 +128,12 @@ def _leaf_dataset(name: str, root, convert, num_classes: int) -> Dataset:
             for u, y in zip(train_users, train_y, strict=True)
         ]
     )
+    shapes = sorted({x.shape[1:] for x in train_x + test_x})
+    if len(shapes) > 1:
+        raise DataError(
+            f"LEAF {name} files under {data_folder(root, name)} mix input shapes {shapes}; every "
+            "user's inputs must have one shape (Shakespeare: one sequence length)"
+        )
     return Dataset(
         name=name,
         train_x=torch.from_numpy(np.concatenate(train_x)),
