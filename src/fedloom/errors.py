@@ -11,6 +11,7 @@ __all__ = [
     "ClientError",
     "ConfigError",
     "DataError",
+    "DataMissing",
     "FedloomError",
     "RoundAborted",
     "StageError",
@@ -31,6 +32,13 @@ class ConfigError(FedloomError, ValueError):
 
 class DataError(FedloomError):
     """A dataset is missing, malformed, or cannot be partitioned as asked."""
+
+
+class DataMissing(DataError):
+    """A dataset's files are not on disk and could not be downloaded (offline, or no source
+    to download from). The message names the files and the folder they belong in; the config
+    turns it into a ``data.root`` error, while a present but corrupt file stays a plain
+    :class:`DataError` (the folder is right, the file is not)."""
 
 
 class ClientError(FedloomError):

@@ -16,6 +16,7 @@ from fedloom.rng import derive_seed
 __all__ = [
     "MODELS",
     "ModelSource",
+    "cifar_resnet",
     "initial_module",
     "digits_cnn",
     "digits_cnn_bn",
@@ -24,6 +25,7 @@ __all__ = [
     "logistic_regression",
     "mnist_2nn",
     "mnist_cnn",
+    "shakespeare_lstm",
 ]
 
 
@@ -117,6 +119,68 @@ def digits_cnn_in(num_classes: int = 10) -> nn.Module:
     )
 
 
+class _Block(nn.Module):
+    """A ResNet basic block (He et al. 2016) with group norm: conv-GN-ReLU-conv-GN + skip."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.norm1 = nn.GroupNorm(2, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.norm2 = nn.GroupNorm(2, c_out)
+        self.skip = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.GroupNorm(2, c_out))
+            if stride != 1 or c_in != c_out
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.norm1(self.conv1(x)))
+        return torch.relu(self.norm2(self.conv2(out)) + self.skip(x))
+
+
+def cifar_resnet(num_classes: int = 10, width: int = 16, blocks: int = 1) -> nn.Module:
+    """A small CIFAR ResNet (He et al. 2016, section 4.2): depth ``6 * blocks + 2`` (8 by
+    default, 78,042 parameters; ``blocks=3`` is ResNet-20), stages of ``width``, 2x and 4x
+    channels. Batch norm is replaced by group norm with 2 groups, as Reddi et al. 2021
+    ("Adaptive Federated Optimization") do for federated CIFAR-10: no running statistics,
+    so no buffers to average and the vectorized engine can train it."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, width, 3, 1, 1, bias=False),
+        nn.GroupNorm(2, width),
+        nn.ReLU(),
+    ]
+    c_in = width
+    for stage, c_out in enumerate((width, 2 * width, 4 * width)):
+        for block in range(blocks):
+            layers.append(_Block(c_in, c_out, 2 if stage > 0 and block == 0 else 1))
+            c_in = c_out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
+    return nn.Sequential(*layers)
+
+
+class _CharLSTM(nn.Module):
+    def __init__(self, num_classes: int, embed: int, hidden: int, layers: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, embed)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True)
+        self.out = nn.Linear(hidden, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        states, _ = self.lstm(self.embed(tokens))
+        return self.out(states[:, -1])
+
+
+def shakespeare_lstm(
+    num_classes: int = 80, embed: int = 8, hidden: int = 256, layers: int = 2
+) -> nn.Module:
+    """McMahan et al. 2017's Shakespeare model: characters embedded in 8 dimensions, a
+    2-layer LSTM of 256 units, logits over the next character (819,920 parameters for
+    LEAF's 80 letters). Input ``[B, T]`` character indices, output ``[B, num_classes]``
+    for the character after the last one."""
+    return _CharLSTM(num_classes, embed, hidden, layers)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mnist_2nn": mnist_2nn,
     "mnist_cnn": mnist_cnn,
@@ -125,6 +189,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "digits_cnn": digits_cnn,
     "digits_cnn_bn": digits_cnn_bn,
     "digits_cnn_in": digits_cnn_in,
+    "cifar_resnet": cifar_resnet,
+    "shakespeare_lstm": shakespeare_lstm,
 }
 
 

@@ -46,8 +46,11 @@ configuration:
         output.{{runs_dir,plots,save_model,checkpoint,best_model,tensorboard,mlflow,
         mlflow_experiment}},
         early_stopping.{{metric,patience,min_delta,mode}}
-  Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural,
-  rare_class (rare_class, prevalence, alpha, rest_alpha: one class rare and uneven).
+  Datasets: digits, mnist, synthetic, fashion_mnist, emnist (data.emnist.split), cifar10,
+  femnist and shakespeare (LEAF JSON), hf (a Hugging Face data set: data.hf.path ...).
+  Partitions: iid, shards, dirichlet, quantity, natural,
+  rare_class (rare_class, prevalence, alpha, rest_alpha: one class rare and uneven),
+  flower (a flwr-datasets partitioner: partitioner, options).
   Tasks (task.name, options): classification (class_weights: one per class, or
   balanced, for class-weighted cross-entropy; class_metrics: labels whose recall,
   precision, F1 and PR-AUC to report; pr_bins), focal (gamma, alpha, positive_class,

@@ -39,10 +39,26 @@ __all__ = [
     "build_task",
 ]
 
-NUM_CLASSES = {"digits": 10, "mnist": 10, "synthetic": 10}
+NUM_CLASSES = {
+    "digits": 10,
+    "mnist": 10,
+    "synthetic": 10,
+    "fashion_mnist": 10,
+    "cifar10": 10,
+    "femnist": 62,
+    "shakespeare": 80,
+}
 """Labels per dataset, for clients that bring their own data (the model's output size)."""
 
-REFERENCE_MODELS = {"digits": "digits_cnn", "mnist": "mnist_2nn"}
+REFERENCE_MODELS = {
+    "digits": "digits_cnn",
+    "mnist": "mnist_2nn",
+    "fashion_mnist": "mnist_cnn",
+    "emnist": "mnist_cnn",
+    "femnist": "mnist_cnn",
+    "cifar10": "cifar_resnet",
+    "shakespeare": "shakespeare_lstm",
+}
 """What ``model.name: auto`` means for each dataset (logistic regression otherwise)."""
 
 

@@ -28,6 +28,9 @@ from fedloom.registry import REGISTRY, Kinded, Section
 __all__ = [
     "DataConfig",
     "DirichletPartition",
+    "EMNISTConfig",
+    "FlowerPartition",
+    "HFConfig",
     "IIDPartition",
     "NaturalPartition",
     "QuantityPartition",
@@ -91,6 +94,26 @@ class NaturalPartition(Kinded):
     kind: Literal["natural"] = "natural"
 
 
+class FlowerPartition(Kinded):
+    """A flwr-datasets partitioner, so a Flower user's partition carries over (fedloom[hf])."""
+
+    kind: Literal["flower"] = "flower"
+    partitioner: str = Field(
+        description="a class of flwr_datasets.partitioner, e.g. DirichletPartitioner"
+    )
+    options: dict[str, Any] = Field(
+        default={},
+        description="its keyword arguments but num_partitions (data.num_clients), e.g. "
+        "{partition_by: label, alpha: 0.5, seed: 42}",
+    )
+
+
+def _flower(num_clients: int, partitioner: str, options: dict[str, Any]) -> Partitioner:
+    from fedloom.data.hf import flower_partitioner
+
+    return flower_partitioner(num_clients, partitioner, options)
+
+
 for _name, _factory, _section in (
     ("iid", IID, IIDPartition),
     ("shards", Shards, ShardsPartition),
@@ -98,6 +121,7 @@ for _name, _factory, _section in (
     ("quantity", QuantitySkew, QuantityPartition),
     ("natural", Natural, NaturalPartition),
     ("rare_class", RareClass, RareClassPartition),
+    ("flower", _flower, FlowerPartition),
 ):
     REGISTRY.register("partition", _name, _factory, section=_section)
 
@@ -107,6 +131,37 @@ class SyntheticConfig(Section):
     beta: Annotated[float, Field(ge=0)] = 1.0
     num_devices: Annotated[int, Field(ge=1)] = 30
     iid: bool = False
+
+
+class EMNISTConfig(Section):
+    """Which EMNIST split (Cohen et al. 2017) ``dataset: emnist`` reads."""
+
+    split: Literal["balanced", "byclass", "bymerge", "digits", "letters", "mnist"] = "balanced"
+
+
+class HFConfig(Section):
+    """A Hugging Face data set (``dataset: hf``; needs ``pip install 'fedloom[hf]'``)."""
+
+    path: str = Field(
+        description="a hub id, a builder (parquet, csv, json, arrow) with data_files, or a "
+        "folder written by save_to_disk; relative paths are read from the working directory"
+    )
+    name: str | None = Field(default=None, description="the data set's configuration name")
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        default=None, description="files for a builder path, or a split -> files mapping"
+    )
+    split: str = "train"
+    test_split: str | None = Field(
+        default=None, description="the global test set; null: hold out test_fraction of split"
+    )
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    input_columns: list[str] | None = Field(
+        default=None, description="model inputs; null: every column but the label and client"
+    )
+    label_column: str = "label"
+    client_column: str | None = Field(
+        default=None, description="the column naming each row's client (partition: natural)"
+    )
 
 
 ScannerKind = Literal["brightness", "contrast", "gamma", "blur", "noise"]
@@ -131,7 +186,17 @@ class ScannersConfig(Section):
 
 
 class DataConfig(Section):
-    dataset: Literal["digits", "mnist", "synthetic"] = "digits"
+    dataset: Literal[
+        "digits",
+        "mnist",
+        "synthetic",
+        "fashion_mnist",
+        "emnist",
+        "cifar10",
+        "femnist",
+        "shakespeare",
+        "hf",
+    ] = "digits"
     root: str | None = Field(
         default=None, description="data root; default $FEDLOOM_DATA or ~/.cache/fedloom"
     )
@@ -145,9 +210,17 @@ class DataConfig(Section):
     normalize: Literal["auto", "standardize", "none"] = Field(
         default="auto",
         description="inputs: standardize (train mean and std), none (raw: pixels in [0, 1]), "
-        "or auto (the dataset's own: mnist standardized, digits and synthetic raw)",
+        "or auto (the dataset's own: mnist, fashion_mnist, emnist and cifar10 standardized; "
+        "digits, synthetic, femnist and hf raw; shakespeare is characters, never scaled)",
     )
     synthetic: SyntheticConfig = SyntheticConfig()
+    emnist: EMNISTConfig = EMNISTConfig()
+    hf: HFConfig | None = Field(default=None, description="with dataset: hf, which data set")
+    verify: bool = Field(
+        default=True,
+        description="check published data files (fashion_mnist, emnist, cifar10) against "
+        "their SHA-256; false for files you made yourself",
+    )
     scanners: ScannersConfig | None = Field(
         default=None, description="per-client input transforms (feature skew); null: none"
     )
@@ -165,6 +238,8 @@ def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
 
     if config.dataset == "mnist":  # stored standardized; "none" reads the raw pixels
         return _load_mnist(config.root, standardize=config.normalize != "none")
+    if config.dataset in _FILE_DATASETS:
+        return _load_files(config)
     if config.dataset == "digits":
         dataset = load_digits()
     else:
@@ -176,6 +251,52 @@ def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
             iid=synthetic.iid,
             seed=seed,
         )
+    return standardized(dataset) if config.normalize == "standardize" else dataset
+
+
+_FILE_DATASETS = ("fashion_mnist", "emnist", "cifar10", "femnist", "shakespeare", "hf")
+
+
+def _load_files(config: DataConfig) -> Dataset:
+    """A data set read from files (:mod:`fedloom.data.vision`, :mod:`~fedloom.data.leaf`,
+    :mod:`~fedloom.data.hf`). Files that are missing and cannot be downloaded are a
+    :class:`ConfigError` naming ``data.root`` (or ``data.hf``); a present but corrupt file
+    stays a :class:`DataError` naming the file."""
+    from fedloom.data import hf, leaf, vision
+    from fedloom.data.dataset import standardized
+    from fedloom.errors import DataMissing
+
+    name, root, scale = config.dataset, config.root, config.normalize != "none"
+    if name == "shakespeare" and config.normalize == "standardize":
+        raise ConfigError(
+            "data.normalize: shakespeare's inputs are character indices, which cannot be "
+            "standardized; use auto or none"
+        )
+    if name == "hf" and config.hf is None:
+        raise ConfigError("data.hf: required with dataset: hf (at least data.hf.path)")
+    try:
+        if name == "fashion_mnist":
+            return vision.load_fashion_mnist(root, standardize=scale, verify=config.verify)
+        if name == "emnist":
+            split = config.emnist.split
+            return vision.load_emnist(root, split, standardize=scale, verify=config.verify)
+        if name == "cifar10":
+            return vision.load_cifar10(root, standardize=scale, verify=config.verify)
+        if name == "shakespeare":
+            return leaf.load_shakespeare(root)
+        if name == "femnist":
+            dataset = leaf.load_femnist(root)
+        else:
+            assert config.hf is not None
+            dataset = hf.load_hf(**config.hf.model_dump())
+    except DataMissing as exc:
+        key = "data.hf" if name == "hf" else "data.root"
+        chosen = ""
+        if root is None and name != "hf":
+            source = f"FEDLOOM_DATA={os.environ['FEDLOOM_DATA']}" if os.environ.get(
+                "FEDLOOM_DATA") else "the default root"  # fmt: skip
+            chosen = f"not set, so {source} was used: "
+        raise ConfigError(f"{key}: {chosen}{exc}") from None
     return standardized(dataset) if config.normalize == "standardize" else dataset
 
 
@@ -218,7 +339,10 @@ def build_partitioner(config: DataConfig) -> Partitioner:
         if config.num_clients is None:
             raise ConfigError(f"data.num_clients: required for the {kind!r} partition")
         options["num_clients"] = config.num_clients
-    partitioner: Partitioner = entry.factory(**options)
+    try:
+        partitioner: Partitioner = entry.factory(**options)
+    except DataError as exc:  # e.g. a flwr-datasets partitioner that does not exist
+        raise ConfigError(f"data.partition: {exc}") from None
     return partitioner
 
 

@@ -288,7 +288,8 @@ class RunConfig(Section):
         does not change a completed round), and the number of rounds and the early-stopping
         rule, so a finished run can be extended (a round depends only on the seed and its own
         number). The defaults of ``server.sampling`` (uniform), ``data.normalize`` (auto),
-        ``data.scanners`` (none), ``eval.finetune_steps`` (0) and ``task`` (classification)
+        ``data.scanners`` (none), ``data.hf`` (none), ``data.emnist`` (balanced),
+        ``eval.finetune_steps`` (0) and ``task`` (classification)
         are left out too, so runs checkpointed before those keys existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         if self.task == type(self).model_fields["task"].default:
@@ -301,6 +302,11 @@ class RunConfig(Section):
         data: dict[str, bool] = {"normalize": True} if self.data.normalize == "auto" else {}
         if self.data.scanners is None:  # off: the fingerprints of before it existed
             data["scanners"] = True
+        data["verify"] = True  # always: it checks the files, it never changes the numbers
+        if self.data.hf is None:  # unused: the fingerprints of before it existed
+            data["hf"] = True
+        if self.data.emnist.split == "balanced":  # the default: as before it existed
+            data["emnist"] = True
         evaluation: dict[str, bool] = {}
         if self.eval.finetune_steps == 0:  # an extra metric only; off: as before it existed
             evaluation["finetune_steps"] = True

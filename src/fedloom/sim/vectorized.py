@@ -60,8 +60,12 @@ def vectorization_problem(module: nn.Module) -> str | None:
     """Why ``module`` cannot be trained by the vectorized engine, or ``None`` if it can.
 
     Models with floating-point buffers (batch norm's running statistics) update them in place
-    in training mode, which ``vmap`` cannot do per client.
+    in training mode, which ``vmap`` cannot do per client. Recurrent layers (``nn.LSTM``)
+    have no batching rule in ``torch.func``: vmap would fall back to a slow loop and warn.
     """
+    recurrent = [type(m).__name__ for m in module.modules() if isinstance(m, nn.RNNBase)]
+    if recurrent:
+        return f"it has recurrent layers ({recurrent[0]}), which vmap has no batching rule for"
     buffers = buffer_spec(module)
     if buffers.num_params:
         return (
