@@ -127,22 +127,25 @@ def _fedavg_step(reference, in_sum):
     return sum(weighted[k] for k in in_sum) / total, total
 
 
+SECAGG_PLUS = "server.secure_aggregation={clip_range: 20, value_bits: 16, neighbors: 6}"
 SCENARIOS = {
-    "0%": {},
-    "10%": {3: "share", 11: "share"},
-    "30%": {1: "advertise", 8: "advertise", 4: "share", 15: "share", 6: "masked_input",
-            17: "masked_input"},
+    "0%": ({}, SECURE),
+    "10%": ({3: "share", 11: "share"}, SECURE),
+    "30%": ({1: "advertise", 8: "advertise", 4: "share", 15: "share", 6: "masked_input",
+             17: "masked_input"}, SECURE),
+    "SecAgg+ 10%": ({3: "share", 11: "share"}, SECAGG_PLUS),  # 6 neighbors: t = 4 of 7
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_the_decoded_sum_is_fedavgs_over_the_clients_in_the_sum(reference, scenario, caplog):
-    """0, 2 and 6 of 20 clients stop after some phase (t = 11 tolerates 9): clients that
-    stopped before their masked input are left out (their pairwise masks reconstructed),
-    those that stopped after it are in the sum (their self-masks reconstructed)."""
-    stops = SCENARIOS[scenario]
+    """0, 2 and 6 of 20 clients stop after some phase (t = 11 tolerates 9; with SecAgg+'s 6
+    neighbors, t = 4 of each client's 7 holders): clients that stopped before their masked
+    input are left out (their pairwise masks reconstructed), those that stopped after it
+    are in the sum (their self-masks reconstructed)."""
+    stops, secure = SCENARIOS[scenario]
     with caplog.at_level(logging.INFO, logger="fedloom"):
-        history = _deployed(_config(SECURE), stops)
+        history = _deployed(_config(secure), stops)
     in_sum = [k for k in range(N) if stops.get(k) in (None, "masked_input")]
     metrics = history.reports[0].metrics
     assert metrics["secagg_in_sum"] == len(in_sum)
