@@ -21,7 +21,9 @@ Dropouts: clients that vanish after any phase (crashed, killed, disconnected), u
 pairwise masks (or, for a client that dropped after its masked input, its self-mask, and its
 input stays in the sum). With more, :class:`~fedloom.privacy.secagg.SecAggAborted`: the round
 is logged with the reason, the clients still waiting are told, no result is returned, and the
-round loop skips the round with the model unchanged (``round_skipped``; ``secagg_aborted``).
+round loop skips the round with the model unchanged (``round_skipped``; ``secagg_aborted``)
+and goes on with the next one. The plain executor's ``min_fit_clients``, ``retries`` and
+``close_early`` do not apply: the protocol's threshold decides whether a round counts.
 
 What the server cannot check: no client's update is visible, so the update validation of a
 plain deployment (norm bounds, the example count against the one announced at join) does not
