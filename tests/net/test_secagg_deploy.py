@@ -16,7 +16,10 @@ import itertools
 import logging
 import signal
 import threading
+import time
 
+import grpc
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -29,10 +32,21 @@ from fedloom.engine import plans_for_round
 from fedloom.experiment import simulate_config
 from fedloom.net.certs import write_quickstart
 from fedloom.net.client import run_client
+from fedloom.net.codec import encode_tensor
 from fedloom.net.deploy import serve
+from fedloom.net.proto import fedloom_pb2 as pb
+from fedloom.net.proto import fedloom_pb2_grpc as rpc
+from fedloom.net.proto import secagg_pb2 as spb
+from fedloom.net.proto import secagg_pb2_grpc as srpc
+from fedloom.net.secagg_wire import (
+    client_message_to_pb,
+    key_list_from_pb,
+    share_list_from_pb,
+    unmask_request_from_pb,
+)
 from fedloom.net.server import Access
 from fedloom.params import flatten_buffers, flatten_params
-from fedloom.privacy.secagg import SecAggConfig
+from fedloom.privacy.secagg import MaskedInput, SecAggClient, SecAggConfig
 from fedloom.sim.sequential import SequentialExecutor
 
 N = 20
@@ -66,11 +80,12 @@ def _config(*overrides):
 RUNS = itertools.count()
 
 
-def _deployed(config, stop_after=None):
+def _deployed(config, stop_after=None, others=None):
     """One deployed run with N client threads; ``stop_after[k]`` makes client k leave each
-    secure round after that phase, as if it crashed there. Returns the history. The client
-    names are new for every run: a thread of an earlier test still retrying its server's
-    port (should a new server get that port) is refused, not taken for one of ours."""
+    secure round after that phase, as if it crashed there; ``others[k](address, name)`` runs
+    instead of client k's daemon. Returns the history. The client names are new for every
+    run: a thread of an earlier test still retrying its server's port (should a new server
+    get that port) is refused, not taken for one of ours."""
     run = next(RUNS)
     clients = tuple(f"run{run}-client-{k}" for k in range(N))
     port, outcome = free_port(), {}
@@ -86,6 +101,11 @@ def _deployed(config, stop_after=None):
     thread.start()
     data, threads = build_federated(config), []
     for k, name in enumerate(clients):
+        if k in (others or {}):
+            other = threading.Thread(target=others[k], args=(f"127.0.0.1:{port}", name))
+            other.start()
+            threads.append(other)
+            continue
         options = {
             "client_id": name,
             "data": data.client_batch(k),
@@ -167,6 +187,84 @@ def test_the_decoded_sum_is_fedavgs_over_the_clients_in_the_sum(reference, scena
     ]
     assert summed == [f"round 1: secure aggregation summed {len(in_sum)} of {N} clients' "
                       f"inputs (total weight {total})"]  # fmt: skip
+
+
+def test_a_two_faced_client_over_grpc_is_refused_and_cannot_change_the_sum(reference, caplog):
+    """Client 5 speaks the protocol itself over the real stubs: a malformed key, then its
+    keys; its shares; a masked input of zeros (any input within the clip range is a
+    client's right) and then a second, different one; a plain update on the side. The
+    malformed key, the second masked input and the plain update are refused with logged
+    reasons; the sum is the other 19 clients' plus its zeros (with its example count)."""
+    evil, receipts = 5, []
+    _, _, counts = reference
+
+    def two_faced(address, name):
+        with grpc.insecure_channel(address) as channel:
+            federation = rpc.FederationStub(channel)
+            secure = srpc.SecureAggregationStub(channel)
+            join = pb.JoinRequest(client_id=name, num_examples=counts[evil])
+            federation.Join(join, wait_for_ready=True, timeout=patient(60))  # server starting
+            task = federation.GetTask(pb.TaskRequest(client_id=name))
+            while task.kind != "secure_train":
+                time.sleep(0.05)
+                task = federation.GetTask(pb.TaskRequest(client_id=name))
+
+            def poll(want):
+                reply = secure.Receive(spb.Poll(client_id=name, round=task.round, want=want))
+                while reply.kind == "wait":
+                    time.sleep(0.05)
+                    reply = secure.Receive(spb.Poll(client_id=name, round=task.round, want=want))
+                return getattr(reply, want)
+
+            def send(message):
+                receipts.append(secure.Send(message))
+
+            params = poll("params")
+            config = SecAggConfig(bits=params.bits, clip_range=params.clip_range,
+                                  value_bits=params.value_bits)  # fmt: skip
+            client = SecAggClient.start(config, seed=params.seed, round=task.round,
+                                        client_id=params.client_index, cohort_ids=params.cohort)  # fmt: skip
+            cohort = list(params.cohort)
+            advert, client = client.advertise()
+            bad = client_message_to_pb(advert, client_name=name)
+            bad.advertise_keys.mask_public = b"short"
+            send(bad)
+            send(client_message_to_pb(advert, client_name=name))
+            shares, client = client.share_keys(key_list_from_pb(poll("key_list"), cohort))
+            send(client_message_to_pb(shares, client_name=name))
+            share_list = share_list_from_pb(poll("share_list"), cohort)
+            masked, client = client.masked_input(share_list, np.zeros(params.num_params),
+                                                 counts[evil])  # fmt: skip
+            send(client_message_to_pb(masked, client_name=name))
+            flipped = bytes([masked.masked[0] ^ 1]) + masked.masked[1:]
+            second = MaskedInput(masked.round, masked.client_id, flipped, ())
+            send(client_message_to_pb(second, client_name=name))
+            plain = pb.Update(client_id=name, round=task.round, num_examples=counts[evil],
+                              update=encode_tensor(torch.ones(params.num_params)))  # fmt: skip
+            receipts.append(federation.SubmitUpdate(plain))
+            request = unmask_request_from_pb(poll("unmask_request"), cohort)
+            answer, client = client.unmask(request)
+            send(client_message_to_pb(answer, client_name=name))
+            while federation.GetTask(pb.TaskRequest(client_id=name)).kind != "done":
+                time.sleep(0.05)
+
+    with caplog.at_level(logging.INFO, logger="fedloom"):
+        history = _deployed(_config(SECURE), others={evil: two_faced})
+    accepted = [r.accepted for r in receipts]
+    assert accepted == [False, True, True, True, False, False, True]
+    assert "a mask public key is 32 bytes, got 5" in receipts[0].reason
+    assert "two different masked inputs; the first is kept" in receipts[4].reason
+    assert "secure aggregation" in receipts[5].reason
+    name = f"run{next(RUNS) - 1}-client-{evil}"
+    refusals = [m for m in caplog.messages if f"refused a message of {name}" in m]
+    assert len(refusals) == 2 and "two different masked inputs" in refusals[1]
+    metrics = history.reports[0].metrics
+    assert metrics["secagg_in_sum"] == N and metrics["secagg_refused"] == 2
+    params, weighted, _ = reference
+    honest = sum(weighted[k] for k in range(N) if k != evil)
+    total = sum(counts.values())
+    diff = history.final_state.params.double() - (params.double() + honest / total)
+    assert 0 < float(diff.abs().max()) <= N * STEP_Q / total + FLOAT32_SLACK
 
 
 def test_below_the_threshold_the_round_fails_and_the_model_is_unchanged(reference, caplog):
