@@ -41,7 +41,7 @@ def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         epilog=CONFIG_HELP
         + "  Deploy keys: deploy.{address,certs,tokens,insecure,clients,round_timeout_s,\n"
         "        join_timeout_s,min_fit_clients,retries,close_early,compress,max_message_mb,\n"
-        "        client_state,dp_noise}\n",
+        "        client_state,dp_noise,phase_timeout_s}\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(server)

@@ -172,6 +172,11 @@ class DeployConfig(Section):
     round_timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=60.0, description="a round's deadline, from when its selected clients have joined"
     )
+    phase_timeout_s: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="secure aggregation: the deadline of each protocol phase after the first "
+        "(which includes local training and has round_timeout_s); default round_timeout_s",
+    )
     join_timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=300.0,
         description="how long a round waits for selected clients that never joined before its "

@@ -146,7 +146,7 @@ class SecAggDropoutConfig(Section):
 
 class SecureAggregationConfig(Section):
     """Secure aggregation (Bonawitz et al. 2017; SecAgg+ with ``neighbors``): the server
-    learns only the sum of the cohort's updates. Simulation only for now."""
+    learns only the sum of the cohort's updates; in simulation and over gRPC."""
 
     threshold: Annotated[int, Field(ge=2)] | None = Field(
         default=None,

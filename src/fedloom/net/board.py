@@ -147,6 +147,9 @@ class RoundBoard:
         self.last_seen: dict[str, float] = {}
         self._told_done: set[int] = set()
         self.last_traffic: dict[str, float] = {}
+        # secure aggregation (fedloom.net.secagg_executor): tasks say "secure_train", each is
+        # handed out once a round, and plain updates are refused unread
+        self.secure = False
 
     # -- the round loop's side -------------------------------------------------------------
 
@@ -279,12 +282,14 @@ class RoundBoard:
             current = self._round
             if current is None or index not in current.plans or index in current.results:
                 return pb.Task(kind="wait", retry_after_s=0.2)
+            if self.secure and index in current.handed_out:  # its keys would change: no retry
+                return pb.Task(kind="wait", retry_after_s=0.2)
             current.handed_out.add(index)
             plan = current.plans[index]
             local = self.local
             own_terms = [current.corrections[index]] if index in current.corrections else []
             task = pb.Task(
-                kind="train",
+                kind="secure_train" if self.secure else "train",
                 round=current.number,
                 params=current.params,
                 buffers=current.buffers,
@@ -321,6 +326,8 @@ class RoundBoard:
                 return f"client was not selected for round {update.round + 1}"
             if index in current.results:
                 return f"client already submitted for round {update.round + 1}"
+            if self.secure:
+                return "this run uses secure aggregation: updates travel masked (SecureAggregation)"
             current.bytes_up += update.ByteSize()
             refused = current.rejections.setdefault(index, [])
             if len(refused) >= MAX_REJECTIONS_PER_ROUND:

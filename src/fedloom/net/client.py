@@ -83,6 +83,7 @@ def run_client(
     on_round: Callable[[int], None] | None = None,
     state_path: str | Path | None = None,
     reproducible_noise: bool = False,
+    secagg_stop_after: str | None = None,
 ) -> int:
     """Take part in a run until the server says it is over; returns the rounds trained.
 
@@ -106,6 +107,10 @@ def run_client(
     ``reproducible_noise`` drops the secret, so that the noise is exactly a simulation's
     (tests and demos that compare a deployed run with its simulation; the server can then
     undo the noise).
+
+    Under secure aggregation (a ``secure_train`` task) the update is not submitted: it is the
+    client's input to the protocol (:func:`fedloom.net.secagg_client.take_part`).
+    ``secagg_stop_after`` (tests and demos) leaves each secure round after that phase.
     """
     objectives = _Objectives(module, max_message_bytes, task)
     secret = None if reproducible_noise else secrets.randbits(62)
@@ -140,6 +145,20 @@ def run_client(
                         continue
                     log.info("%s: training round %d", client_id, job.round + 1)
                     update, writes = _train(job, data, objectives, own, max_message_bytes, secret)
+                    if job.kind == "secure_train":  # the update goes in masked, never in clear
+                        from fedloom.net.secagg_client import take_part  # loads cryptography
+
+                        take_part(
+                            channel, client_id=client_id, round=int(job.round),
+                            update=decode_tensor(update.update, max_bytes=max_message_bytes),
+                            num_examples=int(update.num_examples), metadata=metadata,
+                            delay_s=delay_s, stop_after=secagg_stop_after,
+                            timeout_s=give_up_after_s,
+                        )  # fmt: skip
+                        trained += 1
+                        if on_round is not None:
+                            on_round(int(job.round))
+                        continue
                     update.client_id = client_id
                     if delay_s > 0:
                         time.sleep(delay_s)

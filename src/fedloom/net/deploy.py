@@ -22,6 +22,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import torch
@@ -44,6 +45,7 @@ from fedloom.config.spec import stopping_callbacks, tracking_callbacks
 from fedloom.data import Dataset
 from fedloom.engine import Callback, Checkpoints, Evaluator, History, run_rounds
 from fedloom.engine.early import stopping_summary
+from fedloom.engine.validation import UpdatePolicy
 from fedloom.errors import ConfigError, FedloomError
 from fedloom.net.board import Access, RoundBoard
 from fedloom.net.client import run_client
@@ -51,6 +53,9 @@ from fedloom.net.server import NetworkExecutor, start_server
 from fedloom.net.status import StatusLine
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.report import MetricsFiles, save_model
+
+if TYPE_CHECKING:
+    from fedloom.net.secagg_executor import SecureNetworkExecutor
 
 __all__ = ["deploy_access", "load_data_hook", "run_demo_client", "serve", "server_credentials_for"]
 
@@ -114,15 +119,22 @@ def serve(
     Raises :class:`~fedloom.net.server.RoundStarved` when a round gets too few updates.
     """
     deploy = config.deploy
-    if config.server.secure_aggregation is not None:
-        raise ConfigError(
-            "server.secure_aggregation: not available over gRPC yet (issue 15, a later "
-            "slice); it runs in simulation (fedloom run)"
-        )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
     # kept by each client, never sent to the server (with local buffers, those too)
     personal = personal_parts(algorithm, local_buffers=config.model.buffers == "local")
+    secure = None
+    if config.server.secure_aggregation is not None:  # the clients mask, the server sums
+        if personal:
+            raise ConfigError(
+                f"server.secure_aggregation: {algorithm.name} keeps personal parameters (or "
+                "local buffers) on each client, which the deployed secure sum does not mask "
+                "around yet; run it without secure aggregation, or in simulation (fedloom run)"
+            )
+        from fedloom.net.secagg_executor import secure_deployment  # loads cryptography
+
+        secure = secure_deployment(algorithm)
+        algorithm = secure.algorithm
     if personal and deploy.client_state != "client":
         raise ConfigError(
             f"deploy.client_state: {algorithm.name} keeps personal parameters on each client, "
@@ -140,6 +152,12 @@ def serve(
     )
     policy = build_policy(config.server, deployment=True)  # the relative checks are on
     enabled, warnings = protections(config.server, policy)
+    if secure is not None:  # no update is visible to check: what protects the sum instead
+        enabled = ["secure aggregation: the server sees only the cohort's masked sum; clients "
+                   f"clip{' to ' + format(secure.clip_norm, 'g') if secure.clip_norm else ''} "
+                   f"and quantize to [-{secure.config.clip_range:g}, "
+                   f"{secure.config.clip_range:g}]"]  # fmt: skip
+        warnings = []
     log.info("update protections: %s", "; ".join(enabled))
     for warning in warnings:
         log.warning("UNSAFE: %s", warning)
@@ -154,11 +172,18 @@ def serve(
         compress=deploy.compress,
         personal=personal,
     )
+    services, room = [], None
+    if secure is not None:
+        from fedloom.net.secagg_room import SecAggRoom, secure_aggregation_service
+
+        board.secure, room = True, SecAggRoom(access)
+        services.append(secure_aggregation_service(room))
     server, port = start_server(
         board,
         address or deploy.address,
         credentials=credentials,
         max_message_bytes=max_message,
+        services=services,
     )
     if on_listening is not None:
         on_listening(port)
@@ -175,7 +200,7 @@ def serve(
     if status is not None:
         observers.append(status)
     needed = max(deploy.min_fit_clients, policy.min_updates, algorithm.min_updates())
-    executor = NetworkExecutor(
+    executor: NetworkExecutor | SecureNetworkExecutor = NetworkExecutor(
         board,
         round_timeout_s=deploy.round_timeout_s,
         min_fit_clients=needed,
@@ -183,6 +208,15 @@ def serve(
         close_early=deploy.close_early,
         join_timeout_s=deploy.join_timeout_s,
     )
+    if secure is not None and room is not None:  # one decoded sum a round; t guards it
+        from fedloom.net.secagg_executor import SecureNetworkExecutor
+
+        needed, policy = 1, UpdatePolicy()  # no client's update is visible to validate
+        executor = SecureNetworkExecutor(
+            board, room, secure.config, seed=config.seed, weighting=secure.weighting,
+            clip_norm=secure.clip_norm, round_timeout_s=deploy.round_timeout_s,
+            phase_timeout_s=deploy.phase_timeout_s, join_timeout_s=deploy.join_timeout_s,
+        )  # fmt: skip
     finished = False
     try:
         history = run_rounds(

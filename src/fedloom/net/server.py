@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -245,9 +245,11 @@ def start_server(
     credentials: grpc.ServerCredentials | None,
     max_message_bytes: int,
     workers: int = 8,
+    services: Sequence[Callable[[grpc.Server, FederationService], None]] = (),
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server on ``address`` (``host:port``; port 0 picks one); TLS unless
-    ``credentials`` is ``None``. Returns the server and its port."""
+    ``credentials`` is ``None``. ``services`` add more servicers (secure aggregation's),
+    given the federation service that identifies callers. Returns the server and its port."""
     from concurrent import futures
 
     server = grpc.server(
@@ -257,7 +259,10 @@ def start_server(
             ("grpc.max_receive_message_length", max_message_bytes),
         ],
     )
-    rpc.add_FederationServicer_to_server(FederationService(board), server)
+    federation = FederationService(board)
+    rpc.add_FederationServicer_to_server(federation, server)
+    for add in services:
+        add(server, federation)
     if credentials is None:
         port = server.add_insecure_port(address)
     else:

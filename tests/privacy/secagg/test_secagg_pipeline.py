@@ -278,11 +278,14 @@ def test_example_counts_that_could_overflow_the_group_are_a_config_error():
         build_run(config)
 
 
-def test_the_deployed_server_refuses_secure_aggregation_for_now(tmp_path, capsys):
+def test_the_deployed_server_refuses_simulated_dropouts(tmp_path, capsys):
+    """Over gRPC (tests/net/test_secagg_deploy.py) dropouts are real; the simulated ones are
+    a config error there, before the server listens."""
     code = main(["server", "--insecure", "--runs-dir", str(tmp_path / "runs"),
-                 "--set", "server.secure_aggregation={}"])  # fmt: skip
+                 "--set", "server.secure_aggregation={dropout: {fraction: 0.1}}"])  # fmt: skip
     assert code == 2
-    assert "server.secure_aggregation: not available over gRPC yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "server.secure_aggregation.dropout: simulated dropouts are for simulation" in err
 
 
 def test_secagg_plus_with_dropouts_gives_the_survivors_mean():

@@ -86,8 +86,12 @@ update, and the server divides the two sums.
 In simulation (issue 15, second slice) :class:`~fedloom.privacy.secagg.stage.SecureSum` runs
 this protocol as the aggregation pipeline's reducer each round (``server.secure_aggregation``
 in the run config; it composes with central DP noise on the decoded sum), and
-``benchmarks/secagg.py`` measures its time and bytes against plain FedAvg. Later slice: the
-same messages over the gRPC deployment.
+``benchmarks/secagg.py`` measures its time and bytes against plain FedAvg. Over the gRPC
+deployment (issue 15, last slice) the same client and server state values run in the client
+daemons and the server (:mod:`fedloom.net.secagg_room`, :mod:`fedloom.net.secagg_executor`,
+:mod:`fedloom.net.secagg_client`), with the messages as protobuf
+(:mod:`fedloom.net.secagg_wire`); :mod:`fedloom.privacy.secagg.decoded` holds the two ends of
+the pipeline there (a client's input, the reducer of the decoded sum).
 
 Importing this package loads ``cryptography``; ``import fedloom`` does not import it.
 """
