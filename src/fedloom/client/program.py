@@ -5,7 +5,10 @@ A :class:`ClientProgram` is handed to the executors once, when they are built. I
 - ``terms``: extra local objective terms (FedProx's proximal term);
 - ``statistics``: numbers the client computes and reports with its update, by name;
 - ``update_transforms``: what the client does to its update before it leaves, in order
-  (local differential privacy's clip and noise, :mod:`fedloom.privacy.local_dp`).
+  (local differential privacy's clip and noise, :mod:`fedloom.privacy.local_dp`);
+- ``compression``: how the update is encoded on its way to the server, after the
+  transforms, and how the broadcast is encoded on its way to the client
+  (:mod:`fedloom.compress`; ``None``: float32 both ways).
 
 Per-round, per-client inputs (how much work to do, SCAFFOLD's gradient correction) travel in
 the :class:`~fedloom.types.ClientPlan` instead. Together they are everything any engine needs
@@ -36,7 +39,7 @@ Statistics (all computed by the client from its own data and trajectory):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -44,6 +47,9 @@ from fedloom.client.local import LocalTraining
 from fedloom.client.objectives import ObjectiveTerm
 from fedloom.client.terms import proximal_coefficient
 from fedloom.types import ClientPlan
+
+if TYPE_CHECKING:
+    from fedloom.compress import Compression
 
 __all__ = ["STATISTICS", "ClientProgram", "UpdateTransform", "plan_settings", "work_norm"]
 
@@ -70,6 +76,7 @@ class ClientProgram:
     terms: tuple[ObjectiveTerm, ...] = ()
     statistics: frozenset[str] = field(default_factory=frozenset)
     update_transforms: tuple[UpdateTransform, ...] = ()
+    compression: Compression | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.statistics) - set(STATISTICS))

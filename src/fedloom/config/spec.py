@@ -25,6 +25,7 @@ from fedloom.config.build import (
     build_model,
     build_task,
 )
+from fedloom.config.compression import check_compression
 from fedloom.config.run import RunConfig
 from fedloom.config.server import build_policy
 from fedloom.data import FederatedDataset
@@ -34,7 +35,7 @@ from fedloom.engine.early import BEST_MODEL_FILE, BestModel, EarlyStopping
 from fedloom.errors import ConfigError
 from fedloom.model_file import load_model
 from fedloom.models import initial_module
-from fedloom.params import load_flat
+from fedloom.params import load_flat, param_spec
 from fedloom.privacy.dp_fedavg import calibrate
 from fedloom.tasks import Task
 
@@ -91,6 +92,7 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
             )
         load_flat(module, *load_model(config.model.init, module))
     algorithm = with_model(algorithm, module)  # a personal pattern that matches nothing fails here
+    check_compression(algorithm.program.compression, param_spec(module).num_params)
     check_buffers(algorithm, config.model.buffers)
     if config.server.secure_aggregation is not None and config.model.buffers == "average":
         floats = sum(b.numel() for b in module.buffers() if b.is_floating_point())

@@ -27,6 +27,7 @@ from fedloom.algorithms.ditto import personal_plans
 from fedloom.algorithms.ditto import personal_writes as ditto_writes
 from fedloom.client import LocalContext, LocalTraining
 from fedloom.client.store import ClientStates, with_writes
+from fedloom.compress import Compression, compress_results
 from fedloom.data import sample_cohort
 from fedloom.data.sampling import SAMPLINGS, Sampling, cohort_size
 from fedloom.engine.callbacks import Callback, History, notify_round
@@ -185,7 +186,11 @@ def run_rounds(
         callback.on_start(rounds, state)
         if reports:
             callback.on_resume(tuple(reports), state)
-    values_per_model = state.params.numel() + state.buffers.numel()
+    compression = algorithm.program.compression or Compression()
+    # a deployed executor's clients compress (and decode the broadcast) on their own; in
+    # simulation the loop does it on their behalf (fedloom.compress.feedback)
+    on_wire = bool(getattr(executor, "compresses_on_wire", False))
+    num_params, num_buffers = state.params.numel(), state.buffers.numel()
     wants_clients = any(getattr(callback, "wants_clients", False) for callback in callbacks)
     if any(callback.stop_requested for callback in callbacks):  # a resumed run that had stopped
         rounds = len(reports)
@@ -203,8 +208,9 @@ def run_rounds(
             plans = prepare_plans(algorithm, state, plans)  # else each client computes its own
         start_buffers = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
         shared = algorithm.state.shared(state.algorithm) if algorithm.state is not None else {}
-        context = LocalContext(global_params=state.params, extras=shared)
-        outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
+        sent = state.params if on_wire else compression.broadcast(state.params)
+        context = LocalContext(global_params=sent, extras=shared)
+        outcomes = executor.fit(plans, sent, start_buffers, context) if plans else []
         personal_writes: dict[int, dict[str, torch.Tensor]] = {}
         if algorithm.personal_model is not None and plans:
             if personal_executor is None:
@@ -214,6 +220,13 @@ def run_rounds(
             personal_writes = ditto_writes(state.params, trained)
         returned = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
+        upload_bytes = len(returned) * compression.upload_bytes(num_params)
+        residuals: dict[int, dict[str, torch.Tensor]] = {}
+        if compression.upload is not None and not on_wire:
+            seeds = {p.client_id: p.seed for p in plans}
+            returned, residuals, upload_bytes = compress_results(
+                compression, returned, seeds, state.clients
+            )
         judge_failures(failures, round_number=t + 1, on_client_error=on_client_error)
         results, rejections = validate_updates(
             returned,
@@ -235,8 +248,11 @@ def run_rounds(
             "num_failures": float(len(failures)),
             "num_rejected": float(len(rejections)),
             "num_stragglers_dropped": float(len(dropped)),
-            "bytes_down": float(len(sampled) * values_per_model * BYTES_PER_VALUE),
-            "bytes_up": float(len(returned) * values_per_model * BYTES_PER_VALUE),
+            "bytes_down": float(
+                len(sampled)
+                * (compression.download_bytes(num_params) + num_buffers * BYTES_PER_VALUE)
+            ),
+            "bytes_up": float(upload_bytes + len(returned) * num_buffers * BYTES_PER_VALUE),
         }
         per_client = _per_client(results) if wants_clients else {}
         measured = getattr(executor, "round_metrics", None)
@@ -298,6 +314,10 @@ def run_rounds(
             metrics["round_skipped"] = 1.0
         if personal_writes:
             state = replace(state, clients=with_writes(state.clients, personal_writes))
+        kept = {r.client_id for r in results}  # a client keeps its residual once accepted
+        residuals = {k: v for k, v in residuals.items() if k in kept}
+        if residuals:
+            state = replace(state, clients=with_writes(state.clients, residuals))
         if evaluate is not None and ((t + 1) % eval_every == 0 or t + 1 == rounds):
             metrics.update(evaluate(state, client_buffers))
         metrics["wall_s"] = time.perf_counter() - started
