@@ -45,8 +45,7 @@ def test_a_compressed_deployed_run_equals_its_simulation(tmp_path, compression):
     data = build_federated(config)
     server, outcome = serve_in_thread(config, clients, tmp_path)
     workers = [
-        client_thread(config, data, tmp_path, c, k, outcome["port"])
-        for k, c in enumerate(clients)
+        client_thread(config, data, tmp_path, c, k, outcome["port"]) for k, c in enumerate(clients)
     ]
     server.join(timeout=120)
     for worker in workers:

@@ -292,8 +292,8 @@ class RunConfig(Section):
         does not change a completed round), and the number of rounds and the early-stopping
         rule, so a finished run can be extended (a round depends only on the seed and its own
         number). The defaults of ``server.sampling`` (uniform), ``data.normalize`` (auto),
-        ``data.scanners`` (none), ``eval.finetune_steps`` (0), ``client.compression`` (none)
-        and ``task`` (classification)
+        ``data.scanners`` (none), ``eval.finetune_steps`` (0), ``client.compression`` (none),
+        ``server.selection`` (none) and ``task`` (classification)
         are left out too, so runs checkpointed before those keys existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         if self.task == type(self).model_fields["task"].default:
@@ -303,6 +303,8 @@ class RunConfig(Section):
             server["sampling"] = True
         if self.server.secure_aggregation is None:  # off: the fingerprints of before it existed
             server["secure_aggregation"] = True
+        if self.server.selection is None:  # off: the fingerprints of before it existed
+            server["selection"] = True
         data: dict[str, bool] = {"normalize": True} if self.data.normalize == "auto" else {}
         if self.data.scanners is None:  # off: the fingerprints of before it existed
             data["scanners"] = True

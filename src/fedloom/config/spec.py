@@ -27,9 +27,11 @@ from fedloom.config.build import (
 )
 from fedloom.config.compression import check_compression
 from fedloom.config.run import RunConfig
+from fedloom.config.selection import build_selection
 from fedloom.config.server import build_policy
 from fedloom.data import FederatedDataset
 from fedloom.data.sampling import cohort_size
+from fedloom.data.selection import Selection
 from fedloom.engine import Callback, LocalWork, UpdatePolicy
 from fedloom.engine.early import BEST_MODEL_FILE, BestModel, EarlyStopping
 from fedloom.errors import ConfigError
@@ -55,6 +57,7 @@ class RunSpec:
         work: heterogeneous local work and stragglers (simulation).
         policy: update validation.
         task: what the model learns (loss and metrics), from the ``task`` section.
+        selection: which clients a round asks (``server.selection``; ``None``: uniform).
     """
 
     config: RunConfig
@@ -66,6 +69,7 @@ class RunSpec:
     work: LocalWork
     policy: UpdatePolicy
     task: Task
+    selection: Selection | None = None
 
 
 def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> RunSpec:
@@ -111,6 +115,7 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
         work=build_local_work(config.client),
         policy=build_policy(config.server),
         task=task,
+        selection=build_selection(config, data.num_clients),
     )
 
 

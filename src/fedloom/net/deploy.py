@@ -118,6 +118,11 @@ def serve(
             "server.secure_aggregation: not available over gRPC yet (issue 15, a later "
             "slice); it runs in simulation (fedloom run)"
         )
+    if config.server.selection is not None and config.server.selection.name != "uniform":
+        raise ConfigError(
+            f"server.selection: {config.server.selection.name} runs in simulation only (its "
+            "loss queries and simulated availability have no gRPC counterpart yet); use uniform"
+        )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
     if algorithm.personal is not None or algorithm.personal_model is not None:
