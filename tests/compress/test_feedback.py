@@ -125,3 +125,16 @@ def test_a_compressed_broadcast_composes_with_secure_aggregation():
     config = _config({"download": "bf16"}, secure_aggregation={"clip_range": 50.0})
     report = simulate_config(config).reports[-1].metrics
     assert report["num_results"] == 3 and np.isfinite(report["test_accuracy"])
+
+
+def test_a_resumed_run_keeps_the_residuals(tmp_path):
+    from fedloom.engine import Checkpoints
+
+    config = _config({"kind": "topk", "fraction": 0.05, "error_feedback": True})
+    straight = simulate_config(config.model_copy(update={"rounds": 3}))
+    checkpoint = Checkpoints(tmp_path, fingerprint=config.fingerprint())
+    simulate_config(config.model_copy(update={"rounds": 2}), checkpoint=checkpoint)
+    resumed = simulate_config(config.model_copy(update={"rounds": 3}), checkpoint=checkpoint)
+    assert torch.equal(straight.final_state.params, resumed.final_state.params)
+    for client, entries in straight.final_state.clients.items():
+        assert torch.equal(entries[RESIDUAL], resumed.final_state.clients[client][RESIDUAL])

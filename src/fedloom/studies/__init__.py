@@ -23,6 +23,7 @@ STUDIES = {
     "dp-audit": "empirical lower bound on DP-FedAvg's epsilon from canary clients",
     "dp-tradeoff": "DP-FedAvg accuracy vs epsilon, MNIST 2NN, 1,000 clients",
     "scanner-skew": "FedAvg vs instance norm vs FedBN when each client has its own scanner (digits)",
+    "compression": "accuracy vs upload bytes for fp16/bf16/int8/QSGD/top-k+EF, MNIST 2NN",
 }
 
 
