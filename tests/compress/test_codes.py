@@ -146,3 +146,27 @@ def test_a_bitmap_with_the_wrong_count_and_a_foreign_code_are_refused():
         top.decode(Code(code.kind, code.size, {**code.parts, "mask": bytes(mask)}))
     with pytest.raises(CodeError, match="expected 'compress/topk'"):
         top.decode(Float16().encode(torch.arange(64.0)))
+
+
+@pytest.mark.parametrize(
+    "compressor",
+    [Float16(), BFloat16(), IntQuantizer(bits=4, block_size=16), QSGD(levels=5, block_size=16),
+     TopK(k=3), TopK(k=40)],
+    ids=["fp16", "bf16", "int4", "qsgd", "topk-indices", "topk-bitmap"],
+)  # fmt: skip
+def test_random_bytes_of_the_right_lengths_decode_to_finite_values_or_are_refused(compressor):
+    """What a peer can send: any bytes. The decoder returns a finite [P] vector or raises
+    CodeError, never anything else."""
+    rng = np.random.default_rng(1)
+    template = compressor.encode(torch.arange(100.0), seed=0)
+    outcomes = set()
+    for _ in range(300):
+        parts = {k: rng.bytes(len(v)) for k, v in template.parts.items()}
+        try:
+            decoded = compressor.decode(Code(template.kind, 100, parts))
+        except CodeError:
+            outcomes.add("refused")
+            continue
+        assert decoded.shape == (100,) and torch.isfinite(decoded).all()
+        outcomes.add("decoded")
+    assert "refused" in outcomes

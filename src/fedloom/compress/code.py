@@ -93,10 +93,10 @@ def check_parts(code: Code, kind: str, size: int, lengths: Mapping[str, int]) ->
 
 def float_part(data: bytes, *, what: str) -> np.ndarray:
     """Little-endian float32 values from ``data``, all finite (else :class:`CodeError`)."""
-    values = np.frombuffer(data, dtype="<f4").astype(np.float64)
-    if not np.isfinite(values).all():
+    values = np.frombuffer(data, dtype="<f4")
+    if not np.isfinite(values).all():  # before any cast: a NaN payload must not reach one
         raise CodeError(f"non-finite {what}")
-    return values
+    return values.astype(np.float64)
 
 
 def pack_bits(values: np.ndarray, bits: int) -> bytes:
@@ -146,6 +146,12 @@ def blocks_of(values: np.ndarray, block_size: int) -> np.ndarray:
     return padded.reshape(rows, width)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def as_tensor(values: np.ndarray) -> torch.Tensor:
-    """A float32 tensor of ``values`` (float64 arithmetic rounded once)."""
+    """A float32 tensor of ``values`` (float64 arithmetic rounded once); a code whose values
+    leave float32's range (a peer's huge scale) is a :class:`CodeError`."""
+    if values.size and not np.abs(values).max() <= FLOAT32_MAX:
+        raise CodeError("a code that decodes beyond float32's range")
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
