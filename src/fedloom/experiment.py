@@ -88,6 +88,7 @@ def simulate_config(
         client_states=build_client_store(
             config.server, checkpoint.directory / "client-state" if checkpoint else None
         ),
+        selection=spec.selection,
     )
 
 

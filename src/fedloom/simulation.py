@@ -22,6 +22,7 @@ from fedloom.client import LocalContext, LocalTraining
 from fedloom.client.store import ClientStates
 from fedloom.data import FederatedDataset
 from fedloom.data.sampling import Sampling
+from fedloom.data.selection import Selection
 from fedloom.engine import (
     Callback,
     Checkpoints,
@@ -98,6 +99,7 @@ def simulate(
     checkpoint: Checkpoints | None = None,
     on_client_error: OnClientError = "skip",
     client_states: ClientStates | None = None,
+    selection: Selection | None = None,
 ) -> History:
     """Simulate ``rounds`` rounds of ``algorithm`` in this process.
 
@@ -139,6 +141,9 @@ def simulate(
         client_states: the empty client-state store for per-client algorithm state
             (default in memory; :class:`fedloom.client.spill.SpilledClientStates` spills it
             to disk for large populations).
+        selection: which clients a round asks (:mod:`fedloom.data.selection`; ``None``:
+            ``sampling`` alone); power of choice queries the candidates' training loss on
+            the broadcast model and weights them by their example counts.
     """
     if buffers not in ("average", "local"):
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
@@ -228,6 +233,13 @@ def simulate(
             on_client_error=on_client_error,
             client_states=client_states,
             personal_executor=personal_executor,
+            selection=selection,
+            client_losses=evaluator.client_train_losses if selection is not None else None,
+            known_examples=(
+                dict(enumerate(int(n) for n in data.client_sizes))
+                if selection is not None
+                else None
+            ),
         )
     finally:
         for used in (executor, personal_executor, tuning):

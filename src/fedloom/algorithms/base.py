@@ -42,6 +42,7 @@ from fedloom.algorithms.personal import (
 from fedloom.client import ClientProgram, LocalTraining
 from fedloom.client.alternation import Alternation
 from fedloom.client.store import ClientStates, with_writes
+from fedloom.compress import Compression
 from fedloom.types import ClientPlan, ClientResult
 
 __all__ = [
@@ -115,6 +116,11 @@ class Algorithm:
         """The same algorithm with parts of its pipeline replaced: ``weighting``,
         ``per_client``, ``reduce`` or ``server`` (see :class:`~fedloom.aggregate.Pipeline`)."""
         return replace(self, aggregation=replace(self.aggregation, **changes))
+
+    def with_compression(self, compression: Compression | None) -> Algorithm:
+        """The same algorithm with its clients' updates (and broadcast) compressed
+        (:class:`~fedloom.compress.Compression`; ``None``: float32)."""
+        return replace(self, program=replace(self.program, compression=compression))
 
     def with_aggregator(self, reducer: Reducer) -> Algorithm:
         """The same algorithm with another reducer (e.g. a robust rule)."""

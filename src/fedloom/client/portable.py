@@ -42,7 +42,12 @@ _KINDS: dict[str, type] = {}
 
 # Modules that register the built-in portable values; imported on a miss, so that a client
 # that received a name before importing the module defining it still finds it.
-_BUILT_IN_MODULES = ("fedloom.client.terms", "fedloom.algorithms", "fedloom.privacy.local_dp")
+_BUILT_IN_MODULES = (
+    "fedloom.client.terms",
+    "fedloom.algorithms",
+    "fedloom.privacy.local_dp",
+    "fedloom.compress",
+)
 
 _CASTS: dict[str, Callable[[float], Any]] = {"int": int, "bool": bool, "float": float}
 

@@ -8,6 +8,9 @@ A :class:`ClientProgram` is handed to the executors once, when they are built. I
   (local differential privacy's clip and noise, :mod:`fedloom.privacy.local_dp`);
 - ``alternation``: FedRep's head-then-body local schedule
   (:mod:`fedloom.client.alternation`), or ``None`` for plain local SGD on every coordinate.
+- ``compression``: how the update is encoded on its way to the server, after the
+  transforms, and how the broadcast is encoded on its way to the client
+  (:mod:`fedloom.compress`; ``None``: float32 both ways).
 
 Per-round, per-client inputs (how much work to do, SCAFFOLD's gradient correction) travel in
 the :class:`~fedloom.types.ClientPlan` instead. Together they are everything any engine needs
@@ -38,7 +41,7 @@ Statistics (all computed by the client from its own data and trajectory):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -47,6 +50,9 @@ from fedloom.client.local import LocalTraining
 from fedloom.client.objectives import ObjectiveTerm
 from fedloom.client.terms import proximal_coefficient
 from fedloom.types import ClientPlan
+
+if TYPE_CHECKING:
+    from fedloom.compress import Compression
 
 __all__ = ["STATISTICS", "ClientProgram", "UpdateTransform", "plan_settings", "work_norm"]
 
@@ -74,6 +80,7 @@ class ClientProgram:
     statistics: frozenset[str] = field(default_factory=frozenset)
     update_transforms: tuple[UpdateTransform, ...] = ()
     alternation: Alternation | None = None
+    compression: Compression | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.statistics) - set(STATISTICS))

@@ -15,6 +15,7 @@ from fedloom.aggregate import clip
 from fedloom.algorithms import Algorithm
 from fedloom.client import LocalTraining
 from fedloom.config.algorithms import build_algorithm_from
+from fedloom.config.compression import build_compression
 from fedloom.config.data import build_federated_data
 from fedloom.config.run import AttackConfig, ClientConfig, RunConfig
 from fedloom.config.server import build_aggregator
@@ -172,6 +173,29 @@ def build_task(config: RunConfig, data: FederatedDataset | Dataset) -> Task:
     return task
 
 
+_NO_MASKED_CODE = {
+    "compress/topk": "client.compression.kind topk sends each client's own k coordinates; "
+    "pairwise masks cancel only in a sum over the same coordinates, so a sparse code cannot "
+    "be masked (masking the dense vector sends every coordinate again); turn one of them off",
+    "compress/int": "client.compression.kind int8 gives every client its own scale, and "
+    "masked integers of different scales have no meaningful sum; secure aggregation already "
+    "quantizes before masking, onto one grid every client shares: lower "
+    "server.secure_aggregation.bits (and value_bits) to send fewer bytes",
+    "compress/qsgd": "client.compression.kind qsgd gives every client its own norm, and "
+    "masked levels of different norms have no meaningful sum; secure aggregation already "
+    "quantizes (stochastically, unbiased) before masking, onto one grid every client shares: "
+    "lower server.secure_aggregation.bits (and value_bits) to send fewer bytes",
+    "compress/fp16": "client.compression.kind fp16 is a float format, which has no exact sum "
+    "in the masking group; a masked coordinate takes server.secure_aggregation.bits bits "
+    "whatever the client's format: lower bits (and value_bits) instead",
+    "compress/bf16": "client.compression.kind bf16 is a float format, which has no exact sum "
+    "in the masking group; a masked coordinate takes server.secure_aggregation.bits bits "
+    "whatever the client's format: lower bits (and value_bits) instead",
+}
+"""Why each upload compressor cannot go under secure aggregation's masks (the broadcast's
+compression, ``client.compression.download``, composes: it is public)."""
+
+
 def _with_secure_aggregation(
     config: RunConfig, algorithm: Algorithm, num_clients: int | None
 ) -> Algorithm:
@@ -212,6 +236,9 @@ def _with_secure_aggregation(
             "numbers about each client to the server; only clipping (which a client does "
             "before masking) works with secure aggregation"
         )
+    upload = algorithm.program.compression.upload if algorithm.program.compression else None
+    if upload is not None:
+        problems.append(f"{field}: {_NO_MASKED_CODE[upload.name]}")
     if server.sampling == "poisson":
         problems.append(
             f"{field}: server.sampling poisson gives cohorts of varying size (even empty), "
@@ -309,6 +336,9 @@ def build_algorithm(config: RunConfig, num_clients: int | None = None) -> Algori
     algorithm = build_algorithm_from(
         config.algorithm, server_lr=server.lr, weighting=server.weighting
     )
+    compression = build_compression(config.client.compression)
+    if compression is not None:
+        algorithm = algorithm.with_compression(compression)
     if server.clip_norm is not None:
         per_client = (*algorithm.aggregation.per_client, clip(server.clip_norm))
         algorithm = algorithm.with_aggregation(per_client=per_client)

@@ -15,6 +15,7 @@ import fedloom.config.engines  # noqa: F401  (registers the engines)
 from fedloom.config._dispatch import dispatch, registry_field
 from fedloom.config._errors import describe_errors
 from fedloom.config.algorithms import FedAvgConfig, server_defaults
+from fedloom.config.compression import CompressionConfig
 from fedloom.config.data import DataConfig
 from fedloom.config.server import ServerConfig
 from fedloom.errors import ConfigError
@@ -86,6 +87,9 @@ class ClientConfig(Section):
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     heterogeneity: HeterogeneityConfig | None = None
     stragglers: StragglersConfig = StragglersConfig()
+    compression: CompressionConfig | None = Field(
+        default=None, description="compress the updates (and the broadcast); null: float32"
+    )
 
 
 class AttackConfig(Section):
@@ -294,7 +298,8 @@ class RunConfig(Section):
         rule, so a finished run can be extended (a round depends only on the seed and its own
         number). The defaults of ``server.sampling`` (uniform), ``data.normalize`` (auto),
         ``data.scanners`` (none), ``data.hf`` (none), ``data.emnist`` (balanced),
-        ``eval.finetune_steps`` (0) and ``task`` (classification)
+        ``eval.finetune_steps`` (0), ``client.compression`` (none), ``server.selection``
+        (none) and ``task`` (classification)
         are left out too, so runs checkpointed before those keys existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         if self.task == type(self).model_fields["task"].default:
@@ -304,6 +309,8 @@ class RunConfig(Section):
             server["sampling"] = True
         if self.server.secure_aggregation is None:  # off: the fingerprints of before it existed
             server["secure_aggregation"] = True
+        if self.server.selection is None:  # off: the fingerprints of before it existed
+            server["selection"] = True
         data: dict[str, bool] = {"normalize": True} if self.data.normalize == "auto" else {}
         if self.data.scanners is None:  # off: the fingerprints of before it existed
             data["scanners"] = True
@@ -312,6 +319,9 @@ class RunConfig(Section):
             data["hf"] = True
         if self.data.emnist.split == "balanced":  # the default: as before it existed
             data["emnist"] = True
+        client: dict[str, bool] = {}
+        if self.client.compression is None:  # off: the fingerprints of before it existed
+            client["compression"] = True
         evaluation: dict[str, bool] = {}
         if self.eval.finetune_steps == 0:  # an extra metric only; off: as before it existed
             evaluation["finetune_steps"] = True
@@ -321,6 +331,7 @@ class RunConfig(Section):
                 **dict.fromkeys(ignored, True),
                 "server": server,
                 **({"data": data} if data else {}),
+                **({"client": client} if client else {}),
                 **({"eval": evaluation} if evaluation else {}),
             },
         )

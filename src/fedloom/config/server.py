@@ -19,6 +19,7 @@ from fedloom.registry import REGISTRY, Named, Section
 
 __all__ = [
     "HierarchyConfig",
+    "SelectionConfig",
     "SecureAggregationConfig",
     "ServerConfig",
     "ValidationConfig",
@@ -174,6 +175,26 @@ class SecureAggregationConfig(Section):
     )
 
 
+class SelectionConfig(Section):
+    """Which clients a round asks to train (see fedloom.data.selection): uniform,
+    power_of_choice (the highest-loss m of d candidates, Cho et al. 2022) or availability
+    (uniform among the clients available this round); a registered rule by its name."""
+
+    name: str = Field(default="uniform", description="uniform, power_of_choice, availability")
+    d: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="power_of_choice: candidates a round (>= the cohort size)"
+    )
+    probability: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="availability: each client's chance to be available"
+    )
+    probabilities: list[Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        default=None, description="availability: one chance per client (instead of probability)"
+    )
+    options: dict[str, float] = Field(
+        default_factory=dict, description="a registered rule's own options"
+    )
+
+
 class ServerConfig(Section):
     fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     sampling: Literal["uniform", "poisson"] = Field(
@@ -211,6 +232,11 @@ class ServerConfig(Section):
         default=None,
         description="the server learns only the cohort's sum (simulation; see the README's "
         "Secure aggregation section); null: off",
+    )
+
+    selection: SelectionConfig | None = Field(
+        default=None,
+        description="which clients a round asks (simulation); null: uniform, as sampling says",
     )
 
     client_store: Literal["memory", "disk"] = Field(

@@ -25,16 +25,19 @@ from fedloom.config.build import (
     build_model,
     build_task,
 )
+from fedloom.config.compression import check_compression
 from fedloom.config.run import RunConfig
+from fedloom.config.selection import build_selection
 from fedloom.config.server import build_policy
 from fedloom.data import FederatedDataset
 from fedloom.data.sampling import cohort_size
+from fedloom.data.selection import Selection
 from fedloom.engine import Callback, LocalWork, UpdatePolicy
 from fedloom.engine.early import BEST_MODEL_FILE, BestModel, EarlyStopping
 from fedloom.errors import ConfigError
 from fedloom.model_file import load_model
 from fedloom.models import initial_module
-from fedloom.params import load_flat
+from fedloom.params import load_flat, param_spec
 from fedloom.privacy.dp_fedavg import calibrate
 from fedloom.tasks import Task
 
@@ -54,6 +57,7 @@ class RunSpec:
         work: heterogeneous local work and stragglers (simulation).
         policy: update validation.
         task: what the model learns (loss and metrics), from the ``task`` section.
+        selection: which clients a round asks (``server.selection``; ``None``: uniform).
     """
 
     config: RunConfig
@@ -65,6 +69,7 @@ class RunSpec:
     work: LocalWork
     policy: UpdatePolicy
     task: Task
+    selection: Selection | None = None
 
 
 def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> RunSpec:
@@ -91,6 +96,7 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
             )
         load_flat(module, *load_model(config.model.init, module))
     algorithm = with_model(algorithm, module)  # a personal pattern that matches nothing fails here
+    check_compression(algorithm.program.compression, param_spec(module).num_params)
     check_buffers(algorithm, config.model.buffers)
     if config.server.secure_aggregation is not None and config.model.buffers == "average":
         floats = sum(b.numel() for b in module.buffers() if b.is_floating_point())
@@ -109,6 +115,7 @@ def build_run(config: RunConfig, *, data: FederatedDataset | None = None) -> Run
         work=build_local_work(config.client),
         policy=build_policy(config.server),
         task=task,
+        selection=build_selection(config, data.num_clients),
     )
 
 

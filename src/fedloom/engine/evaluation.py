@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -108,6 +108,19 @@ class Evaluator:
         batch = self.data.dataset.train_batch(index)
         outputs = self._outputs(params, buffers, batch)
         return {"train_loss_global": float(self.task.batch_loss(outputs, batch))}
+
+    def client_train_losses(
+        self, client_ids: Sequence[int], params: torch.Tensor, buffers: torch.Tensor
+    ) -> list[float]:
+        """Each client's mean loss of the model on its training split, ``F_k(w)`` (what
+        power-of-choice selection asks its candidates, :mod:`fedloom.data.selection`)."""
+        losses = []
+        for client_id in client_ids:
+            index = np.asarray(self.data.client_train[client_id], dtype=np.int64)
+            batch = self.data.dataset.train_batch(torch.from_numpy(index))
+            outputs = self._outputs(params, buffers, batch)
+            losses.append(float(self.task.batch_loss(outputs, batch)))
+        return losses
 
     def client_scores(
         self,

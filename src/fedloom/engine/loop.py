@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from fedloom.aggregate import RoundInfo
@@ -27,8 +28,10 @@ from fedloom.algorithms.ditto import personal_plans
 from fedloom.algorithms.ditto import personal_writes as ditto_writes
 from fedloom.client import LocalContext, LocalTraining
 from fedloom.client.store import ClientStates, with_writes
+from fedloom.compress import Compression, compress_results
 from fedloom.data import sample_cohort
 from fedloom.data.sampling import SAMPLINGS, Sampling, cohort_size
+from fedloom.data.selection import Selection
 from fedloom.engine.callbacks import Callback, History, notify_round
 from fedloom.engine.checkpoint import Checkpoints
 from fedloom.engine.executor import Executor
@@ -45,6 +48,9 @@ log = logging.getLogger("fedloom")
 
 Evaluate = Callable[[ServerState, dict[int, torch.Tensor]], dict[str, float]]
 """``evaluate(state, client_buffers) -> metrics``."""
+
+ClientLossQuery = Callable[[Sequence[int], torch.Tensor, torch.Tensor], Sequence[float]]
+"""``losses(client_ids, params, buffers)``: each client's mean training loss on that model."""
 
 BYTES_PER_VALUE = 4  # float32 on the wire
 
@@ -64,6 +70,44 @@ def plans_for_round(
         ClientPlan(client_id=int(c), round=round, seed=derive_seed(seed, "client", round, int(c)))
         for c in cohort
     ]
+
+
+def _select(
+    selection: Selection,
+    num_clients: int,
+    fraction: float,
+    *,
+    seed: int,
+    round: int,
+    losses: ClientLossQuery | None,
+    params: torch.Tensor,
+    buffers: torch.Tensor,
+    sizes: Mapping[int, int] | None,
+    model_bytes: int,
+) -> tuple[list[ClientPlan], dict[str, float]]:
+    """The round's plans from a selection rule, and what selecting cost: each loss query
+    sends a candidate the model and gets one float32 back."""
+    if selection.needs_losses and losses is None:
+        raise ValueError(f"the {selection.name} selection needs client_losses")
+    query = None
+    if losses is not None:
+        query = lambda ids: losses(ids, params, buffers)  # noqa: E731
+    counts = None
+    if sizes is not None:
+        counts = np.array([sizes.get(k, 0) for k in range(num_clients)], dtype=np.float64)
+    chosen = selection.select(
+        num_clients, fraction, seed=seed, round=round, losses=query, sizes=counts
+    )
+    metrics = dict(chosen.metrics)
+    queries = metrics.get("selection_queries", 0.0)
+    if queries:
+        metrics["selection_bytes_down"] = queries * model_bytes
+        metrics["selection_bytes_up"] = queries * BYTES_PER_VALUE
+    plans = [
+        ClientPlan(client_id=int(c), round=round, seed=derive_seed(seed, "client", round, int(c)))
+        for c in chosen.client_ids
+    ]
+    return plans, metrics
 
 
 def _train_metrics(results: Sequence[ClientResult]) -> dict[str, float]:
@@ -109,6 +153,8 @@ def run_rounds(
     client_states: ClientStates | None = None,
     noise_secret: int | None = None,
     personal_executor: Executor | None = None,
+    selection: Selection | None = None,
+    client_losses: ClientLossQuery | None = None,
 ) -> History:
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
@@ -154,6 +200,10 @@ def run_rounds(
             models go into the client-state store whatever the round's outcome. Not needed
             when the executor's clients keep their own state (``clients_hold_state``:
             deployed clients run their personal pass themselves).
+        selection: which clients a round asks (:mod:`fedloom.data.selection`; ``None``:
+            ``sampling`` alone, uniform or Poisson); rules that read the clients' losses
+            (power of choice) query ``client_losses`` on the model the clients receive, and
+            weight candidates by ``known_examples`` when given.
     """
     on_client_error = check_on_client_error(on_client_error)
     if sampling not in SAMPLINGS:
@@ -187,11 +237,15 @@ def run_rounds(
         callback.on_start(rounds, state)
         if reports:
             callback.on_resume(tuple(reports), state)
-    values_per_model = state.params.numel() + state.buffers.numel()
     # deployed clients that keep their own state (SCAFFOLD's c_k, personal values, Ditto's
     # v_k) compute their start points and personal passes themselves
     holds_state = bool(getattr(executor, "clients_hold_state", False))
     holds_buffers = bool(getattr(executor, "clients_hold_buffers", False))
+    compression = algorithm.program.compression or Compression()
+    # a deployed executor's clients compress (and decode the broadcast) on their own; in
+    # simulation the loop does it on their behalf (fedloom.compress.feedback)
+    on_wire = bool(getattr(executor, "compresses_on_wire", False))
+    num_params, num_buffers = state.params.numel(), state.buffers.numel()
     wants_clients = any(getattr(callback, "wants_clients", False) for callback in callbacks)
     if any(callback.stop_requested for callback in callbacks):  # a resumed run that had stopped
         rounds = len(reports)
@@ -203,14 +257,23 @@ def run_rounds(
             log.warning("stopping before round %d of %d: %s", t + 1, rounds, reason)
             break
         started = time.perf_counter()
-        sampled = plans_for_round(num_clients, fraction, seed=seed, round=t, sampling=sampling)
+        sent = state.params if on_wire else compression.broadcast(state.params)
+        selection_metrics: dict[str, float] = {}
+        if selection is None:
+            sampled = plans_for_round(num_clients, fraction, seed=seed, round=t, sampling=sampling)
+        else:
+            sampled, selection_metrics = _select(
+                selection, num_clients, fraction, seed=seed, round=t,
+                losses=client_losses, params=sent, buffers=state.buffers, sizes=known_examples,
+                model_bytes=compression.download_bytes(num_params) + num_buffers * BYTES_PER_VALUE,
+            )  # fmt: skip
         plans, dropped = assign_work(sampled, work, settings, seed=seed)
         if not holds_state:
             plans = prepare_plans(algorithm, state, plans)  # else each client computes its own
         start_buffers = {p.client_id: client_buffers.get(p.client_id, state.buffers) for p in plans}
         shared = algorithm.state.shared(state.algorithm) if algorithm.state is not None else {}
-        context = LocalContext(global_params=state.params, extras=shared)
-        outcomes = executor.fit(plans, state.params, start_buffers, context) if plans else []
+        context = LocalContext(global_params=sent, extras=shared)
+        outcomes = executor.fit(plans, sent, start_buffers, context) if plans else []
         personal_writes: dict[int, dict[str, torch.Tensor]] = {}
         if algorithm.personal_model is not None and plans and not holds_state:
             if personal_executor is None:
@@ -220,6 +283,13 @@ def run_rounds(
             personal_writes = ditto_writes(state.params, trained)
         returned = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
+        upload_bytes = len(returned) * compression.upload_bytes(num_params)
+        residuals: dict[int, dict[str, torch.Tensor]] = {}
+        if compression.upload is not None and not on_wire:
+            seeds = {p.client_id: p.seed for p in plans}
+            returned, residuals, upload_bytes = compress_results(
+                compression, returned, seeds, state.clients
+            )
         judge_failures(failures, round_number=t + 1, on_client_error=on_client_error)
         results, rejections = validate_updates(
             returned,
@@ -241,9 +311,13 @@ def run_rounds(
             "num_failures": float(len(failures)),
             "num_rejected": float(len(rejections)),
             "num_stragglers_dropped": float(len(dropped)),
-            "bytes_down": float(len(sampled) * values_per_model * BYTES_PER_VALUE),
-            "bytes_up": float(len(returned) * values_per_model * BYTES_PER_VALUE),
+            "bytes_down": float(
+                len(sampled)
+                * (compression.download_bytes(num_params) + num_buffers * BYTES_PER_VALUE)
+            ),
+            "bytes_up": float(upload_bytes + len(returned) * num_buffers * BYTES_PER_VALUE),
         }
+        metrics.update(selection_metrics)
         per_client = _per_client(results) if wants_clients else {}
         measured = getattr(executor, "round_metrics", None)
         if measured is not None and plans:
@@ -305,6 +379,10 @@ def run_rounds(
             metrics["round_skipped"] = 1.0
         if personal_writes:
             state = replace(state, clients=with_writes(state.clients, personal_writes))
+        kept = {r.client_id for r in results}  # a client keeps its residual once accepted
+        residuals = {k: v for k, v in residuals.items() if k in kept}
+        if residuals:
+            state = replace(state, clients=with_writes(state.clients, residuals))
         if evaluate is not None and ((t + 1) % eval_every == 0 or t + 1 == rounds):
             metrics.update(evaluate(state, client_buffers))
         metrics["wall_s"] = time.perf_counter() - started

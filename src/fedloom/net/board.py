@@ -22,11 +22,14 @@ import torch
 from fedloom.algorithms import StateLogic
 from fedloom.client import ClientProgram, LocalTraining
 from fedloom.client.terms import LinearTerm
+from fedloom.compress import Compression
 from fedloom.engine.validation import UpdatePolicy, check_update
 from fedloom.net.codec import (
     WireError,
+    decode_code,
     decode_tensor,
     decode_tensors,
+    encode_code,
     encode_portable,
     encode_tensor,
 )
@@ -59,7 +62,7 @@ class Access:
 class _Round:
     number: int
     plans: dict[int, ClientPlan]
-    params: pb.Tensor
+    params: pb.Tensor  # empty when the model travels compressed
     buffers: pb.Tensor
     num_params: int
     num_buffers: int
@@ -71,6 +74,7 @@ class _Round:
     bytes_down: int = 0  # protobuf payload of the training tasks handed out
     bytes_up: int = 0  # protobuf payload of every update received (refused ones too)
     compute_s: dict[int, float] = field(default_factory=dict)  # as the clients report it
+    compressed_params: pb.Compressed | None = None  # the model, with a download compressor
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,12 @@ class RoundBoard:
         )
         if state is not None and clients_hold_state:
             self._program.state.CopyFrom(encode_portable(state))
+        self.compression = program.compression or Compression()
+        if self.compression.upload is not None:
+            self._program.upload_compression.CopyFrom(encode_portable(self.compression.upload))
+            self._program.error_feedback = self.compression.error_feedback
+        if self.compression.download is not None:
+            self._program.download_compression.CopyFrom(encode_portable(self.compression.download))
         self._transforms = [t.name for t in self._program.update_transforms]
         self.access = access
         self.local = local
@@ -163,11 +173,19 @@ class RoundBoard:
         """Open a round for ``plans``; ``shared`` is what the algorithm's state sends every
         client (sent only to clients that keep their own state)."""
         shared = shared if self.clients_hold_state and shared else {}
+        download = self.compression.download
         with self._lock:
             self._round = _Round(
                 number=plans[0].round if plans else -1,
                 plans={p.client_id: p for p in plans},
-                params=encode_tensor(params, compress=self.compress),
+                params=(
+                    encode_tensor(params, compress=self.compress)
+                    if download is None
+                    else pb.Tensor()
+                ),
+                compressed_params=(
+                    encode_code(download.encode(params, seed=0)) if download is not None else None
+                ),
                 buffers=encode_tensor(buffers, compress=self.compress),
                 num_params=params.numel(),
                 num_buffers=buffers.numel(),
@@ -309,6 +327,8 @@ class RoundBoard:
                 program=self._program,
                 update_compression="zlib" if self.compress else "",
             )
+            if current.compressed_params is not None:
+                task.compressed_params.CopyFrom(current.compressed_params)
             current.bytes_down += task.ByteSize()
             return task
 
@@ -352,7 +372,16 @@ class RoundBoard:
                 (current.num_params,),
                 (current.num_buffers,),
             )
-            delta = decode_tensor(update.update, max_bytes=limit, shape=params)
+            upload = self.compression.upload
+            if upload is None:
+                delta = decode_tensor(update.update, max_bytes=limit, shape=params)
+            elif not update.HasField("compressed_update") or update.HasField("update"):
+                return (
+                    f"the update is not compressed with {upload.name}, as the program asks: "
+                    "an outdated or misbehaving client"
+                )
+            else:
+                delta = decode_code(update.compressed_update, upload, size=current.num_params)
             buffers = decode_tensor(update.buffers, max_bytes=limit, shape=values)
             report = decode_tensors(update.state_report, max_bytes=limit, shape=params)
         except WireError as exc:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import torch
@@ -40,8 +41,16 @@ from fedloom.client.objectives import Objective
 from fedloom.client.portable import Description, describe, rebuild
 from fedloom.client.store import OwnState
 from fedloom.client.terms import LinearTerm, linear_correction
+from fedloom.compress import RESIDUAL, Compression, compress_update
 from fedloom.errors import FedloomError
-from fedloom.net.codec import decode_portable, decode_tensor, decode_tensors, encode_tensor
+from fedloom.net.codec import (
+    decode_code,
+    decode_portable,
+    decode_tensor,
+    decode_tensors,
+    encode_code,
+    encode_tensor,
+)
 from fedloom.net.proto import fedloom_pb2 as pb
 from fedloom.net.proto import fedloom_pb2_grpc as rpc
 from fedloom.params import buffer_spec, param_spec
@@ -210,11 +219,19 @@ class _Objectives:
         if key not in self._built:
             terms = tuple(rebuild(self.decode(term)) for term in message.terms)
             values, _ = self.personal(message)
+            compression = None
+            if message.HasField("upload_compression") or message.HasField("download_compression"):
+                compression = Compression(
+                    upload=self.rebuilt(message, "upload_compression"),
+                    download=self.rebuilt(message, "download_compression"),
+                    error_feedback=message.error_feedback,
+                )
             program = ClientProgram(
                 terms=terms,
                 statistics=frozenset(message.statistics),
                 update_transforms=tuple(rebuild(self.decode(t)) for t in message.update_transforms),
                 alternation=None if values is None else values.alternation(),  # FedRep
+                compression=compression,
             )
             objective = make_objective(
                 self.module, self.params, self.buffers, terms=terms, task=self.task
@@ -239,6 +256,10 @@ class _Objectives:
             self._personal[key] = (values, found)
         return self._personal[key]
 
+    def rebuilt(self, message: pb.Program, name: str) -> Any:
+        """The portable value in field ``name`` of ``message``, or ``None`` when unset."""
+        return rebuild(self.decode(getattr(message, name))) if message.HasField(name) else None
+
     def decode(self, message: pb.Portable) -> Description:
         """A portable value's description from the wire, within the message size limit."""
         return decode_portable(message, max_bytes=self.max_bytes)
@@ -255,7 +276,13 @@ def _train(
     """Train one round: the update to submit, and the client's new state entries (to keep
     once the server accepted the update). ``secret``, when given, is mixed into the seed of
     the update transforms' noise."""
-    params = decode_tensor(task.params, max_bytes=max_bytes)
+    program, objective, logic = objectives.program(task.program)
+    compression = program.compression or Compression()
+    if compression.download is not None:
+        size = objectives.params.num_params
+        params = decode_code(task.compressed_params, compression.download, size=size)
+    else:
+        params = decode_tensor(task.params, max_bytes=max_bytes)
     buffers = decode_tensor(task.buffers, max_bytes=max_bytes)
     if (params.numel(), buffers.numel()) != (
         objectives.params.num_params,
@@ -266,7 +293,6 @@ def _train(
             f"values, this client's {objectives.params.num_params} and {objectives.buffers.num_params}: "
             "client and server must use the same model (model.name in the config)"
         )
-    program, objective, logic = objectives.program(task.program)
     settings = _settings(task.local)
     own_terms = [rebuild(objectives.decode(term)) for term in task.client_terms]
     shared = decode_tensors(task.shared, max_bytes=max_bytes)
@@ -307,10 +333,11 @@ def _train(
         transform_seed=None if secret is None else derive_seed(plan.seed, "secret", secret),
     )
     compute_s = time.perf_counter() - started
-    writes: Mapping[str, torch.Tensor] = {}
+    writes: dict[str, torch.Tensor] = {}
     report: Mapping[str, torch.Tensor] = {}
     if logic is not None:
-        writes, report = logic.remember(shared, own.entries, result, settings=settings)
+        entries, report = logic.remember(shared, own.entries, result, settings=settings)
+        writes.update(entries)
     if values is not None:  # the personal values stay here; their coordinates go out as 0
         sent, kept = split_update(params, result.update, values)
         result, writes = replace(result, update=sent), {**writes, **kept}
@@ -323,7 +350,6 @@ def _train(
     compress = task.update_compression == "zlib"
     update = pb.Update(
         round=task.round,
-        update=encode_tensor(result.update, compress=compress),
         buffers=encode_tensor(result.buffers, compress=compress),
         num_examples=result.num_examples,
         num_steps=result.num_steps,
@@ -334,6 +360,15 @@ def _train(
         state_report={k: encode_tensor(v, compress=compress) for k, v in report.items()},
         update_transforms=[describe(t).name for t in program.update_transforms],
     )
+    if compression.upload is None:
+        update.update.CopyFrom(encode_tensor(result.update, compress=compress))
+    else:  # the same code the simulation sends: the round's seed, this client's residual
+        code, _, residual = compress_update(
+            result.update, own.entries.get(RESIDUAL), compression, seed=plan.seed
+        )
+        update.compressed_update.CopyFrom(encode_code(code))
+        if residual is not None:
+            writes[RESIDUAL] = residual
     return update, writes
 
 

@@ -16,15 +16,18 @@ import numpy as np
 import torch
 
 from fedloom.client.portable import Description, describe
+from fedloom.compress import Code, CodeError, Compressor
 from fedloom.errors import FedloomError
 from fedloom.net.proto import fedloom_pb2 as pb
 
 __all__ = [
     "DTYPES",
     "WireError",
+    "decode_code",
     "decode_portable",
     "decode_tensor",
     "decode_tensors",
+    "encode_code",
     "encode_portable",
     "encode_tensor",
 ]
@@ -127,3 +130,22 @@ def decode_portable(message: pb.Portable, *, max_bytes: int) -> Description:
     return Description(
         message.name, dict(message.numbers), decode_tensors(message.tensors, max_bytes=max_bytes)
     )
+
+
+def encode_code(code: Code) -> pb.Compressed:
+    """The wire form of a compressed vector (:mod:`fedloom.compress`)."""
+    return pb.Compressed(kind=code.kind, size=code.size, parts=dict(code.parts))
+
+
+def decode_code(message: pb.Compressed, compressor: Compressor, *, size: int) -> torch.Tensor:
+    """The ``[size]`` float32 vector ``message`` encodes with ``compressor``, or
+    :class:`WireError`: another compressor's code, another size, parts of other lengths
+    than the compressor writes (checked before any value is read), or values it never
+    writes (non-finite scales, indices out of range, levels above its top)."""
+    if message.size != size:
+        raise WireError(f"compressed vector of {message.size} values, expected {size}")
+    code = Code(message.kind, int(message.size), dict(message.parts))
+    try:
+        return compressor.decode(code)
+    except CodeError as exc:
+        raise WireError(f"bad {compressor.name} code: {exc}") from None

@@ -119,6 +119,11 @@ def serve(
     Raises :class:`~fedloom.net.server.RoundStarved` when a round gets too few updates.
     """
     deploy = config.deploy
+    if config.server.selection is not None and config.server.selection.name != "uniform":
+        raise ConfigError(
+            f"server.selection: {config.server.selection.name} runs in simulation only (its "
+            "loss queries and simulated availability have no gRPC counterpart yet); use uniform"
+        )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
     # kept by each client, never sent to the server (with local buffers, those too)

@@ -182,6 +182,14 @@ class NetworkExecutor:
         ``model.buffers: local``): the round loop then stores none and sends the global ones."""
         return self.board.personal_buffers
 
+    @property
+    def compresses_on_wire(self) -> bool:
+        """The clients compress their updates themselves (with their own error-feedback
+        residuals) and decode the broadcast, as the program says; the board decodes the
+        updates. So the round loop hands this executor the uncompressed model and gets the
+        decoded updates (:mod:`fedloom.compress.feedback`)."""
+        return True
+
     def round_metrics(self) -> dict[str, float]:
         """The last round's protobuf payload bytes each way and the clients' compute time."""
         return dict(self.board.last_traffic)

@@ -24,6 +24,7 @@ STUDIES = {
     "dp-tradeoff": "DP-FedAvg accuracy vs epsilon, MNIST 2NN, 1,000 clients",
     "scanner-skew": "FedAvg vs instance norm vs FedBN when each client has its own scanner (digits)",
     "personalization": "FedAvg, fine-tuning, FedPer, FedRep, Ditto per client on Dirichlet(0.1) MNIST",
+    "compression": "accuracy vs upload bytes for fp16/bf16/int8/QSGD/top-k+EF, MNIST 2NN",
 }
 
 

@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x65\x64loom/net/proto/fedloom.proto\x12\nfedloom.v1\"I\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63ompression\x18\x04 \x01(\t\"\xf4\x01\n\x08Portable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x07numbers\x18\x02 \x03(\x0b\x32!.fedloom.v1.Portable.NumbersEntry\x12\x32\n\x07tensors\x18\x03 \x03(\x0b\x32!.fedloom.v1.Portable.TensorsEntry\x1a.\n\x0cNumbersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x42\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.fedloom.v1.Tensor:\x02\x38\x01\"6\n\x0bJoinRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0cnum_examples\x18\x02 \x01(\x03\",\n\tJoinReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\" \n\x0bTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\xca\x03\n\x04Task\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rretry_after_s\x18\x03 \x01(\x01\x12\"\n\x06params\x18\x04 \x01(\x0b\x32\x12.fedloom.v1.Tensor\x12#\n\x07\x62uffers\x18\x05 \x01(\x0b\x32\x12.fedloom.v1.Tensor\x12,\n\x06shared\x18\x06 \x03(\x0b\x32\x1c.fedloom.v1.Task.SharedEntry\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x0e\n\x06\x65pochs\x18\x08 \x01(\x03\x12\r\n\x05steps\x18\t \x01(\x03\x12\x0f\n\x07message\x18\n \x01(\t\x12(\n\x05local\x18\x0b \x01(\x0b\x32\x19.fedloom.v1.LocalSettings\x12$\n\x07program\x18\x0c \x01(\x0b\x32\x13.fedloom.v1.Program\x12\x1a\n\x12update_compression\x18\r \x01(\t\x12*\n\x0c\x63lient_terms\x18\x0e \x03(\x0b\x32\x14.fedloom.v1.Portable\x1a\x41\n\x0bSharedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.fedloom.v1.Tensor:\x02\x38\x01\"\xc6\x01\n\x07Program\x12\x12\n\nstatistics\x18\x02 \x03(\t\x12#\n\x05terms\x18\x03 \x03(\x0b\x32\x14.fedloom.v1.Portable\x12#\n\x05state\x18\x04 \x01(\x0b\x32\x14.fedloom.v1.Portable\x12/\n\x11update_transforms\x18\x05 \x03(\x0b\x32\x14.fedloom.v1.Portable\x12&\n\x08personal\x18\x10 \x03(\x0b\x32\x14.fedloom.v1.PortableJ\x04\x08\x01\x10\x02\"v\n\rLocalSettings\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x03\x12\r\n\x05steps\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x03\x12\n\n\x02lr\x18\x04 \x01(\x01\x12\x10\n\x08momentum\x18\x05 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x06 \x01(\x01\"\xe8\x03\n\x06Update\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\"\n\x06update\x18\x03 \x01(\x0b\x32\x12.fedloom.v1.Tensor\x12#\n\x07\x62uffers\x18\x04 \x01(\x0b\x32\x12.fedloom.v1.Tensor\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x03\x12\x11\n\tnum_steps\x18\x06 \x01(\x03\x12\x1a\n\x12num_example_passes\x18\x07 \x01(\x03\x12\x12\n\ntrain_loss\x18\x08 \x01(\x01\x12\x36\n\nstatistics\x18\t \x03(\x0b\x32\".fedloom.v1.Update.StatisticsEntry\x12\x11\n\tcompute_s\x18\n \x01(\x01\x12\x39\n\x0cstate_report\x18\x0b \x03(\x0b\x32#.fedloom.v1.Update.StateReportEntry\x12\x19\n\x11update_transforms\x18\x0c \x03(\t\x1a\x31\n\x0fStatisticsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x46\n\x10StateReportEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.fedloom.v1.Tensor:\x02\x38\x01\"\'\n\x03\x41\x63k\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xaf\x01\n\nFederation\x12\x36\n\x04Join\x12\x17.fedloom.v1.JoinRequest\x1a\x15.fedloom.v1.JoinReply\x12\x34\n\x07GetTask\x12\x17.fedloom.v1.TaskRequest\x1a\x10.fedloom.v1.Task\x12\x33\n\x0cSubmitUpdate\x12\x12.fedloom.v1.Update\x1a\x0f.fedloom.v1.Ackb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x65\x64loom/net/proto/fedloom.proto\x12\nfedloom.v1\"I\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63ompression\x18\x04 \x01(\t\"\x88\x01\n\nCompressed\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x30\n\x05parts\x18\x03 \x03(\x0b\x32!.fedloom.v1.Compressed.PartsEntry\x1a,\n\nPartsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\xf4\x01\n\x08Portable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x07numbers\x18\x02 \x03(\x0b\x32!.fedloom.v1.Portable.NumbersEntry\x12\x32\n\x07tensors\x18\x03 \x03(\x0b\x32!.fedloom.v1.Portable.TensorsEntry\x1a.\n\x0cNumbersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x42\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.fedloom.v1.Tensor:\x02\x38\x01\"6\n\x0bJoinRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0cnum_examples\x18\x02 \x01(\x03\",\n\tJoinReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\" \n\x0bTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\xfd\x03\n\x04Task\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rretry_after_s\x18\x03 \x01(\x01\x12\"\n\x06params\x18\x04 \x01(\x0b\x32\x12.fedloom.v1.Tensor\x12#\n\x07\x62uffers\x18\x05 \x01(\x0b\x32\x12.fedloom.v1.Tensor\x12,\n\x06shared\x18\x06 \x03(\x0b\x32\x1c.fedloom.v1.Task.SharedEntry\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x0e\n\x06\x65pochs\x18\x08 \x01(\x03\x12\r\n\x05steps\x18\t \x01(\x03\x12\x0f\n\x07message\x18\n \x01(\t\x12(\n\x05local\x18\x0b \x01(\x0b\x32\x19.fedloom.v1.LocalSettings\x12$\n\x07program\x18\x0c \x01(\x0b\x32\x13.fedloom.v1.Program\x12\x1a\n\x12update_compression\x18\r \x01(\t\x12*\n\x0c\x63lient_terms\x18\x0e \x03(\x0b\x32\x14.fedloom.v1.Portable\x12\x31\n\x11\x63ompressed_params\x18\x0f \x01(\x0b\x32\x16.fedloom.v1.Compressed\x1a\x41\n\x0bSharedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.fedloom.v1.Tensor:\x02\x38\x01\"\xc4\x02\n\x07Program\x12\x12\n\nstatistics\x18\x02 \x03(\t\x12#\n\x05terms\x18\x03 \x03(\x0b\x32\x14.fedloom.v1.Portable\x12#\n\x05state\x18\x04 \x01(\x0b\x32\x14.fedloom.v1.Portable\x12/\n\x11update_transforms\x18\x05 \x03(\x0b\x32\x14.fedloom.v1.Portable\x12&\n\x08personal\x18\x10 \x03(\x0b\x32\x14.fedloom.v1.Portable\x12\x30\n\x12upload_compression\x18\x06 \x01(\x0b\x32\x14.fedloom.v1.Portable\x12\x32\n\x14\x64ownload_compression\x18\x07 \x01(\x0b\x32\x14.fedloom.v1.Portable\x12\x16\n\x0e\x65rror_feedback\x18\x08 \x01(\x08J\x04\x08\x01\x10\x02\"v\n\rLocalSettings\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x03\x12\r\n\x05steps\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x03\x12\n\n\x02lr\x18\x04 \x01(\x01\x12\x10\n\x08momentum\x18\x05 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x06 \x01(\x01\"\x9b\x04\n\x06Update\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\"\n\x06update\x18\x03 \x01(\x0b\x32\x12.fedloom.v1.Tensor\x12#\n\x07\x62uffers\x18\x04 \x01(\x0b\x32\x12.fedloom.v1.Tensor\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x03\x12\x11\n\tnum_steps\x18\x06 \x01(\x03\x12\x1a\n\x12num_example_passes\x18\x07 \x01(\x03\x12\x12\n\ntrain_loss\x18\x08 \x01(\x01\x12\x36\n\nstatistics\x18\t \x03(\x0b\x32\".fedloom.v1.Update.StatisticsEntry\x12\x11\n\tcompute_s\x18\n \x01(\x01\x12\x39\n\x0cstate_report\x18\x0b \x03(\x0b\x32#.fedloom.v1.Update.StateReportEntry\x12\x19\n\x11update_transforms\x18\x0c \x03(\t\x12\x31\n\x11\x63ompressed_update\x18\r \x01(\x0b\x32\x16.fedloom.v1.Compressed\x1a\x31\n\x0fStatisticsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x46\n\x10StateReportEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.fedloom.v1.Tensor:\x02\x38\x01\"\'\n\x03\x41\x63k\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xaf\x01\n\nFederation\x12\x36\n\x04Join\x12\x17.fedloom.v1.JoinRequest\x1a\x15.fedloom.v1.JoinReply\x12\x34\n\x07GetTask\x12\x17.fedloom.v1.TaskRequest\x1a\x10.fedloom.v1.Task\x12\x33\n\x0cSubmitUpdate\x12\x12.fedloom.v1.Update\x1a\x0f.fedloom.v1.Ackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedloom.net.proto.fedloom_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_COMPRESSED_PARTSENTRY']._loaded_options = None
+  _globals['_COMPRESSED_PARTSENTRY']._serialized_options = b'8\001'
   _globals['_PORTABLE_NUMBERSENTRY']._loaded_options = None
   _globals['_PORTABLE_NUMBERSENTRY']._serialized_options = b'8\001'
   _globals['_PORTABLE_TENSORSENTRY']._loaded_options = None
@@ -43,34 +45,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATE_STATEREPORTENTRY']._serialized_options = b'8\001'
   _globals['_TENSOR']._serialized_start=47
   _globals['_TENSOR']._serialized_end=120
-  _globals['_PORTABLE']._serialized_start=123
-  _globals['_PORTABLE']._serialized_end=367
-  _globals['_PORTABLE_NUMBERSENTRY']._serialized_start=253
-  _globals['_PORTABLE_NUMBERSENTRY']._serialized_end=299
-  _globals['_PORTABLE_TENSORSENTRY']._serialized_start=301
-  _globals['_PORTABLE_TENSORSENTRY']._serialized_end=367
-  _globals['_JOINREQUEST']._serialized_start=369
-  _globals['_JOINREQUEST']._serialized_end=423
-  _globals['_JOINREPLY']._serialized_start=425
-  _globals['_JOINREPLY']._serialized_end=469
-  _globals['_TASKREQUEST']._serialized_start=471
-  _globals['_TASKREQUEST']._serialized_end=503
-  _globals['_TASK']._serialized_start=506
-  _globals['_TASK']._serialized_end=964
-  _globals['_TASK_SHAREDENTRY']._serialized_start=899
-  _globals['_TASK_SHAREDENTRY']._serialized_end=964
-  _globals['_PROGRAM']._serialized_start=967
-  _globals['_PROGRAM']._serialized_end=1165
-  _globals['_LOCALSETTINGS']._serialized_start=1167
-  _globals['_LOCALSETTINGS']._serialized_end=1285
-  _globals['_UPDATE']._serialized_start=1288
-  _globals['_UPDATE']._serialized_end=1776
-  _globals['_UPDATE_STATISTICSENTRY']._serialized_start=1655
-  _globals['_UPDATE_STATISTICSENTRY']._serialized_end=1704
-  _globals['_UPDATE_STATEREPORTENTRY']._serialized_start=1706
-  _globals['_UPDATE_STATEREPORTENTRY']._serialized_end=1776
-  _globals['_ACK']._serialized_start=1778
-  _globals['_ACK']._serialized_end=1817
-  _globals['_FEDERATION']._serialized_start=1820
-  _globals['_FEDERATION']._serialized_end=1995
+  _globals['_COMPRESSED']._serialized_start=123
+  _globals['_COMPRESSED']._serialized_end=259
+  _globals['_COMPRESSED_PARTSENTRY']._serialized_start=215
+  _globals['_COMPRESSED_PARTSENTRY']._serialized_end=259
+  _globals['_PORTABLE']._serialized_start=262
+  _globals['_PORTABLE']._serialized_end=506
+  _globals['_PORTABLE_NUMBERSENTRY']._serialized_start=392
+  _globals['_PORTABLE_NUMBERSENTRY']._serialized_end=438
+  _globals['_PORTABLE_TENSORSENTRY']._serialized_start=440
+  _globals['_PORTABLE_TENSORSENTRY']._serialized_end=506
+  _globals['_JOINREQUEST']._serialized_start=508
+  _globals['_JOINREQUEST']._serialized_end=562
+  _globals['_JOINREPLY']._serialized_start=564
+  _globals['_JOINREPLY']._serialized_end=608
+  _globals['_TASKREQUEST']._serialized_start=610
+  _globals['_TASKREQUEST']._serialized_end=642
+  _globals['_TASK']._serialized_start=645
+  _globals['_TASK']._serialized_end=1154
+  _globals['_TASK_SHAREDENTRY']._serialized_start=1089
+  _globals['_TASK_SHAREDENTRY']._serialized_end=1154
+  _globals['_PROGRAM']._serialized_start=1157
+  _globals['_PROGRAM']._serialized_end=1481
+  _globals['_LOCALSETTINGS']._serialized_start=1483
+  _globals['_LOCALSETTINGS']._serialized_end=1601
+  _globals['_UPDATE']._serialized_start=1604
+  _globals['_UPDATE']._serialized_end=2143
+  _globals['_UPDATE_STATISTICSENTRY']._serialized_start=2022
+  _globals['_UPDATE_STATISTICSENTRY']._serialized_end=2071
+  _globals['_UPDATE_STATEREPORTENTRY']._serialized_start=2073
+  _globals['_UPDATE_STATEREPORTENTRY']._serialized_end=2143
+  _globals['_ACK']._serialized_start=2145
+  _globals['_ACK']._serialized_end=2184
+  _globals['_FEDERATION']._serialized_start=2187
+  _globals['_FEDERATION']._serialized_end=2362
 # @@protoc_insertion_point(module_scope)

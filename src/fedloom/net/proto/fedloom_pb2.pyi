@@ -18,6 +18,23 @@ class Tensor(_message.Message):
     compression: str
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., compression: _Optional[str] = ...) -> None: ...
 
+class Compressed(_message.Message):
+    __slots__ = ("kind", "size", "parts")
+    class PartsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    size: int
+    parts: _containers.ScalarMap[str, bytes]
+    def __init__(self, kind: _Optional[str] = ..., size: _Optional[int] = ..., parts: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
 class Portable(_message.Message):
     __slots__ = ("name", "numbers", "tensors")
     class NumbersEntry(_message.Message):
@@ -65,7 +82,7 @@ class TaskRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "round", "retry_after_s", "params", "buffers", "shared", "seed", "epochs", "steps", "message", "local", "program", "update_compression", "client_terms")
+    __slots__ = ("kind", "round", "retry_after_s", "params", "buffers", "shared", "seed", "epochs", "steps", "message", "local", "program", "update_compression", "client_terms", "compressed_params")
     class SharedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +104,7 @@ class Task(_message.Message):
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     UPDATE_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     CLIENT_TERMS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSED_PARAMS_FIELD_NUMBER: _ClassVar[int]
     kind: str
     round: int
     retry_after_s: float
@@ -101,21 +119,28 @@ class Task(_message.Message):
     program: Program
     update_compression: str
     client_terms: _containers.RepeatedCompositeFieldContainer[Portable]
-    def __init__(self, kind: _Optional[str] = ..., round: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., params: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., shared: _Optional[_Mapping[str, Tensor]] = ..., seed: _Optional[int] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., message: _Optional[str] = ..., local: _Optional[_Union[LocalSettings, _Mapping]] = ..., program: _Optional[_Union[Program, _Mapping]] = ..., update_compression: _Optional[str] = ..., client_terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ...) -> None: ...
+    compressed_params: Compressed
+    def __init__(self, kind: _Optional[str] = ..., round: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., params: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., shared: _Optional[_Mapping[str, Tensor]] = ..., seed: _Optional[int] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., message: _Optional[str] = ..., local: _Optional[_Union[LocalSettings, _Mapping]] = ..., program: _Optional[_Union[Program, _Mapping]] = ..., update_compression: _Optional[str] = ..., client_terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., compressed_params: _Optional[_Union[Compressed, _Mapping]] = ...) -> None: ...
 
 class Program(_message.Message):
-    __slots__ = ("statistics", "terms", "state", "update_transforms", "personal")
+    __slots__ = ("statistics", "terms", "state", "update_transforms", "personal", "upload_compression", "download_compression", "error_feedback")
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
     TERMS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
     PERSONAL_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     statistics: _containers.RepeatedScalarFieldContainer[str]
     terms: _containers.RepeatedCompositeFieldContainer[Portable]
     state: Portable
     update_transforms: _containers.RepeatedCompositeFieldContainer[Portable]
     personal: _containers.RepeatedCompositeFieldContainer[Portable]
-    def __init__(self, statistics: _Optional[_Iterable[str]] = ..., terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., state: _Optional[_Union[Portable, _Mapping]] = ..., update_transforms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., personal: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ...) -> None: ...
+    upload_compression: Portable
+    download_compression: Portable
+    error_feedback: bool
+    def __init__(self, statistics: _Optional[_Iterable[str]] = ..., terms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., state: _Optional[_Union[Portable, _Mapping]] = ..., update_transforms: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., personal: _Optional[_Iterable[_Union[Portable, _Mapping]]] = ..., upload_compression: _Optional[_Union[Portable, _Mapping]] = ..., download_compression: _Optional[_Union[Portable, _Mapping]] = ..., error_feedback: _Optional[bool] = ...) -> None: ...
 
 class LocalSettings(_message.Message):
     __slots__ = ("epochs", "steps", "batch_size", "lr", "momentum", "weight_decay")
@@ -134,7 +159,7 @@ class LocalSettings(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ...) -> None: ...
 
 class Update(_message.Message):
-    __slots__ = ("client_id", "round", "update", "buffers", "num_examples", "num_steps", "num_example_passes", "train_loss", "statistics", "compute_s", "state_report", "update_transforms")
+    __slots__ = ("client_id", "round", "update", "buffers", "num_examples", "num_steps", "num_example_passes", "train_loss", "statistics", "compute_s", "state_report", "update_transforms", "compressed_update")
     class StatisticsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +186,7 @@ class Update(_message.Message):
     COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     STATE_REPORT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSED_UPDATE_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round: int
     update: Tensor
@@ -173,7 +199,8 @@ class Update(_message.Message):
     compute_s: float
     state_report: _containers.MessageMap[str, Tensor]
     update_transforms: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., update: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., num_examples: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_example_passes: _Optional[int] = ..., train_loss: _Optional[float] = ..., statistics: _Optional[_Mapping[str, float]] = ..., compute_s: _Optional[float] = ..., state_report: _Optional[_Mapping[str, Tensor]] = ..., update_transforms: _Optional[_Iterable[str]] = ...) -> None: ...
+    compressed_update: Compressed
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., update: _Optional[_Union[Tensor, _Mapping]] = ..., buffers: _Optional[_Union[Tensor, _Mapping]] = ..., num_examples: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_example_passes: _Optional[int] = ..., train_loss: _Optional[float] = ..., statistics: _Optional[_Mapping[str, float]] = ..., compute_s: _Optional[float] = ..., state_report: _Optional[_Mapping[str, Tensor]] = ..., update_transforms: _Optional[_Iterable[str]] = ..., compressed_update: _Optional[_Union[Compressed, _Mapping]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("accepted", "reason")
