@@ -70,4 +70,3 @@ def test_the_fedprox_preset_is_synthetic_1_1_with_30_devices():
     assert config.algorithm.mu == 1.0
     module = build_model(config, data.dataset)()
     assert sum(p.numel() for p in module.parameters()) == 60 * 10 + 10
-
