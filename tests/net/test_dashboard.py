@@ -162,6 +162,20 @@ def test_a_real_browser_shows_round_clients_curve_and_refusals(live_run):
             browser.close()
 
 
+def test_the_snapshot_reports_the_privacy_spent_and_the_latest_round():
+    from fedloom.types import RoundReport
+
+    feed = DashboardFeed(RoundBoard(Access(("a", "b")), local=None, max_tensor_bytes=1 << 10))  # type: ignore[arg-type]
+    feed.on_start(5, None)  # type: ignore[arg-type]
+    feed.on_round(RoundReport(1, {"test_accuracy": 0.5, "dp_epsilon": 0.25}), None)  # type: ignore[arg-type]
+    feed.on_round(RoundReport(2, {"dp_epsilon": 0.5}), None)  # type: ignore[arg-type]  # no eval
+    snapshot = feed.snapshot()
+    assert snapshot["privacy"] == {"epsilon": 0.5}
+    assert (snapshot["round"], snapshot["rounds"], snapshot["phase"]) == (2, 5, "aggregating")
+    assert snapshot["curve"] == [{"round": 1, "value": 0.5}] and snapshot["accuracy"] == 0.5
+    json.dumps(snapshot)  # plain JSON values only
+
+
 def test_https_with_the_deployment_certificate(tmp_path):
     write_quickstart(tmp_path, [])
     board = RoundBoard(Access(("a",)), local=None, max_tensor_bytes=1 << 10)  # type: ignore[arg-type]

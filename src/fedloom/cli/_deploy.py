@@ -68,8 +68,9 @@ def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--dashboard",
         type=int,
         metavar="PORT",
-        help="serve a live dashboard (web page) on 127.0.0.1:PORT, behind a token printed at "
-        "start (deploy.dashboard_token FILE for your own; 0 picks a free port)",
+        help="serve a live dashboard (a web page) on PORT (0: a free one), on loopback unless "
+        "deploy.dashboard_host says otherwise, behind a token printed at start "
+        "(deploy.dashboard_token FILE for your own)",
     )
     server.add_argument(
         "--name", help="run name: the run directory (default <dataset>-<algo>-server)"
