@@ -173,7 +173,10 @@ def test_the_snapshot_reports_the_privacy_spent_and_the_latest_round():
     assert snapshot["privacy"] == {"epsilon": 0.5}
     assert (snapshot["round"], snapshot["rounds"], snapshot["phase"]) == (2, 5, "aggregating")
     assert snapshot["curve"] == [{"round": 1, "value": 0.5}] and snapshot["accuracy"] == 0.5
-    json.dumps(snapshot)  # plain JSON values only
+    feed.on_round(RoundReport(3, {"test_accuracy": float("nan"), "dp_epsilon": float("inf")}), None)  # type: ignore[arg-type]
+    snapshot = feed.snapshot()
+    assert snapshot["privacy"] == {"epsilon": None} and len(snapshot["curve"]) == 1
+    json.dumps(snapshot, allow_nan=False)  # strict JSON: what the page's JSON.parse accepts
 
 
 def test_https_with_the_deployment_certificate(tmp_path):

@@ -87,7 +87,8 @@ function render(s) {
   set("joined", s.clients.joined + " joined");
   set("updates", s.updates.received + " / " + s.updates.selected);
   set("accuracy", s.accuracy === null ? "-" : s.accuracy.toFixed(4));
-  set("privacy", s.privacy === null ? "off" : "epsilon " + s.privacy.epsilon.toFixed(3));
+  set("privacy", s.privacy === null ? "off"
+    : s.privacy.epsilon === null ? "unbounded" : "epsilon " + s.privacy.epsilon.toFixed(3));
   set("elapsed", Math.round(s.elapsed_s) + " s");
   document.getElementById("curve").setAttribute("data-points", String(s.curve.length));
   drawCurve(s.curve);

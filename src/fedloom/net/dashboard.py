@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import secrets
 import ssl
 import threading
@@ -77,8 +78,9 @@ class DashboardFeed(Callback):
         with self._lock:
             self.done = report.round
             self.last = dict(report.metrics)
-            if CURVE_METRIC in report.metrics:
-                self.curve.append((report.round, float(report.metrics[CURVE_METRIC])))
+            value = float(report.metrics.get(CURVE_METRIC, math.nan))
+            if math.isfinite(value):  # JSON has no NaN: a diverged round is left out
+                self.curve.append((report.round, value))
 
     def on_end(self, history: Any) -> None:
         with self._lock:
@@ -98,6 +100,10 @@ class DashboardFeed(Callback):
         else:
             phase = "starting" if done == 0 else "aggregating"
         epsilon = last.get("dp_epsilon")
+        if epsilon is None:
+            privacy = None
+        else:  # JSON has no infinity: an unbounded epsilon (no noise) is null
+            privacy = {"epsilon": epsilon if math.isfinite(epsilon) else None}
         return {
             "round": status.round if status.round is not None else done,
             "rounds": rounds,
@@ -118,7 +124,7 @@ class DashboardFeed(Callback):
             "refused": [
                 {"round": r.round, "client": r.client_id, "reason": r.reason} for r in refused
             ],  # fmt: skip
-            "privacy": {"epsilon": epsilon} if epsilon is not None else None,
+            "privacy": privacy,
             "elapsed_s": time.monotonic() - self.started,
         }
 
@@ -220,7 +226,7 @@ def _handler(feed: DashboardFeed, token: str, *, https: bool) -> type[BaseHTTPRe
                 self._send(403, LOGIN_PAGE, "text/html")
                 return
             self.send_response(303)
-            self.send_header("Location", "/")
+            self.send_header("Location", "./")  # relative: works behind a path prefix
             self.send_header("Set-Cookie", cookie)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -239,7 +245,10 @@ def _handler(feed: DashboardFeed, token: str, *, https: bool) -> type[BaseHTTPRe
                 self._send(200, json.dumps(feed.snapshot()), "application/json")
 
         def do_POST(self) -> None:  # noqa: N802
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = 0
             if urlsplit(self.path).path != "/login" or not 0 < length <= MAX_FORM_BYTES:
                 self._send(400, "bad request", "text/plain")
                 return
