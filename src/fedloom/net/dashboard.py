@@ -36,11 +36,11 @@ from urllib.parse import parse_qs, urlsplit
 from fedloom.algorithms import ServerState
 from fedloom.engine import Callback
 from fedloom.errors import ConfigError
-from fedloom.net._dashboard_page import CSP, LOGIN_PAGE, PAGE
+from fedloom.net._dashboard_page import CSP, LOGIN_PAGE, PAGE, REFRESH_MS
 from fedloom.net.board import RoundBoard
 from fedloom.types import RoundReport
 
-__all__ = ["Dashboard", "DashboardFeed", "read_token", "start_dashboard"]
+__all__ = ["REFRESH_MS", "Dashboard", "DashboardFeed", "read_token", "start_dashboard"]
 
 log = logging.getLogger("fedloom.server")
 
@@ -286,7 +286,9 @@ def start_dashboard(
         )  # fmt: skip
     thread = threading.Thread(target=server.serve_forever, name="fedloom-dashboard", daemon=True)
     thread.start()
-    shown = host if ":" not in host else f"[{host}]"
+    wildcard = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # all interfaces: show one
+    shown = wildcard.get(host, host)
+    shown = shown if ":" not in shown else f"[{shown}]"
     return Dashboard(server, thread, f"{scheme}://{shown}:{server.server_address[1]}/", token)
 
 
