@@ -15,7 +15,7 @@ ifneq ($(wildcard ../shared/data/mnist),)
 export FEDLOOM_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: run test lint bench bench-deploy test-under-load install clean
+.PHONY: run test lint browser bench bench-deploy bench-dashboard test-under-load install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,17 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy src
 
-test: install lint
+# The dashboard's browser test drives Debian's Chromium through Playwright (a dev extra; no
+# `playwright install`, no browser download): install the distribution package when missing.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if command -v apt-get >/dev/null; then \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium || \
+	    { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q && \
+	      $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium; }; \
+	  else echo "make browser: no apt-get; install Chromium as /usr/bin/chromium for the dashboard test"; fi; }
+
+test: install lint browser
 	$(BIN)/python -m pytest -q
 
 bench: install
@@ -45,6 +55,9 @@ bench: install
 
 bench-deploy: install
 	$(BIN)/python -m benchmarks.run_deploy
+
+bench-dashboard: install
+	$(BIN)/python -m benchmarks.dashboard_overhead
 
 # The networked and fault tests five times in a row with every core busy (docs/RELIABILITY.md).
 test-under-load: install

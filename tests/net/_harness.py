@@ -26,9 +26,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_in_thread(config, clients, certs, *, address="127.0.0.1:0", callbacks=()):
+def serve_in_thread(config, clients, certs, *, address="127.0.0.1:0", callbacks=(), **options):
     """Start :func:`serve` in a thread; ``outcome`` gets ``port``, then ``history`` or
-    ``error``."""
+    ``error``; ``options`` go to :func:`serve` (``on_dashboard`` ...)."""
     started, outcome = threading.Event(), {}
 
     def target():
@@ -42,6 +42,7 @@ def serve_in_thread(config, clients, certs, *, address="127.0.0.1:0", callbacks=
                 ),
                 callbacks=callbacks,
                 on_listening=lambda port: (outcome.__setitem__("port", port), started.set()),
+                **options,
             )
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             outcome["error"] = exc

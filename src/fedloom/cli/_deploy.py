@@ -41,7 +41,8 @@ def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         epilog=CONFIG_HELP
         + "  Deploy keys: deploy.{address,certs,tokens,insecure,clients,round_timeout_s,\n"
         "        join_timeout_s,min_fit_clients,retries,close_early,compress,max_message_mb,\n"
-        "        client_state,dp_noise,phase_timeout_s}\n",
+        "        client_state,dp_noise,phase_timeout_s,dashboard,dashboard_host,\n"
+        "        dashboard_token}\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(server)
@@ -63,6 +64,14 @@ def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         metavar="N",
         help="valid updates a round needs; fewer by the deadline: wait deploy.retries more "
         "deadlines (default 2), then stop with exit code 3 (default 1)",
+    )
+    server.add_argument(
+        "--dashboard",
+        type=int,
+        metavar="PORT",
+        help="serve a live dashboard (a web page) on PORT (0: a free one), on loopback unless "
+        "deploy.dashboard_host says otherwise, behind a token printed at start "
+        "(deploy.dashboard_token FILE for your own)",
     )
     server.add_argument(
         "--name", help="run name: the run directory (default <dataset>-<algo>-server)"
@@ -151,6 +160,7 @@ def _cmd_server(args: argparse.Namespace, console: Console) -> int:
         "clients": f"[{args.clients}]" if args.clients else None,
         "round_timeout_s": args.round_timeout,
         "min_fit_clients": args.min_fit_clients,
+        "dashboard": args.dashboard,
     }
     extra = [f"deploy.{key}={value}" for key, value in flags.items() if value is not None]
     if args.insecure:
@@ -188,6 +198,12 @@ def _cmd_server(args: argparse.Namespace, console: Console) -> int:
             on_listening=lambda port: console.print(
                 f"fedloom server: {config.algorithm.name}, {config.rounds} rounds, "
                 f"{data.num_clients} clients; listening on port {port}; run directory {run_dir}"
+            ),
+            on_dashboard=lambda board: console.print(
+                f"dashboard: {board.url} (token from {config.deploy.dashboard_token})"
+                if config.deploy.dashboard_token
+                else f"dashboard: {board.login_url}",
+                soft_wrap=True,
             ),
         )
     except RoundStarved as exc:

@@ -204,6 +204,19 @@ class DeployConfig(Section):
     max_message_mb: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="gRPC message limit; default twice the model size plus 1 MB"
     )
+    dashboard: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+        default=None,
+        description="serve the live dashboard (a web page) on this port; 0 picks a free one; "
+        "off by default",
+    )
+    dashboard_host: str = Field(
+        default="127.0.0.1", description="where the dashboard listens (loopback: tunnel to it)"
+    )
+    dashboard_token: str | None = Field(
+        default=None,
+        description="file whose first line is the dashboard's token; default a random one, "
+        "printed at start",
+    )
 
 
 class RunConfig(Section):

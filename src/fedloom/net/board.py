@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -36,7 +37,14 @@ from fedloom.net.codec import (
 from fedloom.net.proto import fedloom_pb2 as pb
 from fedloom.types import ClientPlan, ClientResult
 
-__all__ = ["CONNECTED_WITHIN_S", "MAX_REJECTIONS_PER_ROUND", "Access", "BoardStatus", "RoundBoard"]
+__all__ = [
+    "CONNECTED_WITHIN_S",
+    "MAX_REJECTIONS_PER_ROUND",
+    "Access",
+    "BoardStatus",
+    "Refusal",
+    "RoundBoard",
+]
 
 log = logging.getLogger("fedloom.server")
 
@@ -87,6 +95,15 @@ class BoardStatus:
     rejected: int
     connected: int
     joined: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One refused submission, as the client was told (round counted from 1)."""
+
+    round: int
+    client_id: str
+    reason: str
 
 
 MAX_REJECTIONS_PER_ROUND = 3  # a client may resend a refused update, but not forever
@@ -160,6 +177,7 @@ class RoundBoard:
         # secure aggregation (fedloom.net.secagg_executor): tasks say "secure_train", each is
         # handed out once a round, and plain updates are refused unread
         self.secure = False
+        self.refusals: deque[Refusal] = deque(maxlen=200)  # the latest, for the dashboard
 
     # -- the round loop's side -------------------------------------------------------------
 
@@ -333,7 +351,20 @@ class RoundBoard:
             return task
 
     def submit(self, index: int, update: pb.Update) -> str | None:
-        """Store a valid update; the reason it is refused, or ``None``."""
+        """Store a valid update; the reason it is refused, or ``None`` (refusals are also
+        kept in :attr:`refusals`, the latest 200)."""
+        reason = self._submit(index, update)
+        if reason is not None:
+            with self._lock:
+                self.refusals.append(Refusal(update.round + 1, self.access.clients[index], reason))
+        return reason
+
+    def recent_refusals(self, limit: int = 50) -> list[Refusal]:
+        """The latest ``limit`` refusals, oldest first."""
+        with self._lock:
+            return list(self.refusals)[-limit:]
+
+    def _submit(self, index: int, update: pb.Update) -> str | None:
         name = self.access.clients[index]
         with self._lock:
             self.last_seen[name] = time.monotonic()

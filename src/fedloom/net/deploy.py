@@ -55,6 +55,7 @@ from fedloom.params import flatten_buffers, flatten_params
 from fedloom.report import MetricsFiles, save_model
 
 if TYPE_CHECKING:
+    from fedloom.net.dashboard import Dashboard
     from fedloom.net.secagg_executor import SecureNetworkExecutor
 
 __all__ = ["deploy_access", "load_data_hook", "run_demo_client", "serve", "server_credentials_for"]
@@ -111,11 +112,14 @@ def serve(
     callbacks: Sequence[Callback] = (),
     console: Console | None = None,
     on_listening: Callable[[int], None] | None = None,
+    on_dashboard: Callable[[Dashboard], None] | None = None,
 ) -> History:
     """Run ``config`` with networked clients; returns the history when the run is over.
 
     With ``run_dir`` the run writes its metrics and a checkpoint there after every round,
     continues from that checkpoint when one exists, and saves the final model and summary.
+    With ``deploy.dashboard`` set it also serves the live dashboard
+    (:mod:`fedloom.net.dashboard`) and hands it to ``on_dashboard`` (its URL and token).
     Raises :class:`~fedloom.net.server.RoundStarved` when a round gets too few updates.
     """
     deploy = config.deploy
@@ -204,6 +208,21 @@ def serve(
     status = StatusLine(board, console) if console is not None else None
     if status is not None:
         observers.append(status)
+    dashboard = None
+    if deploy.dashboard is not None:
+        from fedloom.net.dashboard import DashboardFeed, read_token, start_dashboard
+
+        feed = DashboardFeed(board)
+        observers.append(feed)
+        dashboard = start_dashboard(
+            feed,
+            host=deploy.dashboard_host,
+            port=deploy.dashboard,
+            token=read_token(deploy.dashboard_token),
+            certs=deploy.certs,
+        )
+        if on_dashboard is not None:
+            on_dashboard(dashboard)
     needed = max(deploy.min_fit_clients, policy.min_updates, algorithm.min_updates())
     executor: NetworkExecutor | SecureNetworkExecutor = NetworkExecutor(
         board,
@@ -257,6 +276,8 @@ def serve(
             board.finish()  # tell the clients the run is over (not when the server failed)
             board.wait_farewell(timeout_s=10.0)
         server.stop(grace=2.0)
+        if dashboard is not None:
+            dashboard.stop()
     if run_dir is not None:
         final = history.final_state
         if config.output.save_model:
