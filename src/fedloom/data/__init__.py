@@ -16,6 +16,7 @@ from fedloom.data.partitioners import (
 )
 from fedloom.data.sampling import cohort_size, sample_cohort
 from fedloom.data.synthetic import load_synthetic
+from fedloom.data.task_sequence import TaskSequence, task_data
 
 __all__ = [
     "IID",
@@ -26,6 +27,7 @@ __all__ = [
     "QuantitySkew",
     "RareClass",
     "Shards",
+    "TaskSequence",
     "FederatedDataset",
     "cohort_size",
     "default_data_root",
@@ -35,4 +37,5 @@ __all__ = [
     "load_synthetic",
     "partition",
     "sample_cohort",
+    "task_data",
 ]
