@@ -26,19 +26,17 @@ the server's untouched batch-norm layers, which no client trains; not comparable
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-import fedloom.simulation as simulation_module
 from fedloom.algorithms import fedavg, fedbn
 from fedloom.client import LocalTraining
 from fedloom.data import IID, FederatedDataset, federate, load_digits
 from fedloom.data.scanners import SCANNER_KINDS, apply_scanners, draw_scanners
-from fedloom.engine.evaluation import Evaluator
+from fedloom.engine import ClientScores
 from fedloom.models import digits_cnn, digits_cnn_bn, digits_cnn_in
 from fedloom.simulation import simulate
 from fedloom.studies._results import write_results
@@ -60,31 +58,6 @@ def skewed_digits(seed: int, *, scanned: bool = True) -> FederatedDataset:
     return apply_scanners(data, scanners, seed=seed)
 
 
-class _Recording(Evaluator):
-    """An evaluator that also keeps the last per-client scores, by metric prefix."""
-
-    last: dict[str, list[float]] = {}
-
-    def client_metrics(self, *args: Any, prefix: str = "client", **kwargs: Any) -> dict[str, float]:
-        names = ("params", "buffers", "client_buffers", "client_params")
-        options = dict(zip(names, args, strict=False)) | {
-            k: v for k, v in kwargs.items() if k in names
-        }
-        _Recording.last[prefix] = [float(s) for s in self.client_scores(**options)]
-        return super().client_metrics(*args, prefix=prefix, **kwargs)
-
-
-@contextmanager
-def _recording():
-    original = simulation_module.Evaluator
-    simulation_module.Evaluator = _Recording
-    _Recording.last = {}
-    try:
-        yield _Recording.last
-    finally:
-        simulation_module.Evaluator = original
-
-
 def _one(name: str, data: FederatedDataset, rounds: int, seed: int) -> dict[str, Any]:
     local = LocalTraining(epochs=1, batch_size=10, lr=0.05)
     algorithm, model, buffers = {
@@ -92,19 +65,20 @@ def _one(name: str, data: FederatedDataset, rounds: int, seed: int) -> dict[str,
         "FedAvg + instance norm": (fedavg(), digits_cnn_in, "average"),
         "FedBN": (fedbn(), digits_cnn_bn, "local"),
     }[name]
-    with _recording() as last:
-        history = simulate(
-            algorithm,
-            data,
-            model,
-            rounds=rounds,
-            fraction=1.0,
-            local=local,
-            seed=seed,
-            buffers=buffers,  # type: ignore[arg-type]
-            engine="sequential",
-        )
-    per_client = last["client_personal" if name == "FedBN" else "client"]
+    scores = ClientScores()
+    history = simulate(
+        algorithm,
+        data,
+        model,
+        rounds=rounds,
+        fraction=1.0,
+        local=local,
+        seed=seed,
+        buffers=buffers,  # type: ignore[arg-type]
+        engine="sequential",
+        callbacks=[scores],
+    )
+    per_client = scores.last["client_personal" if name == "FedBN" else "client"].tolist()
     return {
         "per_client": per_client,
         "mean": float(np.mean(per_client)),
