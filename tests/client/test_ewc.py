@@ -91,6 +91,10 @@ def test_the_fisher_is_summed_over_tasks_and_the_anchor_moves_to_the_newest_task
     assert torch.equal(accumulate_fisher(None, FISHER), FISHER)
     assert torch.equal(accumulate_fisher(FISHER, FISHER), 2 * FISHER)
     assert torch.equal(accumulate_fisher(FISHER, FISHER, decay=0.5), 1.5 * FISHER)
+    capped = accumulate_fisher(FISHER, FISHER, max_value=1.5)  # 2F = (1, 2, 0, 8)
+    assert torch.equal(capped, torch.tensor([1.0, 1.5, 0.0, 1.5]))
+    with pytest.raises(ValueError, match="max_value"):
+        accumulate_fisher(FISHER, FISHER, max_value=0.0)
     with pytest.raises(ValueError, match="decay"):
         accumulate_fisher(FISHER, FISHER, decay=1.5)
     store = with_writes({}, {3: ewc_writes({}, FISHER, ANCHOR)})

@@ -16,7 +16,8 @@ the client, at the end of each task:
   ``gamma = 1`` this is the quadratic coefficient of Kirkpatrick's sum of one penalty per
   task, each anchored at its task's end; keeping one anchor is Huszar's (2018, "Note on the
   quadratic penalties in elastic weight consolidation") correction, and ``gamma < 1`` is
-  online EWC's decay (Schwarz et al. 2018, "Progress & Compress").
+  online EWC's decay (Schwarz et al. 2018, "Progress & Compress"). An optional cap per
+  coordinate keeps plain SGD stable on the penalty (``lr * lam * F_i < 2``).
 - :func:`ewc_writes` and :func:`ewc_context`: the Fisher and the anchor are the client's own
   entries (:data:`~fedloom.client.terms.EWC_FISHER`, :data:`~fedloom.client.terms.EWC_ANCHOR`)
   in the client-state store (:mod:`fedloom.client.store`), read into the context of the
@@ -93,18 +94,34 @@ def diagonal_fisher(
 
 
 def accumulate_fisher(
-    previous: torch.Tensor | None, new: torch.Tensor, *, decay: float = 1.0
+    previous: torch.Tensor | None,
+    new: torch.Tensor,
+    *,
+    decay: float = 1.0,
+    max_value: float | None = None,
 ) -> torch.Tensor:
     """``decay * previous + new`` (``new`` when there is no previous Fisher): the Fisher of
     all tasks so far. ``decay = 1`` sums them; ``decay < 1`` is online EWC's forgetting of
     old tasks (Schwarz et al. 2018).
 
+    ``max_value`` caps each coordinate. Plain SGD on the penalty is stable only while
+    ``lr * lam * F_i < 2``: the few weights the old tasks depend on most (the output layer)
+    would otherwise make SGD oscillate and diverge at a ``lam`` large enough for the many
+    weights with a small Fisher to matter. A cap of ``c / (lr * lam)`` with ``c <= 1`` keeps
+    those weights held as firmly as one SGD step can (at ``c = 1`` a step puts a weight
+    back on its anchor) without diverging. ``None``: no cap (Kirkpatrick et al.'s EWC).
+
     >>> accumulate_fisher(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.5]))
     tensor([1.5000, 2.5000])
+    >>> accumulate_fisher(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.5]), max_value=2.0)
+    tensor([1.5000, 2.0000])
     """
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"decay must be in [0, 1], got {decay}")
-    return new.clone() if previous is None else decay * previous + new
+    if max_value is not None and not max_value > 0:
+        raise ValueError(f"max_value must be > 0 or None, got {max_value}")
+    total = new.clone() if previous is None else decay * previous + new
+    return total if max_value is None else total.clamp(max=max_value)
 
 
 def ewc_writes(
@@ -113,12 +130,15 @@ def ewc_writes(
     params: torch.Tensor,
     *,
     decay: float = 1.0,
+    max_value: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """A client's new store entries at the end of a task: its accumulated Fisher (its
-    entries ``own`` plus the task's ``fisher``) and the anchor ``params`` (the weights the
-    task ended with)."""
+    entries ``own`` plus the task's ``fisher``, see :func:`accumulate_fisher`) and the
+    anchor ``params`` (the weights the task ended with)."""
     return {
-        EWC_FISHER: accumulate_fisher(own.get(EWC_FISHER), fisher, decay=decay),
+        EWC_FISHER: accumulate_fisher(
+            own.get(EWC_FISHER), fisher, decay=decay, max_value=max_value
+        ),
         EWC_ANCHOR: params.detach().clone(),
     }
 
