@@ -207,7 +207,7 @@ def run(
     rows = int(mnist.num_train * share)
     mnist = replace(mnist, train_x=mnist.train_x[:rows], train_y=mnist.train_y[:rows])
     sequence = TaskSequence(label_groups(10), rounds_per_task=rounds_per_task)
-    setting = {
+    setting: dict[str, Any] = {
         "dataset": "mnist",
         "train_rows": rows,
         "tasks": [list(t) for t in sequence.tasks],
@@ -296,6 +296,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     for name, v in variants.items():
         curve = v["earlier_accuracy"]
         left.plot(range(2, len(curve) + 2), curve, marker="o", label=name)
+    left.set_xticks(range(2, len(curve) + 2))
     left.set(
         xlabel="tasks learned (digit pairs)",
         ylabel="mean accuracy on the earlier tasks (task-IL)",
