@@ -47,3 +47,23 @@ def test_the_committed_full_results_hold_the_readme_claims():
     # FedBN's global model (untrained server BN layers) is not a model for the clean test set
     assert v[FEDBN]["test_accuracy"] < 0.6 < v[INORM]["test_accuracy"]
     assert all(results["claims"].values())
+
+
+def test_the_mnist_models_have_their_sizes_and_normalization_layers():
+    import pytest
+    import torch
+
+    from fedloom.models import mnist_small_cnn
+    from fedloom.params import param_spec
+
+    plain, inorm, bnorm = (mnist_small_cnn(norm=n) for n in (None, "instance", "batch"))
+    # conv 1*16*25 + 16, dense 784*64 + 64, out 64*10 + 10; instance norm adds 2*16 affine
+    # weights, batch norm 2*16 + 2*64
+    assert [param_spec(m).num_params for m in (plain, inorm, bnorm)] == [51306, 51338, 51466]
+    assert isinstance(inorm[1], torch.nn.InstanceNorm2d) and not list(inorm.buffers())
+    kinds = {type(m) for m in bnorm.modules()}
+    assert {torch.nn.BatchNorm2d, torch.nn.BatchNorm1d} <= kinds
+    assert plain(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert set(scanner_skew.MODELS) == {"mnist", "digits"}
+    with pytest.raises(ValueError, match="norm"):
+        mnist_small_cnn(norm="layer")
