@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
+import numpy as np
 import torch
 
 from fedloom.algorithms import Algorithm, ServerState
@@ -131,7 +132,9 @@ def simulate(
             steps (the local settings, no algorithm terms) on each client's training split
             and score it on the client's held-out split: ``client_finetuned_accuracy_*``
             (local fine-tuning as a personalization baseline; 0: off).
-        callbacks: observers (metrics files, progress bars).
+        callbacks: observers (metrics files, progress bars); with ``eval_clients`` their
+            ``on_client_scores`` receives every client's held-out score after each
+            evaluation (:class:`fedloom.engine.ClientScores` keeps them).
         checkpoint: save the state after every round there, and continue from it when it
             already holds a checkpoint of this run (:class:`fedloom.engine.Checkpoints`).
         on_client_error: a client whose training raises, or whose worker process or Ray
@@ -191,22 +194,26 @@ def simulate(
 
     def evaluate(state: ServerState, client_buffers: dict[int, torch.Tensor]) -> dict[str, float]:
         metrics = evaluator.global_metrics(state.params, state.buffers)
-        if eval_clients:
-            metrics.update(evaluator.client_metrics(state.params, state.buffers, client_buffers))
-            if algorithm.personal is not None or algorithm.personal_model is not None:
-                own = personalized_models(algorithm, state)
-                metrics.update(
-                    evaluator.client_metrics(
-                        state.params, state.buffers, client_buffers, own, prefix="client_personal"
-                    )
-                )
-        if tuning is not None:
-            tuned = finetuned_models(tuning, data, state, client_buffers, seed=seed)
-            metrics.update(
-                evaluator.client_metrics(
-                    state.params, state.buffers, client_buffers, tuned, prefix="client_finetuned"
-                )
+        scores: dict[str, np.ndarray] = {}  # per client, by prefix: for on_client_scores
+
+        def score(prefix: str, own: Mapping[int, torch.Tensor] | None = None) -> None:
+            scores[prefix] = evaluator.client_scores(
+                state.params, state.buffers, client_buffers, own
             )
+            metrics.update(evaluator.score_spread(scores[prefix], prefix=prefix))
+
+        if eval_clients:
+            score("client")
+            if algorithm.personal is not None or algorithm.personal_model is not None:
+                score("client_personal", personalized_models(algorithm, state))
+        if tuning is not None:
+            score(
+                "client_finetuned", finetuned_models(tuning, data, state, client_buffers, seed=seed)
+            )
+        for callback in callbacks if scores else ():
+            hook = getattr(callback, "on_client_scores", None)  # a duck-typed callback has none
+            if hook is not None:
+                hook(state.round, scores)
         if eval_train:
             metrics.update(evaluator.train_metrics(state.params, state.buffers))
         return metrics

@@ -11,12 +11,13 @@ from fedloom.client.local import (
 )
 from fedloom.client.objectives import LocalContext, Objective, ObjectiveTerm, make_objective
 from fedloom.client.program import STATISTICS, ClientProgram, plan_settings, work_norm
-from fedloom.client.terms import ProximalTerm, proximal_coefficient
+from fedloom.client.terms import EWCTerm, ProximalTerm, proximal_coefficient
 from fedloom.client.train import train_client
 
 __all__ = [
     "STATISTICS",
     "ClientProgram",
+    "EWCTerm",
     "LocalContext",
     "LocalState",
     "LocalTraining",

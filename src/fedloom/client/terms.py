@@ -19,8 +19,25 @@ import torch
 
 from fedloom.client.objectives import LocalContext, ObjectiveTerm
 from fedloom.client.portable import portable
+from fedloom.errors import ConfigError
 
-__all__ = ["LinearTerm", "ProximalTerm", "linear_correction", "proximal_coefficient"]
+__all__ = [
+    "EWC_ANCHOR",
+    "EWC_FISHER",
+    "EWCTerm",
+    "LinearTerm",
+    "ProximalTerm",
+    "linear_correction",
+    "proximal_coefficient",
+]
+
+EWC_FISHER = "ewc/fisher"
+"""The client-state store entry (and context extra) holding a client's accumulated diagonal
+Fisher ``F`` (``[P]``, see :mod:`fedloom.client.ewc`)."""
+
+EWC_ANCHOR = "ewc/anchor"
+"""The client-state store entry (and context extra) holding the weights ``w_old`` the EWC
+penalty pulls towards (the model at the end of the client's latest task)."""
 
 
 @portable("proximal")
@@ -40,6 +57,45 @@ class ProximalTerm:
 
     def __call__(self, w: torch.Tensor, context: LocalContext) -> torch.Tensor:
         return 0.5 * self.mu * (w - context.global_params).pow(2).sum()
+
+
+@portable("ewc")
+@dataclass(frozen=True)
+class EWCTerm:
+    """Elastic weight consolidation's ``lam / 2 * sum_i F_i (w_i - w_old_i)^2`` (Kirkpatrick
+    et al. 2017, "Overcoming catastrophic forgetting in neural networks", Eq. 3).
+
+    A client that learns tasks one after the other keeps a diagonal Fisher ``F`` (how much
+    each weight mattered to its earlier tasks) and the weights ``w_old`` it had when the
+    last task ended; the penalty makes the weights that mattered expensive to move, so the
+    new task is learned mostly in the directions the old ones did not use. Its gradient is
+    ``lam * F * (w - w_old)``.
+
+    ``F`` and ``w_old`` are the client's own (:data:`EWC_FISHER`, :data:`EWC_ANCHOR` in the
+    client-state store, reaching the term as ``context.extras``; they never go to the
+    server): the term itself is only ``lam``, the same for every client. Before a client's
+    first task ends it has no Fisher and the penalty is 0. Combine it with
+    :class:`ProximalTerm` for "EWC + proximal to the global model".
+
+    Plain SGD on the penalty alone is stable only while ``lr * lam * max_i F_i < 2``; the
+    Fisher grows as tasks accumulate, so a ``lam`` that works for the second task can make
+    a later one diverge (the ``lifelong`` study: lr 0.1, ``lam = 100`` works, 300 does not).
+    """
+
+    lam: float
+
+    def __post_init__(self) -> None:
+        if not self.lam >= 0:
+            raise ConfigError(
+                f"ewc.lam: EWC's lambda must be >= 0 (0 switches the penalty off), got {self.lam}"
+            )
+
+    def __call__(self, w: torch.Tensor, context: LocalContext) -> torch.Tensor:
+        fisher = context.extras.get(EWC_FISHER)
+        anchor = context.extras.get(EWC_ANCHOR)
+        if fisher is None or anchor is None:
+            return (w * 0.0).sum()
+        return 0.5 * self.lam * (fisher * (w - anchor).pow(2)).sum()
 
 
 def proximal_coefficient(terms: Iterable[ObjectiveTerm]) -> float:

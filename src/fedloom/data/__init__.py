@@ -18,6 +18,7 @@ from fedloom.data.partitioners import (
 )
 from fedloom.data.sampling import cohort_size, sample_cohort
 from fedloom.data.synthetic import load_synthetic
+from fedloom.data.task_sequence import TaskSequence, task_data
 from fedloom.data.torch_data import from_torch
 from fedloom.data.vision import load_cifar10, load_emnist, load_fashion_mnist
 
@@ -31,6 +32,7 @@ __all__ = [
     "QuantitySkew",
     "RareClass",
     "Shards",
+    "TaskSequence",
     "FederatedDataset",
     "cohort_size",
     "default_data_root",
@@ -48,4 +50,5 @@ __all__ = [
     "load_synthetic",
     "partition",
     "sample_cohort",
+    "task_data",
 ]

@@ -1,6 +1,6 @@
 """The round loop, the executor protocol, evaluation and callbacks."""
 
-from fedloom.engine.callbacks import Callback, History
+from fedloom.engine.callbacks import Callback, ClientScores, History
 from fedloom.engine.checkpoint import Checkpoints, Resumed
 from fedloom.engine.evaluation import Evaluator, spread_metrics
 from fedloom.engine.executor import Executor
@@ -15,6 +15,7 @@ __all__ = [
     "Checkpoints",
     "Resumed",
     "Callback",
+    "ClientScores",
     "Evaluate",
     "Evaluator",
     "Executor",

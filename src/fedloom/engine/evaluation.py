@@ -177,6 +177,11 @@ class Evaluator:
         ``prefix="client_personal"`` with ``client_params`` names the personalized models'
         spread ``client_personal_accuracy_mean`` ...."""
         scores = self.client_scores(params, buffers, client_buffers, client_params)
+        return self.score_spread(scores, prefix=prefix)
+
+    def score_spread(self, scores: np.ndarray, *, prefix: str = "client") -> dict[str, float]:
+        """:meth:`client_metrics` of per-client ``scores`` already computed by
+        :meth:`client_scores` (clients without held-out rows, NaN, are left out)."""
         measured = ~np.isnan(scores)
         sizes = np.asarray(self.data.client_sizes)[measured]
         return spread_metrics(

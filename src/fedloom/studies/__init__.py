@@ -25,6 +25,7 @@ STUDIES = {
     "scanner-skew": "FedAvg vs instance norm vs FedBN when each client has its own scanner (digits)",
     "personalization": "FedAvg, fine-tuning, FedPer, FedRep, Ditto per client on Dirichlet(0.1) MNIST",
     "compression": "accuracy vs upload bytes for fp16/bf16/int8/QSGD/top-k+EF, MNIST 2NN",
+    "lifelong": "forgetting on split MNIST: plain vs proximal vs EWC vs EWC + proximal",
 }
 
 

@@ -1,17 +1,20 @@
 """Scanner skew: FedAvg plain vs instance norm vs FedBN when each client has its own "scanner".
 
-Digits (scikit-learn's 8x8 handwriting; MNIST was too slow for the time this study was given),
-IID labels over 10 clients, a quarter of each client's share held out, and each client's
+MNIST (the first 6,000 training rows, 600 per client, for time) or digits (scikit-learn's
+8x8 handwriting), IID labels over 10 clients, a quarter of each client's share held out, and each client's
 rows seen through its own scanner (:mod:`fedloom.data.scanners`, ``strength`` 1: the five
 kinds brightness, contrast, gamma, blur and noise, two clients each). All 10 clients every
-round, E = 1, B = 10, lr 0.05, 30 rounds, 3 seeds (each its own split, scanners, initial
-weights and batches).
+round, E = 1, B = 10, lr 0.05, 20 rounds, 3 seeds (each its own split, scanners, initial
+weights and batches). Committed results: MNIST in ``benchmarks/results/studies/scanner-skew/
+mnist/``; digits (``dataset="digits"``, 30 rounds) in ``.../scanner-skew/``.
 
-Variants (the model and the algorithm; everything else equal):
+Variants (the model and the algorithm; everything else equal; the models are
+``mnist_small_cnn`` with ``norm`` None, ``"instance"``, ``"batch"`` on MNIST and
+``digits_cnn``, ``digits_cnn_in``, ``digits_cnn_bn`` on digits):
 
-- FedAvg, ``digits_cnn`` (no normalization);
-- FedAvg, ``digits_cnn_in`` (instance norm after the convolution, averaged like any weight);
-- FedBN, ``digits_cnn_bn`` (batch norm layers and their statistics stay on each client);
+- FedAvg, no normalization;
+- FedAvg, instance norm after the convolution (averaged like any weight);
+- FedBN, batch norm layers (their weights and statistics stay on each client);
 - and, as references, each variant on the same split without scanners: normalization layers
   also speed up training, so part of any gain is not about the scanners.
 
@@ -20,91 +23,88 @@ FedBN's clients evaluate with their own batch-norm layers), the mean and the wor
 averaged over seeds, and the clean global test accuracy (for FedBN: the global model with
 the server's untouched batch-norm layers, which no client trains; not comparable).
 
-``quick``: one seed, 15 rounds.
+The full study runs on MNIST; ``quick`` on digits, one seed, 15 rounds. Per-client scores
+come from the :class:`~fedloom.engine.ClientScores` callback.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-import fedloom.simulation as simulation_module
 from fedloom.algorithms import fedavg, fedbn
 from fedloom.client import LocalTraining
-from fedloom.data import IID, FederatedDataset, federate, load_digits
+from fedloom.data import IID, Dataset, FederatedDataset, federate, load_digits, load_mnist
 from fedloom.data.scanners import SCANNER_KINDS, apply_scanners, draw_scanners
-from fedloom.engine.evaluation import Evaluator
-from fedloom.models import digits_cnn, digits_cnn_bn, digits_cnn_in
+from fedloom.engine import ClientScores
+from fedloom.models import ModelSource, digits_cnn, digits_cnn_bn, digits_cnn_in, mnist_small_cnn
 from fedloom.simulation import simulate
 from fedloom.studies._results import write_results
 
-__all__ = ["VARIANTS", "claims", "run", "skewed_digits", "table"]
+__all__ = ["MODELS", "VARIANTS", "claims", "run", "skewed", "skewed_digits", "table"]
 
 NUM_CLIENTS = 10
 STRENGTH = 1.0
 VARIANTS = ("FedAvg", "FedAvg + instance norm", "FedBN")
+MNIST_ROWS = 6000
+MODELS: dict[str, dict[str, ModelSource]] = {
+    "mnist": {
+        "FedAvg": mnist_small_cnn,
+        "FedAvg + instance norm": partial(mnist_small_cnn, norm="instance"),
+        "FedBN": partial(mnist_small_cnn, norm="batch"),
+    },
+    "digits": {
+        "FedAvg": digits_cnn,
+        "FedAvg + instance norm": digits_cnn_in,
+        "FedBN": digits_cnn_bn,
+    },
+}
 
 
 def skewed_digits(seed: int, *, scanned: bool = True) -> FederatedDataset:
     """Digits over 10 IID clients, each seen through its own scanner (unless not
     ``scanned``: the same split, clean)."""
-    data = federate(load_digits(), IID(num_clients=NUM_CLIENTS), holdout_fraction=0.25, seed=seed)
+    return skewed(load_digits(), seed, scanned=scanned)
+
+
+def skewed(dataset: Dataset, seed: int, *, scanned: bool = True) -> FederatedDataset:
+    """``dataset`` over 10 IID clients, each seen through its own scanner (unless not
+    ``scanned``: the same split, clean)."""
+    data = federate(dataset, IID(num_clients=NUM_CLIENTS), holdout_fraction=0.25, seed=seed)
     if not scanned:
         return data
     scanners = draw_scanners(NUM_CLIENTS, SCANNER_KINDS, STRENGTH, seed=seed)
     return apply_scanners(data, scanners, seed=seed)
 
 
-class _Recording(Evaluator):
-    """An evaluator that also keeps the last per-client scores, by metric prefix."""
-
-    last: dict[str, list[float]] = {}
-
-    def client_metrics(self, *args: Any, prefix: str = "client", **kwargs: Any) -> dict[str, float]:
-        names = ("params", "buffers", "client_buffers", "client_params")
-        options = dict(zip(names, args, strict=False)) | {
-            k: v for k, v in kwargs.items() if k in names
-        }
-        _Recording.last[prefix] = [float(s) for s in self.client_scores(**options)]
-        return super().client_metrics(*args, prefix=prefix, **kwargs)
-
-
-@contextmanager
-def _recording():
-    original = simulation_module.Evaluator
-    simulation_module.Evaluator = _Recording
-    _Recording.last = {}
-    try:
-        yield _Recording.last
-    finally:
-        simulation_module.Evaluator = original
-
-
-def _one(name: str, data: FederatedDataset, rounds: int, seed: int) -> dict[str, Any]:
+def _one(name: str, data: FederatedDataset, rounds: int, seed: int, dataset: str) -> dict[str, Any]:
     local = LocalTraining(epochs=1, batch_size=10, lr=0.05)
-    algorithm, model, buffers = {
-        "FedAvg": (fedavg(), digits_cnn, "average"),
-        "FedAvg + instance norm": (fedavg(), digits_cnn_in, "average"),
-        "FedBN": (fedbn(), digits_cnn_bn, "local"),
+    algorithm, buffers = {
+        "FedAvg": (fedavg(), "average"),
+        "FedAvg + instance norm": (fedavg(), "average"),
+        "FedBN": (fedbn(), "local"),
     }[name]
-    with _recording() as last:
-        history = simulate(
-            algorithm,
-            data,
-            model,
-            rounds=rounds,
-            fraction=1.0,
-            local=local,
-            seed=seed,
-            buffers=buffers,  # type: ignore[arg-type]
-            engine="sequential",
-        )
-    per_client = last["client_personal" if name == "FedBN" else "client"]
+    model = MODELS[dataset][name]
+    scores = ClientScores()
+    history = simulate(
+        algorithm,
+        data,
+        model,
+        rounds=rounds,
+        fraction=1.0,
+        local=local,
+        seed=seed,
+        buffers=buffers,  # type: ignore[arg-type]
+        engine="sequential",
+        callbacks=[scores],
+    )
+    per_client = scores.last["client_personal" if name == "FedBN" else "client"].tolist()
     return {
         "per_client": per_client,
         "mean": float(np.mean(per_client)),
@@ -139,12 +139,27 @@ def run(
     out_dir: Path | None = None,
     *,
     quick: bool = False,
-    rounds: int = 30,
+    rounds: int = 20,
     seeds: tuple[int, ...] = (0, 1, 2),
+    dataset: str | None = None,
+    data_root: str | None = None,
 ) -> dict[str, Any]:
-    """Run the three variants for each seed; return (and write) per-client accuracies."""
+    """Run the three variants for each seed; return (and write) per-client accuracies.
+
+    ``dataset``: ``"mnist"`` (the first :data:`MNIST_ROWS` training rows; the default) or
+    ``"digits"`` (the default with ``quick``)."""
     if quick:
         rounds, seeds = 15, (0,)
+    dataset = dataset or ("digits" if quick else "mnist")
+    if dataset not in MODELS:
+        raise ValueError(f"dataset must be one of {', '.join(MODELS)}, got {dataset!r}")
+    if dataset == "mnist":
+        mnist = load_mnist(data_root)
+        source = replace(
+            mnist, train_x=mnist.train_x[:MNIST_ROWS], train_y=mnist.train_y[:MNIST_ROWS]
+        )
+    else:
+        source = load_digits()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -153,20 +168,21 @@ def run(
         clean: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
         scanners: list[list[dict[str, Any]]] = []
         for seed in seeds:
-            data = skewed_digits(seed)
+            data = skewed(source, seed)
             drawn = draw_scanners(NUM_CLIENTS, SCANNER_KINDS, STRENGTH, seed=seed)
             scanners.append([{"kind": s.kind, "param": round(s.param, 4)} for s in drawn])
             for name in VARIANTS:
-                runs[name].append(_one(name, data, rounds, seed))
-            unscanned = skewed_digits(seed, scanned=False)
+                runs[name].append(_one(name, data, rounds, seed, dataset))
+            unscanned = skewed(source, seed, scanned=False)
             for name in VARIANTS:
-                clean[name].append(_one(name, unscanned, rounds, seed))
+                clean[name].append(_one(name, unscanned, rounds, seed, dataset))
     finally:
         torch.set_num_threads(threads)
     variants = {name: _summary(per_seed) for name, per_seed in runs.items()}
     results: dict[str, Any] = {
         "setting": {
-            "dataset": "digits",
+            "dataset": dataset,
+            "train_rows": source.num_train,
             "clients": NUM_CLIENTS,
             "partition": "iid",
             "holdout_fraction": 0.25,
@@ -238,7 +254,11 @@ def _plot(results: dict[str, Any], path: Path) -> None:
             ylim=(0, 1.02),
         )
     axes[0].set_ylabel("held-out accuracy (mean over seeds)")
-    fig.suptitle("Scanner skew, digits, 10 clients: per-client accuracy (worst in red)")
+    setting = results["setting"]
+    fig.suptitle(
+        f"Scanner skew, {setting['dataset']} ({setting.get('train_rows', '?')} training rows), "
+        "10 clients: per-client accuracy (worst in red)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
