@@ -132,3 +132,53 @@ def test_the_board_refuses_an_update_that_carries_a_personal_coordinate():
     reason = board.submit(1, update([0.5, 0.25, -1.0]))
     assert "carries values on the personal coordinates" in reason
     assert board.submit(1, update([0.5, 0.0, -1.0])) is None
+
+
+def test_deployed_local_buffers_start_each_client_from_its_own_statistics(tmp_path):
+    """FedAvg with ``model.buffers: local`` (kept by the server, no personal algorithm): each
+    client must start a round from its own running statistics of its last round, as in
+    simulation. With 4 clients and 3 per round, clients come back, so a server that sent them
+    all one client's statistics (as the first deployed version did) ends with other running
+    statistics (batch norm trains on batch statistics, so the parameters agree either way)."""
+    clients = [f"c{k}" for k in range(4)]
+    write_quickstart(tmp_path, clients)
+    config = RunConfig.model_validate(
+        {
+            "seed": 3,
+            "rounds": 3,
+            "algorithm": {"name": "fedavg"},
+            "data": {"dataset": "digits", "num_clients": 4, "partition": "dirichlet"},
+            "model": {"name": "digits_cnn_bn", "buffers": "local"},
+            "client": {"epochs": 1, "batch_size": 20, "lr": 0.05},
+            "server": {"fraction": 0.75},
+            "eval": {"clients": False},
+        }
+    )
+    data = build_federated(config)
+    server, outcome = serve_in_thread(config, clients, tmp_path, run_dir=tmp_path / "net")
+    workers = [
+        client_thread(config, data, tmp_path, c, k, outcome["port"]) for k, c in enumerate(clients)
+    ]
+    server.join(timeout=180)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert "error" not in outcome, outcome.get("error")
+    saved = Checkpoints(tmp_path / "simulated")
+    reference = simulate_config(
+        config.model_copy(update={"engine": "sequential"}), checkpoint=saved
+    )  # fmt: skip
+    networked = outcome["history"].final_state
+    assert torch.allclose(networked.params, reference.final_state.params, atol=1e-5, rtol=0)
+    simulated, deployed = saved.load().client_buffers, Checkpoints(tmp_path / "net").load()
+    assert simulated.keys() == deployed.client_buffers.keys() and len(simulated) == 4
+    for client, own in simulated.items():
+        assert torch.allclose(deployed.client_buffers[client], own, atol=1e-5, rtol=0), client
+
+
+def test_start_buffers_picks_the_shared_one_and_the_clients_own():
+    from fedloom.net.server import start_buffers
+
+    shared, own = torch.zeros(3), torch.tensor([1.0, 2.0, 3.0])
+    common, others = start_buffers({0: shared, 1: own, 2: shared})
+    assert common is shared and others.keys() == {1} and torch.equal(others[1], own)
+    assert start_buffers({})[1] == {}

@@ -83,6 +83,7 @@ class _Round:
     bytes_up: int = 0  # protobuf payload of every update received (refused ones too)
     compute_s: dict[int, float] = field(default_factory=dict)  # as the clients report it
     compressed_params: pb.Compressed | None = None  # the model, with a download compressor
+    own_buffers: dict[int, pb.Tensor] = field(default_factory=dict)  # model.buffers: local
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,12 @@ class RoundBoard:
         params: torch.Tensor,
         buffers: torch.Tensor,
         shared: Mapping[str, torch.Tensor] | None = None,
+        own_buffers: Mapping[int, torch.Tensor] | None = None,
     ) -> None:
         """Open a round for ``plans``; ``shared`` is what the algorithm's state sends every
-        client (sent only to clients that keep their own state)."""
+        client (sent only to clients that keep their own state); ``own_buffers`` the clients
+        that start from buffers of their own instead of ``buffers`` (``model.buffers: local``
+        kept by the server: each client's running statistics from its last round)."""
         shared = shared if self.clients_hold_state and shared else {}
         download = self.compression.download
         with self._lock:
@@ -208,6 +212,10 @@ class RoundBoard:
                 num_params=params.numel(),
                 num_buffers=buffers.numel(),
                 shared={k: encode_tensor(v, compress=self.compress) for k, v in shared.items()},
+                own_buffers={
+                    k: encode_tensor(v, compress=self.compress)
+                    for k, v in (own_buffers or {}).items()
+                },
                 corrections={
                     p.client_id: encode_portable(LinearTerm(p.correction), compress=self.compress)
                     for p in plans
@@ -328,7 +336,7 @@ class RoundBoard:
                 kind="secure_train" if self.secure else "train",
                 round=current.number,
                 params=current.params,
-                buffers=current.buffers,
+                buffers=current.own_buffers.get(index, current.buffers),
                 shared=current.shared,
                 client_terms=own_terms,
                 seed=plan.seed,

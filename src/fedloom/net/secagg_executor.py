@@ -47,6 +47,7 @@ from fedloom.errors import ConfigError
 from fedloom.net.board import RoundBoard
 from fedloom.net.proto import secagg_pb2 as spb
 from fedloom.net.secagg_room import SecAggRoom
+from fedloom.net.server import start_buffers
 from fedloom.privacy.secagg import Phase, SecAggAborted, SecAggConfig, SecAggResult, SecAggServer
 from fedloom.privacy.secagg.decoded import COHORT_SUM_ID, WEIGHTINGS, DecodedSum
 from fedloom.privacy.secagg.stage import SecureSum
@@ -157,7 +158,7 @@ class SecureNetworkExecutor:
         buffers: Mapping[int, torch.Tensor],
         context: LocalContext,
     ) -> list[ClientResult | ClientFailure]:
-        global_buffers = next(iter(buffers.values())) if buffers else torch.zeros(0)
+        global_buffers, own = start_buffers(buffers)
         round_, number = plans[0].round, plans[0].round + 1
         cohort = sorted(p.client_id for p in plans)
         server = SecAggServer.start(
@@ -167,7 +168,7 @@ class SecureNetworkExecutor:
             server,
             {p.client_id: self._params(p.client_id, p, cohort, params.numel()) for p in plans},
         )
-        self.board.open(plans, params, global_buffers, context.extras)
+        self.board.open(plans, params, global_buffers, context.extras, own_buffers=own)
         self.board.wait_joined(cohort, time.monotonic() + self.join_timeout_s)
         result, reason, phase, arrived = None, None, Phase.ADVERTISE, set()
         try:

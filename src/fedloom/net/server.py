@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -201,9 +202,9 @@ class NetworkExecutor:
         buffers: Mapping[int, torch.Tensor],
         context: LocalContext,
     ) -> list[ClientResult | ClientFailure]:
-        global_buffers = next(iter(buffers.values())) if buffers else torch.zeros(0)
+        global_buffers, own = start_buffers(buffers)
         number = plans[0].round + 1 if plans else 0
-        self.board.open(plans, params, global_buffers, context.extras)
+        self.board.open(plans, params, global_buffers, context.extras, own_buffers=own)
         self._form_cohort(plans, number)
         needed = min(self.min_fit_clients, len(plans))
         target = needed if self.close_early else len(plans)
@@ -279,3 +280,18 @@ def start_server(
         raise OSError(f"cannot listen on {address}")
     server.start()
     return server, port
+
+
+def start_buffers(
+    buffers: Mapping[int, torch.Tensor],
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """The buffers most of a round's clients start from, and the clients that start from
+    others: with ``model.buffers: local`` a client that took part before starts from its
+    own running statistics, as in simulation, not from another client's."""
+    if not buffers:
+        return torch.zeros(0), {}
+    counts = Counter(id(b) for b in buffers.values())
+    common_id = counts.most_common(1)[0][0]
+    common = next(b for b in buffers.values() if id(b) == common_id)
+    own = {k: b for k, b in buffers.items() if id(b) != common_id and not torch.equal(b, common)}
+    return common, own
