@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from fedloom.config import RunConfig, RunSpec, build_attack, build_client_store, build_run
+from fedloom.config.clock import build_clock
 from fedloom.config.spec import stopping_callbacks, tracking_callbacks
 from fedloom.data import FederatedDataset
 from fedloom.engine import Callback, Checkpoints, History
@@ -88,6 +89,7 @@ def simulate_config(
         client_states=build_client_store(
             config.server, checkpoint.directory / "client-state" if checkpoint else None
         ),
+        clock=build_clock(config.clock, spec.data.num_clients, seed=config.seed),
     )
 
 

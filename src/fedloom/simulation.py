@@ -31,6 +31,7 @@ from fedloom.engine import (
     LocalWork,
     OnClientError,
     UpdatePolicy,
+    VirtualClock,
     run_rounds,
 )
 from fedloom.models import ModelSource, initial_module
@@ -98,6 +99,7 @@ def simulate(
     checkpoint: Checkpoints | None = None,
     on_client_error: OnClientError = "skip",
     client_states: ClientStates | None = None,
+    clock: VirtualClock | None = None,
 ) -> History:
     """Simulate ``rounds`` rounds of ``algorithm`` in this process.
 
@@ -139,6 +141,8 @@ def simulate(
         client_states: the empty client-state store for per-client algorithm state
             (default in memory; :class:`fedloom.client.spill.SpilledClientStates` spills it
             to disk for large populations).
+        clock: simulated time and a round deadline (:class:`fedloom.engine.VirtualClock`):
+            adds ``sim_time_s`` to the metrics; clients later than the deadline are dropped.
     """
     if buffers not in ("average", "local"):
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
@@ -228,6 +232,7 @@ def simulate(
             on_client_error=on_client_error,
             client_states=client_states,
             personal_executor=personal_executor,
+            clock=clock,
         )
     finally:
         for used in (executor, personal_executor, tuning):

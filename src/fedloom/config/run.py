@@ -15,6 +15,7 @@ import fedloom.config.engines  # noqa: F401  (registers the engines)
 from fedloom.config._dispatch import dispatch, registry_field
 from fedloom.config._errors import describe_errors
 from fedloom.config.algorithms import FedAvgConfig, server_defaults
+from fedloom.config.clock import ClockConfig
 from fedloom.config.data import DataConfig
 from fedloom.config.server import ServerConfig
 from fedloom.errors import ConfigError
@@ -229,6 +230,10 @@ class RunConfig(Section):
     early_stopping: EarlyStoppingConfig | None = Field(
         default=None, description="stop on a plateau of a metric (off by default)"
     )
+    clock: ClockConfig | None = Field(
+        default=None,
+        description="simulated time: device speeds, bandwidths, availability, a round deadline",
+    )
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -293,6 +298,8 @@ class RunConfig(Section):
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         if self.task == type(self).model_fields["task"].default:
             ignored.add("task")
+        if self.clock is None:  # off: the fingerprints of before it existed
+            ignored.add("clock")
         server: dict[str, bool] = {"on_client_error": True}
         if self.server.sampling == "uniform":
             server["sampling"] = True

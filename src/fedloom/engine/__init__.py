@@ -2,6 +2,14 @@
 
 from fedloom.engine.callbacks import Callback, History
 from fedloom.engine.checkpoint import Checkpoints, Resumed
+from fedloom.engine.clock import (
+    Availability,
+    ClientProfile,
+    LogNormal,
+    VirtualClock,
+    draw_profiles,
+)
+from fedloom.engine.clock_trace import load_trace
 from fedloom.engine.evaluation import Evaluator, spread_metrics
 from fedloom.engine.executor import Executor
 from fedloom.engine.failures import ON_CLIENT_ERROR, OnClientError
@@ -14,16 +22,22 @@ __all__ = [
     "OnClientError",
     "Checkpoints",
     "Resumed",
+    "Availability",
     "Callback",
+    "ClientProfile",
     "Evaluate",
     "Evaluator",
     "Executor",
     "History",
     "LocalWork",
+    "LogNormal",
     "Rejection",
     "UpdatePolicy",
+    "VirtualClock",
     "assign_work",
     "check_update",
+    "draw_profiles",
+    "load_trace",
     "plans_for_round",
     "run_rounds",
     "spread_metrics",

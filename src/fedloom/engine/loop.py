@@ -31,6 +31,7 @@ from fedloom.data import sample_cohort
 from fedloom.data.sampling import SAMPLINGS, Sampling, cohort_size
 from fedloom.engine.callbacks import Callback, History, notify_round
 from fedloom.engine.checkpoint import Checkpoints
+from fedloom.engine.clock import VirtualClock, apply_clock
 from fedloom.engine.executor import Executor
 from fedloom.engine.failures import OnClientError, check_on_client_error, judge_failures
 from fedloom.engine.validation import UpdatePolicy, validate_updates
@@ -109,6 +110,7 @@ def run_rounds(
     client_states: ClientStates | None = None,
     noise_secret: int | None = None,
     personal_executor: Executor | None = None,
+    clock: VirtualClock | None = None,
 ) -> History:
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
@@ -152,6 +154,12 @@ def run_rounds(
             ``algorithm.personal_model``): called after ``executor`` on the same cohort with
             the plans of :func:`fedloom.algorithms.ditto.personal_plans`; the new personal
             models go into the client-state store whatever the round's outcome.
+        clock: simulated time (see :mod:`fedloom.engine.clock`): each round starts when the
+            one before closed, each client's update arrives after its download, its actual
+            local work and its upload; updates later than the clock's deadline (and clients
+            that went offline) are failures judged by ``on_client_error``. Adds
+            ``sim_time_s`` (when the round closed), ``sim_round_s``, ``num_deadline_misses``
+            and ``num_offline`` to the metrics. ``None``: no simulated time.
     """
     on_client_error = check_on_client_error(on_client_error)
     if sampling not in SAMPLINGS:
@@ -214,6 +222,20 @@ def run_rounds(
             personal_writes = ditto_writes(state.params, trained)
         returned = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
+        timed: dict[str, float] = {}
+        if clock is not None:
+            start_s = reports[-1].metrics.get("sim_time_s", 0.0) if reports else 0.0
+            size = float(values_per_model * BYTES_PER_VALUE)
+            returned, late, timing = apply_clock(
+                clock, returned, start_s=start_s, down_bytes=size, up_bytes=size
+            )
+            failures += late
+            timed = {
+                "sim_time_s": timing.end_s,
+                "sim_round_s": timing.end_s - timing.start_s,
+                "num_deadline_misses": float(len(timing.missed)),
+                "num_offline": float(len(timing.offline)),
+            }
         judge_failures(failures, round_number=t + 1, on_client_error=on_client_error)
         results, rejections = validate_updates(
             returned,
@@ -237,6 +259,7 @@ def run_rounds(
             "num_stragglers_dropped": float(len(dropped)),
             "bytes_down": float(len(sampled) * values_per_model * BYTES_PER_VALUE),
             "bytes_up": float(len(returned) * values_per_model * BYTES_PER_VALUE),
+            **timed,
         }
         per_client = _per_client(results) if wants_clients else {}
         measured = getattr(executor, "round_metrics", None)
