@@ -13,6 +13,7 @@ from fedloom.engine.clock_trace import load_trace
 from fedloom.engine.evaluation import Evaluator, spread_metrics
 from fedloom.engine.executor import Executor
 from fedloom.engine.failures import ON_CLIENT_ERROR, OnClientError
+from fedloom.engine.fedbuff import FedBuff, buffered_step, run_fedbuff
 from fedloom.engine.loop import Evaluate, plans_for_round, run_rounds
 from fedloom.engine.validation import Rejection, UpdatePolicy, check_update, validate_updates
 from fedloom.engine.work import LocalWork, assign_work
@@ -28,6 +29,7 @@ __all__ = [
     "Evaluate",
     "Evaluator",
     "Executor",
+    "FedBuff",
     "History",
     "LocalWork",
     "LogNormal",
@@ -35,10 +37,12 @@ __all__ = [
     "UpdatePolicy",
     "VirtualClock",
     "assign_work",
+    "buffered_step",
     "check_update",
     "draw_profiles",
     "load_trace",
     "plans_for_round",
+    "run_fedbuff",
     "run_rounds",
     "spread_metrics",
     "validate_updates",
