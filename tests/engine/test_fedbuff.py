@@ -157,3 +157,27 @@ def test_clients_that_are_never_online_are_skipped(digits):
     assert len(history.reports) == 3
     assert 0.0 not in {c for r in history.reports for c in r.clients["client_id"]}
     assert sum(history.metric("num_failures")) >= 1
+
+
+def test_a_config_with_a_fedbuff_section_runs_fedbuff(tmp_path):
+    from fedloom.config import load_config
+    from fedloom.experiment import run_experiment
+
+    config = load_config(
+        None,
+        [
+            "rounds=3", "data.num_clients=6", "client.steps=2", "eval.clients=false",
+            "clock={}", "fedbuff.buffer_size=2", "fedbuff.concurrency=4",
+            "fedbuff.staleness.kind=hinge", "fedbuff.staleness.b=0",
+            f"output.runs_dir={tmp_path}",
+        ],
+    )  # fmt: skip
+    assert config.fingerprint() != load_config(None, ["rounds=3", "data.num_clients=6",
+        "client.steps=2", "eval.clients=false", "clock={}"]).fingerprint()  # fmt: skip
+    outcome = run_experiment(config, show_progress=False)
+    reports = outcome.history.reports
+    assert [r.round for r in reports] == [1, 2, 3]
+    assert all(r.metrics["num_results"] == 2.0 for r in reports)
+    times = outcome.history.metric("sim_time_s")
+    assert times == sorted(times) and times[0] > 0
+    assert (outcome.run_dir / "accuracy_sim_time.png").stat().st_size > 5_000

@@ -46,7 +46,8 @@ configuration:
         output.{{runs_dir,plots,save_model,checkpoint,best_model,tensorboard,mlflow,
         mlflow_experiment}},
         early_stopping.{{metric,patience,min_delta,mode}},
-        clock.{{speed,down_bps,up_bps,availability,trace,deadline_s}} (simulated time)
+        clock.{{speed,down_bps,up_bps,availability,trace,deadline_s}} (simulated time),
+        fedbuff.{{buffer_size,concurrency,staleness.{{kind,a,b}}}} (asynchronous, needs clock)
   Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural,
   rare_class (rare_class, prevalence, alpha, rest_alpha: one class rare and uneven).
   Tasks (task.name, options): classification (class_weights: one per class, or

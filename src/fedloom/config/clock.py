@@ -1,5 +1,8 @@
 """The ``clock`` section: simulated time, device speeds and a round deadline.
 
+The ``fedbuff`` section, which needs a clock, runs asynchronous FedBuff instead of rounds
+(:mod:`fedloom.engine.fedbuff`).
+
 Off by default (``clock: null``, no simulated time, the fingerprint of runs from before it
 existed). Set, it gives every client a :class:`~fedloom.engine.clock.ClientProfile`, drawn
 from log-normal distributions or read from a trace file, and the round loop reports
@@ -9,15 +12,25 @@ measures real time.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from fedloom.aggregate.staleness import Staleness
 from fedloom.engine.clock import Availability, LogNormal, VirtualClock, draw_profiles
 from fedloom.engine.clock_trace import load_trace
+from fedloom.engine.fedbuff import FedBuff
 from fedloom.registry import Section
 
-__all__ = ["AvailabilityConfig", "ClockConfig", "SpreadConfig", "build_clock"]
+__all__ = [
+    "AvailabilityConfig",
+    "ClockConfig",
+    "FedBuffConfig",
+    "SpreadConfig",
+    "StalenessConfig",
+    "build_clock",
+    "build_fedbuff",
+]
 
 
 class SpreadConfig(Section):
@@ -96,3 +109,37 @@ def build_clock(config: ClockConfig | None, num_clients: int, *, seed: int) -> V
             seed=seed,
         )
     return VirtualClock(profiles, deadline_s=config.deadline_s)
+
+
+class StalenessConfig(Section):
+    """The weight of an update ``s`` versions stale (FedAsync's families)."""
+
+    kind: Literal["constant", "polynomial", "hinge"] = Field(
+        default="polynomial",
+        description="constant: 1; polynomial: (1+s)^-a (a=0.5: FedBuff's 1/sqrt(1+s)); "
+        "hinge: 1 up to b, then 1/(a(s-b)+1)",
+    )
+    a: Annotated[float, Field(ge=0)] = 0.5
+    b: Annotated[float, Field(ge=0)] = 4.0
+
+
+class FedBuffConfig(Section):
+    """Asynchronous FedBuff on the virtual clock: ``rounds`` counts server steps."""
+
+    buffer_size: Annotated[int, Field(ge=1)] = Field(
+        default=10, description="K: updates buffered per server step"
+    )
+    concurrency: Annotated[int, Field(ge=1)] = Field(
+        default=100, description="the most clients training at once"
+    )
+    staleness: StalenessConfig = StalenessConfig()
+
+
+def build_fedbuff(config: FedBuffConfig) -> FedBuff:
+    """The FedBuff settings of the ``fedbuff`` section."""
+    weight = config.staleness
+    return FedBuff(
+        buffer_size=config.buffer_size,
+        concurrency=config.concurrency,
+        staleness=Staleness(weight.kind, a=weight.a, b=weight.b),
+    )

@@ -15,7 +15,7 @@ import fedloom.config.engines  # noqa: F401  (registers the engines)
 from fedloom.config._dispatch import dispatch, registry_field
 from fedloom.config._errors import describe_errors
 from fedloom.config.algorithms import FedAvgConfig, server_defaults
-from fedloom.config.clock import ClockConfig
+from fedloom.config.clock import ClockConfig, FedBuffConfig
 from fedloom.config.data import DataConfig
 from fedloom.config.server import ServerConfig
 from fedloom.errors import ConfigError
@@ -234,6 +234,19 @@ class RunConfig(Section):
         default=None,
         description="simulated time: device speeds, bandwidths, availability, a round deadline",
     )
+    fedbuff: FedBuffConfig | None = Field(
+        default=None,
+        description="run asynchronous FedBuff on the clock instead of rounds (needs clock)",
+    )
+
+    @model_validator(mode="after")
+    def _fedbuff_needs_a_clock(self) -> RunConfig:
+        if self.fedbuff is not None and self.clock is None:
+            raise ValueError(
+                "fedbuff needs the clock section (FedBuff runs on simulated time); add "
+                "clock: {} for the default device speeds"
+            )
+        return self
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -300,6 +313,8 @@ class RunConfig(Section):
             ignored.add("task")
         if self.clock is None:  # off: the fingerprints of before it existed
             ignored.add("clock")
+        if self.fedbuff is None:
+            ignored.add("fedbuff")
         server: dict[str, bool] = {"on_client_error": True}
         if self.server.sampling == "uniform":
             server["sampling"] = True
