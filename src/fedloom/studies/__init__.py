@@ -23,11 +23,16 @@ STUDIES = {
     "dp-audit": "empirical lower bound on DP-FedAvg's epsilon from canary clients",
     "dp-tradeoff": "DP-FedAvg accuracy vs epsilon, MNIST 2NN, 1,000 clients",
     "scanner-skew": "FedAvg vs instance norm vs FedBN when each client has its own scanner (digits)",
+    "async": "synchronous FedAvg vs FedBuff in simulated time, long-tailed speeds (MNIST 2NN)",
 }
+
+MODULES = {"async": "asynchronous"}
+"""Studies whose module is not named after them (``async`` is a Python keyword)."""
 
 
 def load_study(name: str) -> ModuleType:
     """The module of study ``name`` (see :data:`STUDIES`)."""
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; choose one of: {', '.join(STUDIES)}")
-    return importlib.import_module(f"fedloom.studies.{name.replace('-', '_')}")
+    module = MODULES.get(name, name.replace("-", "_"))
+    return importlib.import_module(f"fedloom.studies.{module}")
