@@ -228,3 +228,22 @@ def test_simulated_rounds_take_the_hand_computed_time(digits):
     assert report.metrics["sim_time_s"] == pytest.approx(deadline)
     untimed = fl.simulate(fl.fedavg(), data, fl.models.digits_mlp, **{**kw, "rounds": 1})
     assert "sim_time_s" not in untimed.reports[0].metrics  # off by default: metrics as before
+
+
+def test_each_client_can_upload_its_own_number_of_bytes():
+    import torch
+
+    from fedloom.engine.clock import apply_clock
+    from fedloom.types import ClientResult
+
+    def result(k):
+        return ClientResult(k, torch.zeros(1), torch.zeros(0), 1, 1, 3, 0.0)
+
+    p = ClientProfile(speed=1.0, down_bps=1.0, up_bps=2.0)
+    clock = VirtualClock((p, p), deadline_s=5.5)
+    # 1 B down (1 s) + 3 examples (3 s) + 2 or 4 B up (1 or 2 s): 5 s and 6 s
+    kept, late, timing = apply_clock(
+        clock, [result(0), result(1)], start_s=0.0, down_bytes=1.0, up_bytes={0: 2.0, 1: 4.0}
+    )
+    assert [r.client_id for r in kept] == [0] and [f.client_id for f in late] == [1]
+    assert "missed the round deadline" in late[0].reason and timing.end_s == 5.5

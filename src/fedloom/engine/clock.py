@@ -28,7 +28,7 @@ deadline: clients whose update would arrive after it are dropped as stragglers
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from fedloom.rng import numpy_rng
@@ -310,14 +310,15 @@ def apply_clock(
     *,
     start_s: float,
     down_bytes: float,
-    up_bytes: float,
+    up_bytes: float | Mapping[int, float],
 ) -> tuple[list[ClientResult], list[ClientFailure], RoundTiming]:
     """A synchronous round's results on the clock: ``(on time, failures, timing)``.
 
     Each result's job is timed with its actual local work (``num_example_passes``); updates
     that would arrive after the deadline, and clients that went offline first, become
     :class:`~fedloom.types.ClientFailure` values, which the round loop judges by its failure
-    policy like any other failure (``"skip"`` drops them as stragglers).
+    policy like any other failure (``"skip"`` drops them as stragglers). ``up_bytes``: what
+    every client sends, or each client's by id (updates compressed to different sizes).
     """
     timings = [
         client_timing(
@@ -326,7 +327,7 @@ def apply_clock(
             start_s=start_s,
             examples=r.num_example_passes,
             down_bytes=down_bytes,
-            up_bytes=up_bytes,
+            up_bytes=up_bytes if isinstance(up_bytes, int | float) else up_bytes[r.client_id],
         )
         for r in results
     ]
