@@ -169,10 +169,10 @@ def client_timing(
     window = profile.online_window(start_s)
     if window is None:
         return ClientTiming(client_id, start_s, math.inf, 0.0, 0.0, 0.0, math.inf, start_s)
-    begin = max(start_s, window[0])
-    download = down_bytes / profile.down_bps
-    compute = examples / profile.speed
-    upload = up_bytes / profile.up_bps
+    begin = float(max(start_s, window[0]))
+    download = float(down_bytes) / profile.down_bps
+    compute = float(examples) / profile.speed  # float: a NumPy count stays out of the metrics
+    upload = float(up_bytes) / profile.up_bps
     finish = begin + download + compute + upload
     if finish > window[1]:
         return ClientTiming(
