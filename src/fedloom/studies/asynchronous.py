@@ -127,13 +127,12 @@ def run(
     ]
     median_job_s = statistics.median(j.finish_s for j in jobs)
     deadline_s = 2.0 * median_job_s
-    common = dict(local=local, seed=seed)
     curves: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     wait = simulate(
         fedavg(), data, model, rounds=rounds, fraction=cohort / num_clients,
         clock=VirtualClock(profiles), engine="sequential", eval_clients=False,
-        callbacks=[StopAtAccuracy(target)], **common,
+        callbacks=[StopAtAccuracy(target)], local=local, seed=seed,
     )  # fmt: skip
     curves[WAIT] = _curve(wait.reports, target, started)
     limit_s = curves[WAIT]["sim_time_s"][-1]
@@ -144,7 +143,7 @@ def run(
         cut = simulate(
             fedavg(), data, model, rounds=100 * rounds, fraction=cohort / num_clients,
             clock=VirtualClock(profiles, deadline_s=deadline_s), engine="sequential",
-            eval_clients=False, callbacks=[StopAtTime(limit_s)], **common,
+            eval_clients=False, callbacks=[StopAtTime(limit_s)], local=local, seed=seed,
         )  # fmt: skip
     finally:
         quiet.level = level
@@ -153,7 +152,7 @@ def run(
     buffered = simulate_fedbuff(
         fedavg(weighting="uniform"), data, model, clock=VirtualClock(profiles),
         fedbuff=FedBuff(buffer_size=buffer_size, concurrency=concurrency),
-        steps=100 * rounds, callbacks=[StopAtTime(limit_s)], **common,
+        steps=100 * rounds, callbacks=[StopAtTime(limit_s)], local=local, seed=seed,
     )  # fmt: skip
     curves[BUFFERED] = _curve(buffered.reports, target, started)
     curves[BUFFERED]["staleness_mean"] = round(
