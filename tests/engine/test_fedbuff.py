@@ -181,3 +181,16 @@ def test_a_config_with_a_fedbuff_section_runs_fedbuff(tmp_path):
     times = outcome.history.metric("sim_time_s")
     assert times == sorted(times) and times[0] > 0
     assert (outcome.run_dir / "accuracy_sim_time.png").stat().st_size > 5_000
+
+
+def test_the_deployed_server_refuses_a_fedbuff_config():
+    from fedloom.config import load_config
+    from fedloom.errors import ConfigError
+    from fedloom.net.board import Access
+    from fedloom.net.deploy import serve
+
+    config = load_config(None, ["clock={}", "fedbuff={}", "data.num_clients=2"])
+    with pytest.raises(
+        ConfigError, match="fedbuff: asynchronous FedBuff is not available over gRPC"
+    ):
+        serve(config, access=Access(("a", "b")), credentials=None)

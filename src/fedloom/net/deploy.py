@@ -118,6 +118,16 @@ def serve(
             "server.secure_aggregation: not available over gRPC yet (issue 15, a later "
             "slice); it runs in simulation (fedloom run)"
         )
+    if config.fedbuff is not None:
+        raise ConfigError(
+            "fedbuff: asynchronous FedBuff is not available over gRPC yet (issue 20); it runs "
+            "in simulation on the virtual clock (fedloom run)"
+        )
+    if config.clock is not None:
+        log.warning(
+            "clock: simulated time is for simulation; the deployed server ignores it (its "
+            "round deadline is deploy.round_timeout_s, in real seconds)"
+        )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
     if algorithm.personal is not None or algorithm.personal_model is not None:
