@@ -33,6 +33,7 @@ from fedloom.engine import (
     LocalWork,
     OnClientError,
     UpdatePolicy,
+    VirtualClock,
     run_rounds,
 )
 from fedloom.models import ModelSource, initial_module
@@ -101,6 +102,7 @@ def simulate(
     on_client_error: OnClientError = "skip",
     client_states: ClientStates | None = None,
     selection: Selection | None = None,
+    clock: VirtualClock | None = None,
 ) -> History:
     """Simulate ``rounds`` rounds of ``algorithm`` in this process.
 
@@ -147,6 +149,8 @@ def simulate(
         selection: which clients a round asks (:mod:`fedloom.data.selection`; ``None``:
             ``sampling`` alone); power of choice queries the candidates' training loss on
             the broadcast model and weights them by their example counts.
+        clock: simulated time and a round deadline (:class:`fedloom.engine.VirtualClock`):
+            adds ``sim_time_s`` to the metrics; clients later than the deadline are dropped.
     """
     if buffers not in ("average", "local"):
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
@@ -247,6 +251,7 @@ def simulate(
                 if selection is not None
                 else None
             ),
+            clock=clock,
         )
     finally:
         for used in (executor, personal_executor, tuning):

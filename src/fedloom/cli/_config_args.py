@@ -45,7 +45,9 @@ configuration:
         eval.{{every,clients,train,finetune_steps}},
         output.{{runs_dir,plots,save_model,checkpoint,best_model,tensorboard,mlflow,
         mlflow_experiment}},
-        early_stopping.{{metric,patience,min_delta,mode}}
+        early_stopping.{{metric,patience,min_delta,mode}},
+        clock.{{speed,down_bps,up_bps,availability,trace,deadline_s}} (simulated time),
+        fedbuff.{{buffer_size,concurrency,staleness.{{kind,a,b}}}} (asynchronous, needs clock)
   Datasets: digits, mnist, synthetic, fashion_mnist, emnist (data.emnist.split), cifar10,
   femnist and shakespeare (LEAF JSON), hf (a Hugging Face data set: data.hf.path ...).
   Partitions: iid, shards, dirichlet, quantity, natural,

@@ -15,6 +15,7 @@ import fedloom.config.engines  # noqa: F401  (registers the engines)
 from fedloom.config._dispatch import dispatch, registry_field
 from fedloom.config._errors import describe_errors
 from fedloom.config.algorithms import FedAvgConfig, server_defaults
+from fedloom.config.clock import ClockConfig, FedBuffConfig
 from fedloom.config.compression import CompressionConfig
 from fedloom.config.data import DataConfig
 from fedloom.config.server import ServerConfig
@@ -251,6 +252,23 @@ class RunConfig(Section):
     early_stopping: EarlyStoppingConfig | None = Field(
         default=None, description="stop on a plateau of a metric (off by default)"
     )
+    clock: ClockConfig | None = Field(
+        default=None,
+        description="simulated time: device speeds, bandwidths, availability, a round deadline",
+    )
+    fedbuff: FedBuffConfig | None = Field(
+        default=None,
+        description="run asynchronous FedBuff on the clock instead of rounds (needs clock)",
+    )
+
+    @model_validator(mode="after")
+    def _fedbuff_needs_a_clock(self) -> RunConfig:
+        if self.fedbuff is not None and self.clock is None:
+            raise ValueError(
+                "fedbuff needs the clock section (FedBuff runs on simulated time); add "
+                "clock: {} for the default device speeds"
+            )
+        return self
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -312,11 +330,15 @@ class RunConfig(Section):
         number). The defaults of ``server.sampling`` (uniform), ``data.normalize`` (auto),
         ``data.scanners`` (none), ``data.hf`` (none), ``data.emnist`` (balanced),
         ``eval.finetune_steps`` (0), ``client.compression`` (none), ``server.selection``
-        (none) and ``task`` (classification)
-        are left out too, so runs checkpointed before those keys existed still resume."""
+        (none), ``task`` (classification), ``clock`` and ``fedbuff`` (off) are left out too,
+        so runs checkpointed before those keys existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         if self.task == type(self).model_fields["task"].default:
             ignored.add("task")
+        if self.clock is None:  # off: the fingerprints of before it existed
+            ignored.add("clock")
+        if self.fedbuff is None:
+            ignored.add("fedbuff")
         server: dict[str, bool] = {"on_client_error": True}
         if self.server.sampling == "uniform":
             server["sampling"] = True

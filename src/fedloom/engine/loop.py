@@ -34,6 +34,7 @@ from fedloom.data.sampling import SAMPLINGS, Sampling, cohort_size
 from fedloom.data.selection import Selection
 from fedloom.engine.callbacks import Callback, History, notify_round
 from fedloom.engine.checkpoint import Checkpoints
+from fedloom.engine.clock import VirtualClock, apply_clock
 from fedloom.engine.executor import Executor
 from fedloom.engine.failures import OnClientError, check_on_client_error, judge_failures
 from fedloom.engine.validation import UpdatePolicy, validate_updates
@@ -155,6 +156,7 @@ def run_rounds(
     personal_executor: Executor | None = None,
     selection: Selection | None = None,
     client_losses: ClientLossQuery | None = None,
+    clock: VirtualClock | None = None,
 ) -> History:
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
@@ -204,6 +206,12 @@ def run_rounds(
             ``sampling`` alone, uniform or Poisson); rules that read the clients' losses
             (power of choice) query ``client_losses`` on the model the clients receive, and
             weight candidates by ``known_examples`` when given.
+        clock: simulated time (see :mod:`fedloom.engine.clock`): each round starts when the
+            one before closed, each client's update arrives after its download, its actual
+            local work and its upload; updates later than the clock's deadline (and clients
+            that went offline) are failures judged by ``on_client_error``. Adds
+            ``sim_time_s`` (when the round closed), ``sim_round_s``, ``num_deadline_misses``
+            and ``num_offline`` to the metrics. ``None``: no simulated time.
     """
     on_client_error = check_on_client_error(on_client_error)
     if sampling not in SAMPLINGS:
@@ -283,6 +291,24 @@ def run_rounds(
             personal_writes = ditto_writes(state.params, trained)
         returned = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
+        timed: dict[str, float] = {}
+        if clock is not None:  # who arrives in (simulated) time, with the bytes actually sent
+            start_s = reports[-1].metrics.get("sim_time_s", 0.0) if reports else 0.0
+            buffer_bytes = num_buffers * BYTES_PER_VALUE
+            returned, late, timing = apply_clock(
+                clock,
+                returned,
+                start_s=start_s,
+                down_bytes=float(compression.download_bytes(num_params) + buffer_bytes),
+                up_bytes=float(compression.upload_bytes(num_params) + buffer_bytes),
+            )
+            failures += late
+            timed = {
+                "sim_time_s": timing.end_s,
+                "sim_round_s": timing.end_s - timing.start_s,
+                "num_deadline_misses": float(len(timing.missed)),
+                "num_offline": float(len(timing.offline)),
+            }
         upload_bytes = len(returned) * compression.upload_bytes(num_params)
         residuals: dict[int, dict[str, torch.Tensor]] = {}
         if compression.upload is not None and not on_wire:
@@ -316,6 +342,7 @@ def run_rounds(
                 * (compression.download_bytes(num_params) + num_buffers * BYTES_PER_VALUE)
             ),
             "bytes_up": float(upload_bytes + len(returned) * num_buffers * BYTES_PER_VALUE),
+            **timed,
         }
         metrics.update(selection_metrics)
         per_client = _per_client(results) if wants_clients else {}

@@ -128,6 +128,16 @@ def serve(
             f"server.selection: {config.server.selection.name} runs in simulation only (its "
             "loss queries and simulated availability have no gRPC counterpart yet); use uniform"
         )
+    if config.fedbuff is not None:
+        raise ConfigError(
+            "fedbuff: asynchronous FedBuff is not available over gRPC yet (issue 20); it runs "
+            "in simulation on the virtual clock (fedloom run)"
+        )
+    if config.clock is not None:
+        log.warning(
+            "clock: simulated time is for simulation; the deployed server ignores it (its "
+            "round deadline is deploy.round_timeout_s, in real seconds)"
+        )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
     # kept by each client, never sent to the server (with local buffers, those too)

@@ -33,8 +33,9 @@ def plot_run(
     records: Sequence[dict], out_dir: Path, *, title: str = "", score: str = "accuracy"
 ) -> list[Path]:
     """Write ``<score>.png``, and when measured ``client_<score>.png`` (``accuracy.png`` and
-    ``client_accuracy.png`` for classification) and ``privacy.png`` (epsilon per round of
-    a DP run); return their paths."""
+    ``client_accuracy.png`` for classification), ``privacy.png`` (epsilon per round of
+    a DP run) and ``<score>_sim_time.png`` (the score against simulated time, for a run on
+    the virtual clock); return their paths."""
     plt = _pyplot()
     written = []
     client = f"client_{score}"
@@ -97,6 +98,17 @@ def plot_run(
         ax.grid(alpha=0.3)
         fig.tight_layout()
         written.append(out_dir / "privacy.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+    timed = [r for r in records if "sim_time_s" in r and r.get(f"test_{score}") is not None]
+    if timed:  # a run on the virtual clock (fedloom.engine.clock): the score in simulated time
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([r["sim_time_s"] for r in timed], [r[f"test_{score}"] for r in timed], marker=".")
+        ax.set(xlabel="simulated time (s)", ylabel=label, title=f"{label} in simulated time")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(out_dir / f"{score}_sim_time.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     return written

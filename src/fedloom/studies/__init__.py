@@ -26,11 +26,16 @@ STUDIES = {
     "personalization": "FedAvg, fine-tuning, FedPer, FedRep, Ditto per client on Dirichlet(0.1) MNIST",
     "compression": "accuracy vs upload bytes for fp16/bf16/int8/QSGD/top-k+EF, MNIST 2NN",
     "lifelong": "forgetting on split MNIST: plain vs proximal vs EWC vs EWC + proximal",
+    "async": "synchronous FedAvg vs FedBuff in simulated time, long-tailed speeds (MNIST 2NN)",
 }
+
+MODULES = {"async": "asynchronous"}
+"""Studies whose module is not named after them (``async`` is a Python keyword)."""
 
 
 def load_study(name: str) -> ModuleType:
     """The module of study ``name`` (see :data:`STUDIES`)."""
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; choose one of: {', '.join(STUDIES)}")
-    return importlib.import_module(f"fedloom.studies.{name.replace('-', '_')}")
+    module = MODULES.get(name, name.replace("-", "_"))
+    return importlib.import_module(f"fedloom.studies.{module}")
