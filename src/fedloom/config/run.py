@@ -301,6 +301,9 @@ class RunConfig(Section):
         data: dict[str, bool] = {"normalize": True} if self.data.normalize == "auto" else {}
         if self.data.scanners is None:  # off: the fingerprints of before it existed
             data["scanners"] = True
+        for section in ("fair_synthetic", "adult"):  # null: as before they existed
+            if getattr(self.data, section) is None:
+                data[section] = True
         evaluation: dict[str, bool] = {}
         if self.eval.finetune_steps == 0:  # an extra metric only; off: as before it existed
             evaluation["finetune_steps"] = True
