@@ -126,6 +126,11 @@ def serve(
             "deployment does not support yet (a later slice of issue 16); it runs in "
             "simulation (fedloom run)"
         )
+    if getattr(module, "mode", None) == "alternating":
+        raise ConfigError(
+            "task.mode: alternating updates run in simulation only (fedloom run: every "
+            "engine); a deployed client trains one phase, so deploy with mode: reversal"
+        )
     if len(access.clients) != data.num_clients:
         raise ConfigError(
             f"the config has {data.num_clients} clients but {len(access.clients)} client ids "

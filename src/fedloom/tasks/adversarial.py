@@ -21,7 +21,7 @@ domain-adversarial networks). Each client does local minimax steps on
   frozen: the adversary reads a detached copy), then the predictor alone against the frozen
   adversary (whose parameters are detached), each phase its full local work. Simulation
   engines only: :class:`fedloom.sim.alternating.AlternatingExecutor` runs the two phases
-  (:meth:`AdversarialModel.phases`).
+  (:meth:`AdversarialModel.training_phases`).
 
 The model's output is ``[B, C + G]``: the predictor's ``C`` logits, then the adversary's
 ``G``. Both parts are plain parameters of one model, so FedAvg (or any algorithm) averages
@@ -88,24 +88,25 @@ class AdversarialModel(nn.Module):
         *,
         reads: Reads = "output",
         lam: float = 1.0,
+        mode: Mode = "reversal",
         phase: str = "both",
     ):
         super().__init__()
-        check_options(lam, reads, "reversal")
+        check_options(lam, reads, mode)
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
         self.encoder, self.head, self.adversary = encoder, head, adversary
-        self.reads, self.lam, self.phase = reads, float(lam), phase
+        self.reads, self.lam, self.mode, self.phase = reads, float(lam), mode, phase
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(x)
         logits = self.head(hidden)
         read = logits if self.reads == "output" else hidden
         if self.phase == "adversary":
-            return torch.cat([logits.detach(), self.adversary(read.detach())], dim=-1)
+            return torch.cat([_frozen(logits), self.adversary(read.detach())], dim=-1)
         reversed_read = grad_reverse(read, self.lam)
         if self.phase == "predictor":
-            frozen = {n: p.detach() for n, p in self.adversary.named_parameters()}
+            frozen = {n: _frozen(p) for n, p in self.adversary.named_parameters()}
             guess = functional_call(self.adversary, frozen, (reversed_read,))
         else:
             guess = self.adversary(reversed_read)
@@ -120,9 +121,20 @@ class AdversarialModel(nn.Module):
         other.phase = phase
         return other
 
-    def phases(self) -> tuple[AdversarialModel, AdversarialModel]:
-        """The two phases of alternating updates, in order: adversary, then predictor."""
+    def training_phases(self) -> tuple[AdversarialModel, ...]:
+        """With ``mode="alternating"``, the two phases of a round in order: the adversary,
+        then the predictor (:class:`fedloom.sim.alternating.AlternatingExecutor`); with
+        gradient reversal none (one phase, both players at once)."""
+        if self.mode != "alternating":
+            return ()
         return self.with_phase("adversary"), self.with_phase("predictor")
+
+
+def _frozen(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``'s value with a zero gradient: detached, but still in the graph (plain
+    ``torch.autograd.grad`` over every parameter, the sequential engine's, needs each one
+    used; ``torch.func`` would give the zeros by itself)."""
+    return tensor.detach() + 0.0 * tensor
 
 
 def check_options(lam: float, reads: str, mode: str) -> None:
@@ -256,7 +268,9 @@ class AdversarialFairness:
             )
         else:
             adversary = nn.Linear(width, self.num_groups)
-        return AdversarialModel(encoder, head, adversary, reads=self.reads, lam=self.lam)
+        return AdversarialModel(
+            encoder, head, adversary, reads=self.reads, lam=self.lam, mode=self.mode
+        )
 
     def task(self) -> Task:
         """The loss and metrics (module docstring); score: task accuracy."""
