@@ -11,9 +11,10 @@ file never enters the cache), and otherwise fails with a message that names the 
 where to put them. Files already in the folder are parsed (every row must have 15 fields),
 not checksummed, so a copy of your own (or a small file a test writes) works.
 
-Encoding: the six numeric columns standardized by the training rows' mean and standard
-deviation, the categorical ones one-hot over the categories the training rows hold (``?``
-is a category; an unseen test category is all zeros). The label is ``income == ">50K"``.
+Encoding, in this order: the six numeric columns (``NUMERIC``) standardized by the training
+rows' mean and standard deviation, then the categorical ones (``CATEGORICAL``) one-hot over
+the categories the training rows hold (``?`` is a category; an unseen test category is all
+zeros). The label is ``income == ">50K"``.
 The sensitive attribute is any categorical column chosen by name (``sex``, ``race`` ...):
 its group ids (the sorted categories of the training rows, e.g. ``Female`` = 0,
 ``Male`` = 1) travel with every batch as the extra entry ``"s"``; with ``drop_sensitive``
@@ -206,7 +207,7 @@ def load_adult(
         raise DataError(f"Adult column {sensitive} has one category only ({groups}) in {folder}")
     group_of = {g: i for i, g in enumerate(groups)}
     test = [r for r in test if r[j] in group_of]
-    columns = [c for c in ADULT_COLUMNS[:-1] if not (drop_sensitive and c == sensitive)]
+    columns = [c for c in NUMERIC + CATEGORICAL if not (drop_sensitive and c == sensitive)]
     train_x, test_x = _encode(train, test, columns)
 
     def labels(part: list[list[str]]) -> torch.Tensor:
