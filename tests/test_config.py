@@ -24,7 +24,7 @@ from fedloom.errors import ConfigError
         ),
         ("server.fraction=0", "server.fraction: Input should be greater than 0 (got 0)"),
         ("client.epochs=-1", "client.epochs: Input should be greater than or equal to 1 (got -1)"),
-        ("data.dataset=cifar", "data.dataset: Input should be 'digits', 'mnist' or 'synthetic'"),
+        ("data.dataset=cifar", "data.dataset: Input should be 'digits', 'mnist', 'synthetic'"),
         (
             "data.partition=zipf",
             "data.partition: unknown partition 'zipf'; registered: iid, shards, dirichlet, "

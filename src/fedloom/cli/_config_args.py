@@ -46,12 +46,13 @@ configuration:
         output.{{runs_dir,plots,save_model,checkpoint,best_model,tensorboard,mlflow,
         mlflow_experiment}},
         early_stopping.{{metric,patience,min_delta,mode}}
-  Datasets: digits, mnist, synthetic. Partitions: iid, shards, dirichlet, quantity, natural,
+  Datasets: digits, mnist, synthetic, fair_synthetic, adult. Partitions: iid, shards, dirichlet, quantity, natural,
   rare_class (rare_class, prevalence, alpha, rest_alpha: one class rare and uneven).
   Tasks (task.name, options): classification (class_weights: one per class, or
   balanced, for class-weighted cross-entropy; class_metrics: labels whose recall,
   precision, F1 and PR-AUC to report; pr_bins), focal (gamma, alpha, positive_class,
-  class_metrics, pr_bins), regression, next_token,
+  class_metrics, pr_bins), regression, next_token, adversarial_fairness (lam, reads,
+  mode, sensitive, num_groups, hidden, adversary_hidden),
   e.g. --set task=focal --set task.gamma=2 --set task.class_metrics=[8]
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),

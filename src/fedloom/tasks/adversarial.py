@@ -20,8 +20,9 @@ domain-adversarial networks). Each client does local minimax steps on
 - ``"alternating"``: each round a client first trains the adversary alone (the predictor
   frozen: the adversary reads a detached copy), then the predictor alone against the frozen
   adversary (whose parameters are detached), each phase its full local work. Simulation
-  engines only: :class:`fedloom.sim.alternating.AlternatingExecutor` runs the two phases
-  (:meth:`AdversarialModel.training_phases`).
+  engines only: the simulation's ``AlternatingExecutor`` (``sim/alternating.py``) runs the
+  two phases (:meth:`AdversarialModel.training_phases`). Weight decay still shrinks the
+  frozen player's weights in its off phase; leave it 0 with this mode.
 
 The model's output is ``[B, C + G]``: the predictor's ``C`` logits, then the adversary's
 ``G``. Both parts are plain parameters of one model, so FedAvg (or any algorithm) averages
@@ -123,7 +124,7 @@ class AdversarialModel(nn.Module):
 
     def training_phases(self) -> tuple[AdversarialModel, ...]:
         """With ``mode="alternating"``, the two phases of a round in order: the adversary,
-        then the predictor (:class:`fedloom.sim.alternating.AlternatingExecutor`); with
+        then the predictor (the simulation's ``AlternatingExecutor``); with
         gradient reversal none (one phase, both players at once)."""
         if self.mode != "alternating":
             return ()
