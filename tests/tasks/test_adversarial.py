@@ -161,3 +161,37 @@ def test_sequential_and_vectorized_engines_agree(small_fair, mode):
         assert a.metric(name) == pytest.approx(b.metric(name), abs=1e-5)
     steps = a.reports[-1].metrics["num_local_steps"]
     assert steps == (2 if mode == "alternating" else 1) * 4 * 3  # 45 examples, B = 16: 3 steps
+
+
+def test_per_client_metrics_match_the_gaps_computed_from_each_clients_predictions(small_fair):
+    from fedloom.engine.evaluation import Evaluator
+    from fedloom.params import flatten_buffers, flatten_params
+
+    setup = AdversarialFairness(lam=1.0)
+    torch.manual_seed(4)
+    module = setup.model(8, 2)
+    evaluator = Evaluator(module, small_fair, task=setup.task())
+    got = evaluator.client_summaries(flatten_params(module), flatten_buffers(module))
+    assert set(got) >= {
+        "accuracy",
+        "adversary_accuracy",
+        "demographic_parity_gap",
+        "equalized_odds_gap",
+    }
+    for k in range(small_fair.num_clients):
+        index = torch.from_numpy(small_fair.client_holdout[k])
+        batch = small_fair.dataset.train_batch(index)
+        with torch.no_grad():
+            out = module(batch["x"])
+        yhat, y, s = out[:, :2].argmax(1).numpy(), batch["y"].numpy(), batch["s"].numpy()
+        assert got["accuracy"][k] == pytest.approx((yhat == y).mean())
+        assert got["adversary_accuracy"][k] == pytest.approx(
+            (out[:, 2:].argmax(1).numpy() == s).mean()
+        )
+        dp = demographic_parity_gap(yhat, s, num_classes=2)
+        eo = equalized_odds_gap(yhat, y, s, num_classes=2)
+        assert got["demographic_parity_gap"][k] == pytest.approx(dp, nan_ok=True)
+        assert got["equalized_odds_gap"][k] == pytest.approx(eo, nan_ok=True)
+    assert np.array_equal(
+        evaluator.client_scores(flatten_params(module), flatten_buffers(module)), got["accuracy"]
+    )

@@ -23,6 +23,7 @@ STUDIES = {
     "dp-audit": "empirical lower bound on DP-FedAvg's epsilon from canary clients",
     "dp-tradeoff": "DP-FedAvg accuracy vs epsilon, MNIST 2NN, 1,000 clients",
     "scanner-skew": "FedAvg vs instance norm vs FedBN when each client has its own scanner (digits)",
+    "adversarial-fairness": "adversarial training (Zhang et al.) lambda vs accuracy, adversary, DP/EO gaps",
 }
 
 

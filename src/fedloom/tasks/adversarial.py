@@ -3,8 +3,10 @@ adversarial learning"), as a model and a task that any FedAvg-family algorithm t
 
 A **predictor** (an encoder and a head) predicts the label ``y``; an **adversary** predicts
 the sensitive attribute ``s`` (a group id, a batch entry such as ``"s"``) from what the
-predictor gives it: its output logits (``reads="output"``, Zhang et al.'s demographic-parity
-setting) or its hidden representation (``reads="representation"``, as in Ganin et al.'s
+predictor gives it: its output (``reads="output"``, Zhang et al.'s demographic-parity
+setting; as log-probabilities, which a shift of all logits leaves alone, so the predictor
+cannot hide or leak ``s`` in a direction no prediction depends on) or its hidden
+representation (``reads="representation"``, as in Ganin et al.'s
 domain-adversarial networks). Each client does local minimax steps on
 
     predictor:  min_w  L_task(w) - lam * L_adv(w, u)        adversary:  min_u  L_adv(w, u)
@@ -72,8 +74,8 @@ Mode = Literal["reversal", "alternating"]
 
 
 class AdversarialModel(nn.Module):
-    """``encoder -> head`` (the predictor) and an ``adversary`` reading the head's logits or
-    the encoder's output; ``forward(x) = cat(logits, adversary logits)``.
+    """``encoder -> head`` (the predictor) and an ``adversary`` reading the head's output
+    (log-softmax of its logits) or the encoder's output; ``forward(x) = cat(logits, adversary logits)``.
 
     ``phase`` says who learns from the loss ``L_task + L_adv``: ``"both"`` (gradient
     reversal with scale ``lam``), ``"adversary"`` (the predictor's outputs are detached) or
@@ -102,7 +104,9 @@ class AdversarialModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(x)
         logits = self.head(hidden)
-        read = logits if self.reads == "output" else hidden
+        # the output as log-probabilities: a shift of all logits changes no prediction, and
+        # the raw logits would let the predictor leak (or hide) s in that free direction
+        read = torch.log_softmax(logits, -1) if self.reads == "output" else hidden
         if self.phase == "adversary":
             return torch.cat([_frozen(logits), self.adversary(read.detach())], dim=-1)
         reversed_read = grad_reverse(read, self.lam)
