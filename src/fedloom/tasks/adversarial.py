@@ -230,8 +230,8 @@ class AdversarialFairness:
     Attributes:
         lam: the adversary's weight in the predictor's objective ``L_task - lam L_adv``
             (>= 0; 0: the adversary watches, the predictor ignores it).
-        reads: ``"output"`` (the predictor's logits) or ``"representation"`` (its hidden
-            layer).
+        reads: ``"output"`` (the predictor's output, as log-probabilities) or
+            ``"representation"`` (its hidden layer).
         mode: ``"reversal"`` (simultaneous steps through gradient reversal; every engine)
             or ``"alternating"`` (adversary phase, then predictor phase, each round;
             simulation engines).

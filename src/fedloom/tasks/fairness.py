@@ -136,8 +136,8 @@ def _names(num_classes: int, num_groups: int) -> dict[str, list[str]]:
 @dataclass(frozen=True)
 class FairnessIndicators:
     """The per-example indicators behind the gaps (hidden ``"_"`` metrics), from predicted
-    classes ``[B]``, labels ``[B]`` and groups ``[B]``: ``3 G C^2``-ish floats per example
-    (18 for a binary task and two groups)."""
+    classes ``[B]``, labels ``[B]`` and groups ``[B]``: ``G (1 + 2 C + C^2)`` floats per
+    example (18 for a binary task and two groups)."""
 
     num_classes: int
     num_groups: int
