@@ -51,4 +51,9 @@ def test_the_committed_full_results_hold_the_readme_claims():
     assert np.nanmean(strong["per_client"]["demographic_parity_gap"]) < np.nanmean(
         base["per_client"]["demographic_parity_gap"]
     )
+    # an adversary that also sees the label (equalized odds) leaves a smaller EO gap at
+    # lambda 2 than the output-only one, and a larger DP gap
+    odds = results["sees_label_lambda_2"]
+    assert odds["equalized_odds_gap"] < strong["equalized_odds_gap"] - 0.02
+    assert odds["demographic_parity_gap"] > strong["demographic_parity_gap"]
     assert all(results["claims"].values())

@@ -141,17 +141,22 @@ def small_fair():
     return federate(ds, Natural(), holdout_fraction=0.25, seed=0)
 
 
-def _run(data, engine: str, mode: str, **extra):
-    setup = AdversarialFairness(lam=1.0, mode=mode, reads="representation")
+def _run(data, engine: str, mode: str, sees_label: bool = False, **extra):
+    setup = AdversarialFairness(
+        lam=1.0, mode=mode, reads="representation", adversary_sees_label=sees_label
+    )
     return simulate(
         fedavg(), data, lambda: setup.model(8, 2), task=setup.task(), rounds=2, fraction=1.0,
         local=LocalTraining(epochs=1, batch_size=16, lr=0.1), seed=3, engine=engine, **extra,
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["reversal", "alternating"])
-def test_sequential_and_vectorized_engines_agree(small_fair, mode):
-    a, b = _run(small_fair, "sequential", mode), _run(small_fair, "vectorized", mode)
+@pytest.mark.parametrize(
+    ("mode", "sees_label"), [("reversal", False), ("alternating", False), ("reversal", True)]
+)
+def test_sequential_and_vectorized_engines_agree(small_fair, mode, sees_label):
+    a = _run(small_fair, "sequential", mode, sees_label)
+    b = _run(small_fair, "vectorized", mode, sees_label)
     for name in (
         "test_loss",
         "test_accuracy",
@@ -195,3 +200,19 @@ def test_per_client_metrics_match_the_gaps_computed_from_each_clients_prediction
     assert np.array_equal(
         evaluator.client_scores(flatten_params(module), flatten_buffers(module)), got["accuracy"]
     )
+
+
+def test_an_adversary_that_sees_the_label_reads_it():
+    setup = AdversarialFairness(adversary_sees_label=True, adversary_hidden=0)
+    torch.manual_seed(0)
+    model = setup.model(3, 2)
+    assert setup.task().inputs == ("x", "y") and model.adversary.in_features == 4
+    x = torch.randn(4, 3)
+    y0, y1 = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    with torch.no_grad():
+        a, b = model(x, y0), model(x, y1)
+        expected = model.adversary.weight[:, 3] - model.adversary.weight[:, 2]
+    assert torch.equal(a[:, :2], b[:, :2])  # the predictor does not see y
+    assert torch.allclose(b[:, 2:] - a[:, 2:], expected.expand(4, 2), atol=1e-6)
+    with pytest.raises(ValueError, match="needs forward"):
+        model(x)

@@ -33,6 +33,9 @@ def test_the_task_section_builds_the_task_and_the_model():
     assert (model.lam, model.reads, model.mode) == (0.5, "representation", "alternating")
     assert model.adversary.in_features == 32  # reads the hidden layer; a logistic adversary
     assert len(model.training_phases()) == 2
+    odds = load_config(None, [*BASE, "task.adversary_sees_label=true"])
+    assert build_task(odds, data).inputs == ("x", "y")
+    assert build_model(odds, data.dataset)().adversary[0].in_features == 2 + 2  # log-probs, y
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,7 @@ class AdversarialModel(nn.Module):
         reads: Reads = "output",
         lam: float = 1.0,
         mode: Mode = "reversal",
+        sees_label: bool = False,
         phase: str = "both",
     ):
         super().__init__()
@@ -100,13 +101,19 @@ class AdversarialModel(nn.Module):
             raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
         self.encoder, self.head, self.adversary = encoder, head, adversary
         self.reads, self.lam, self.mode, self.phase = reads, float(lam), mode, phase
+        self.sees_label = sees_label
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.encoder(x)
         logits = self.head(hidden)
         # the output as log-probabilities: a shift of all logits changes no prediction, and
         # the raw logits would let the predictor leak (or hide) s in that free direction
         read = torch.log_softmax(logits, -1) if self.reads == "output" else hidden
+        if self.sees_label:  # equalized odds: the adversary also gets the true label
+            if y is None:
+                raise ValueError("an adversary that sees the label needs forward(x, y)")
+            classes = torch.arange(logits.shape[-1], device=y.device)
+            read = torch.cat([read, (y.reshape(-1, 1) == classes).to(read.dtype)], dim=-1)
         if self.phase == "adversary":
             return torch.cat([_frozen(logits), self.adversary(read.detach())], dim=-1)
         reversed_read = grad_reverse(read, self.lam)
@@ -236,6 +243,10 @@ class AdversarialFairness:
             or ``"alternating"`` (adversary phase, then predictor phase, each round;
             simulation engines).
         sensitive: the batch entry holding the group id of each example.
+        adversary_sees_label: also give the adversary the true label (one-hot), Zhang et
+            al.'s setting for equalized odds: it then looks for group information beyond
+            what the label explains, so the predictor is pushed toward equal error rates
+            rather than equal positive rates. The model then takes ``forward(x, y)``.
         num_groups: G, the number of sensitive groups (the adversary's classes).
         hidden: width of the predictor's hidden layer.
         adversary_hidden: width of the adversary's hidden layer (0: a logistic adversary).
@@ -248,6 +259,7 @@ class AdversarialFairness:
     num_groups: int = 2
     hidden: int = 32
     adversary_hidden: int = 16
+    adversary_sees_label: bool = False
 
     def __post_init__(self) -> None:
         check_options(self.lam, self.reads, self.mode)
@@ -265,6 +277,7 @@ class AdversarialFairness:
         encoder = nn.Sequential(nn.Flatten(), nn.Linear(num_features, self.hidden), nn.ReLU())
         head = nn.Linear(self.hidden, num_classes)
         width = num_classes if self.reads == "output" else self.hidden
+        width += num_classes if self.adversary_sees_label else 0
         if self.adversary_hidden:
             adversary: nn.Module = nn.Sequential(
                 nn.Linear(width, self.adversary_hidden),
@@ -274,7 +287,13 @@ class AdversarialFairness:
         else:
             adversary = nn.Linear(width, self.num_groups)
         return AdversarialModel(
-            encoder, head, adversary, reads=self.reads, lam=self.lam, mode=self.mode
+            encoder,
+            head,
+            adversary,
+            reads=self.reads,
+            lam=self.lam,
+            mode=self.mode,
+            sees_label=self.adversary_sees_label,
         )
 
     def task(self) -> Task:
@@ -285,6 +304,7 @@ class AdversarialFairness:
             metrics=AdversarialMetrics(self.num_groups, self.sensitive),
             score="accuracy",
             derive=AdversarialDerive(self.num_groups),
+            inputs=("x", "y") if self.adversary_sees_label else ("x",),
         )
 
 
@@ -296,6 +316,7 @@ def adversarial_fairness(
     num_groups: Annotated[int, Ge(2)] = 2,
     hidden: Annotated[int, Ge(1)] = 32,
     adversary_hidden: Annotated[int, Ge(0)] = 16,
+    adversary_sees_label: bool = False,
 ) -> Task:
     """Fairness by adversarial training (Zhang et al. 2018): the task of an
     :class:`AdversarialModel` (see :class:`AdversarialFairness`; in a config the ``task``
@@ -305,5 +326,5 @@ def adversarial_fairness(
     'accuracy'
     """
     return AdversarialFairness(
-        lam, reads, mode, sensitive, num_groups, hidden, adversary_hidden
+        lam, reads, mode, sensitive, num_groups, hidden, adversary_hidden, adversary_sees_label
     ).task()
