@@ -46,7 +46,8 @@ configuration:
         output.{{runs_dir,plots,save_model,checkpoint,best_model,tensorboard,mlflow,
         mlflow_experiment}},
         early_stopping.{{metric,patience,min_delta,mode}}
-  Datasets: digits, mnist, synthetic, fair_synthetic, adult. Partitions: iid, shards, dirichlet, quantity, natural,
+  Datasets: digits, mnist, synthetic, fair_synthetic, adult.
+  Partitions: iid, shards, dirichlet, quantity, natural,
   rare_class (rare_class, prevalence, alpha, rest_alpha: one class rare and uneven).
   Tasks (task.name, options): classification (class_weights: one per class, or
   balanced, for class-weighted cross-entropy; class_metrics: labels whose recall,

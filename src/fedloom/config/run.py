@@ -289,7 +289,8 @@ class RunConfig(Section):
         rule, so a finished run can be extended (a round depends only on the seed and its own
         number). The defaults of ``server.sampling`` (uniform), ``data.normalize`` (auto),
         ``data.scanners``, ``data.fair_synthetic`` and ``data.adult`` (none),
-        ``eval.finetune_steps`` (0) and ``task`` (classification) are left out too, so runs checkpointed before those keys existed still resume."""
+        ``eval.finetune_steps`` (0) and ``task`` (classification) are left out too, so runs
+        checkpointed before those keys existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         if self.task == type(self).model_fields["task"].default:
             ignored.add("task")

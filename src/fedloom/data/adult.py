@@ -194,8 +194,8 @@ def load_adult(
         if not path.exists():
             if not download:
                 raise DataError(
-                    f"Adult file {name} not found in {folder}; put {' and '.join(ADULT_FILES.values())} "
-                    "there or allow downloading."
+                    f"Adult file {name} not found in {folder}; put "
+                    f"{' and '.join(ADULT_FILES.values())} there or allow downloading."
                 )
             path = _download(folder, name, mirrors, checksums.get(name))
         rows[split] = read_adult_csv(path)

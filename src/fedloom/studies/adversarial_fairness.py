@@ -21,9 +21,10 @@ the true label (``adversary_sees_label``, Zhang et al.'s setting for equalized o
 Reported, globally (test set) and per client (held-out split): task accuracy, the
 adversary's accuracy, the demographic-parity and equalized-odds gaps; and a **probe**: a
 fresh logistic regression fitted after training on the predictor's output (log-probabilities)
-for all training examples to guess the group, scored on the test set. The co-trained adversary can be fooled
-by a predictor that moves faster than it; the probe cannot, so it checks that the
-information really left the output. Chance for both is 0.5 on the test set.
+for all training examples to guess the group, scored on the test set. The co-trained
+adversary can be fooled by a predictor that moves faster than it; the probe cannot, so it
+checks that the information really left the output. Chance for both is 0.5 on the test set
+(not for the label-aware adversary: the label tells it about the group).
 
 The claim (:func:`claims`): as lambda grows, the adversary's (and the probe's) accuracy falls
 toward chance and the demographic-parity gap shrinks, while task accuracy stays within

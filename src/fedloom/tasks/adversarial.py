@@ -75,7 +75,8 @@ Mode = Literal["reversal", "alternating"]
 
 class AdversarialModel(nn.Module):
     """``encoder -> head`` (the predictor) and an ``adversary`` reading the head's output
-    (log-softmax of its logits) or the encoder's output; ``forward(x) = cat(logits, adversary logits)``.
+    (log-softmax of its logits) or the encoder's output;
+    ``forward(x) = cat(logits, adversary logits)``.
 
     ``phase`` says who learns from the loss ``L_task + L_adv``: ``"both"`` (gradient
     reversal with scale ``lam``), ``"adversary"`` (the predictor's outputs are detached) or
@@ -263,11 +264,10 @@ class AdversarialFairness:
 
     def __post_init__(self) -> None:
         check_options(self.lam, self.reads, self.mode)
-        for name in ("num_groups", "hidden"):
-            if getattr(self, name) < (2 if name == "num_groups" else 1):
-                raise ValueError(
-                    f"{name} must be >= {2 if name == 'num_groups' else 1}, got {getattr(self, name)}"
-                )
+        if self.num_groups < 2:
+            raise ValueError(f"num_groups must be >= 2, got {self.num_groups}")
+        if self.hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {self.hidden}")
         if self.adversary_hidden < 0:
             raise ValueError(f"adversary_hidden must be >= 0, got {self.adversary_hidden}")
 
