@@ -40,6 +40,7 @@ from fedloom.models import ModelSource, initial_module
 from fedloom.params import flatten_buffers, flatten_params
 from fedloom.rng import derive_seed
 from fedloom.sim import make_executor
+from fedloom.sim.alternating import phased_executor
 from fedloom.sim.attacks import Attack, AttackedExecutor, choose_attackers, flip_labels
 from fedloom.tasks import Task, classification
 from fedloom.types import ClientPlan, ClientResult
@@ -164,14 +165,12 @@ def simulate(
     train_data = (
         flip_labels(data, attackers, data.dataset.num_classes) if attack.poisons_data else data
     )
-    executor: Executor = make_executor(
-        engine,
+    executor: Executor = phased_executor(  # one executor, or one per training phase
         module,
-        train_data,
-        settings,
-        program=algorithm.client_program(),
-        task=task,
-        workers=workers,
+        algorithm.client_program(),
+        lambda phase, program: make_executor(
+            engine, phase, train_data, settings, program=program, task=task, workers=workers
+        ),
     )
     if attack.poisons_updates:
         executor = AttackedExecutor(executor, attack, attackers, seed=seed)

@@ -49,14 +49,16 @@ configuration:
         clock.{{speed,down_bps,up_bps,availability,trace,deadline_s}} (simulated time),
         fedbuff.{{buffer_size,concurrency,staleness.{{kind,a,b}}}} (asynchronous, needs clock)
   Datasets: digits, mnist, synthetic, fashion_mnist, emnist (data.emnist.split), cifar10,
-  femnist and shakespeare (LEAF JSON), hf (a Hugging Face data set: data.hf.path ...).
+  femnist and shakespeare (LEAF JSON), hf (a Hugging Face data set: data.hf.path ...),
+  fair_synthetic and adult (a sensitive attribute s, for task: adversarial).
   Partitions: iid, shards, dirichlet, quantity, natural,
   rare_class (rare_class, prevalence, alpha, rest_alpha: one class rare and uneven),
   flower (a flwr-datasets partitioner: partitioner, options).
   Tasks (task.name, options): classification (class_weights: one per class, or
   balanced, for class-weighted cross-entropy; class_metrics: labels whose recall,
   precision, F1 and PR-AUC to report; pr_bins), focal (gamma, alpha, positive_class,
-  class_metrics, pr_bins), regression, next_token,
+  class_metrics, pr_bins), regression, next_token, adversarial_fairness (lam, reads,
+  mode, sensitive, num_groups, hidden, adversary_hidden, adversary_sees_label),
   e.g. --set task=focal --set task.gamma=2 --set task.class_metrics=[8]
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),

@@ -48,6 +48,8 @@ NUM_CLASSES = {
     "cifar10": 10,
     "femnist": 62,
     "shakespeare": 80,
+    "fair_synthetic": 2,
+    "adult": 2,
 }
 """Labels per dataset, for clients that bring their own data (the model's output size)."""
 
@@ -78,6 +80,8 @@ def build_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
     registered models that do fit.
     """
     name: str = config.model.name
+    if config.task.name == "adversarial_fairness":
+        return _adversarial_model(config, dataset)
     if name == "auto":
         name = REFERENCE_MODELS.get(config.data.dataset, "logistic_regression")
     model = _model_factory(name, dataset)
@@ -94,6 +98,23 @@ def build_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
             f"({problem}); models that fit: {', '.join(fitting) or 'none registered'}"
         )
     return model
+
+
+def _adversarial_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
+    """The predictor-and-adversary model the ``task`` section of adversarial fairness
+    describes (its options say the widths and where the adversary reads)."""
+    from functools import partial
+
+    from fedloom.tasks.adversarial import AdversarialFairness
+
+    if config.model.name != "auto":
+        raise ConfigError(
+            f"model.name: {config.model.name} cannot be trained against an adversary; with "
+            "task adversarial_fairness leave model.name auto (the task's options build the "
+            "predictor and the adversary: hidden, adversary_hidden, reads)"
+        )
+    setup = AdversarialFairness(**config.task.model_dump(exclude={"name"}))
+    return partial(setup.model, int(np.prod(dataset.input_shape)), dataset.num_classes)
 
 
 def _model_factory(name: str, dataset: Dataset) -> Callable[[], nn.Module]:
@@ -164,6 +185,8 @@ def build_task(config: RunConfig, data: FederatedDataset | Dataset) -> Task:
                 f"task.{option}: label(s) {wrong} do not exist; {dataset.name} has labels "
                 f"0..{classes - 1}"
             )
+    if section.name == "adversarial_fairness":
+        _check_sensitive(options, dataset)
     try:
         task: Task = REGISTRY.entry("task", section.name).factory(**options)
     except ValueError as exc:  # the factory's own checks (a user-registered task's too)
@@ -194,6 +217,25 @@ _NO_MASKED_CODE = {
 }
 """Why each upload compressor cannot go under secure aggregation's masks (the broadcast's
 compression, ``client.compression.download``, composes: it is public)."""
+
+
+def _check_sensitive(options: dict[str, object], dataset: Dataset) -> None:
+    """The sensitive attribute must be a batch entry of the data, with group ids below
+    ``num_groups``; else a :class:`ConfigError` naming ``task.sensitive`` / ``task.num_groups``."""
+    name = str(options["sensitive"])
+    if name not in dataset.train_extra:
+        held = sorted(dataset.train_extra) or "none"
+        raise ConfigError(
+            f"task.sensitive: {dataset.name} has no entry {name!r} (its extra entries: "
+            f"{held}); name the entry that holds each example's group (fair_synthetic and "
+            "adult call it s)"
+        )
+    groups = int(dataset.train_extra[name].max()) + 1 if dataset.num_train else 0
+    if groups > int(str(options["num_groups"])):
+        raise ConfigError(
+            f"task.num_groups: {options['num_groups']} groups, but {dataset.name}'s {name!r} "
+            f"holds group ids up to {groups - 1}; set num_groups to {groups}"
+        )
 
 
 def _with_secure_aggregation(

@@ -13,6 +13,7 @@ from pydantic import Field, SerializeAsAny, field_validator
 
 from fedloom.config._dispatch import dispatch, registry_field
 from fedloom.data import Dataset, FederatedDataset, federate
+from fedloom.data.dataset import standardized
 from fedloom.data.partitioners import (
     IID,
     Dirichlet,
@@ -26,11 +27,13 @@ from fedloom.errors import ConfigError, DataError, FedloomError
 from fedloom.registry import REGISTRY, Kinded, Section
 
 __all__ = [
+    "AdultConfig",
     "DataConfig",
     "DirichletPartition",
     "EMNISTConfig",
     "FlowerPartition",
     "HFConfig",
+    "FairSyntheticConfig",
     "IIDPartition",
     "NaturalPartition",
     "QuantityPartition",
@@ -185,6 +188,32 @@ class ScannersConfig(Section):
     )
 
 
+class FairSyntheticConfig(Section):
+    """The fairness generator (:mod:`fedloom.data.fair_synthetic`): groups s in {0, 1} whose
+    share differs from client to client (0.1 .. 0.9), a label that depends on the group by
+    label_bias, proxies that leak the group; the natural partition gives one client each."""
+
+    num_clients: Annotated[int, Field(ge=1)] = 10
+    examples_per_client: Annotated[int, Field(ge=1)] = 400
+    label_bias: Annotated[float, Field(ge=0)] = 0.4
+    noise: Annotated[float, Field(ge=0)] = 0.5
+    num_features: Annotated[int, Field(ge=1)] = 6
+    num_proxies: Annotated[int, Field(ge=0)] = 2
+    proxy_strength: Annotated[float, Field(ge=0)] = 2.0
+    test_size: Annotated[int, Field(ge=2)] = 2000
+
+
+class AdultConfig(Section):
+    """UCI Adult (:mod:`fedloom.data.adult`): downloaded to <root>/adult/ when online."""
+
+    sensitive: str = Field(
+        default="sex", description="the categorical column whose categories are the groups (s)"
+    )
+    drop_sensitive: bool = Field(
+        default=False, description="leave the sensitive column out of the features"
+    )
+
+
 class DataConfig(Section):
     dataset: Literal[
         "digits",
@@ -196,6 +225,8 @@ class DataConfig(Section):
         "femnist",
         "shakespeare",
         "hf",
+        "fair_synthetic",
+        "adult",
     ] = "digits"
     root: str | None = Field(
         default=None, description="data root; default $FEDLOOM_DATA or ~/.cache/fedloom"
@@ -224,6 +255,12 @@ class DataConfig(Section):
     scanners: ScannersConfig | None = Field(
         default=None, description="per-client input transforms (feature skew); null: none"
     )
+    fair_synthetic: FairSyntheticConfig | None = Field(
+        default=None, description="options of dataset fair_synthetic; null: its defaults"
+    )
+    adult: AdultConfig | None = Field(
+        default=None, description="options of dataset adult; null: its defaults"
+    )
 
     @field_validator("partition", mode="before")
     @classmethod
@@ -234,14 +271,20 @@ class DataConfig(Section):
 def build_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
     """Load the configured dataset, its inputs scaled as ``normalize`` says."""
     from fedloom.data import load_digits, load_synthetic
-    from fedloom.data.dataset import standardized
 
     if config.dataset == "mnist":  # stored standardized; "none" reads the raw pixels
         return _load_mnist(config.root, standardize=config.normalize != "none")
     if config.dataset in _FILE_DATASETS:
         return _load_files(config)
+    if config.dataset == "adult":
+        return _load_adult(config)
     if config.dataset == "digits":
         dataset = load_digits()
+    elif config.dataset == "fair_synthetic":
+        from fedloom.data.fair_synthetic import load_fair_synthetic
+
+        options = (config.fair_synthetic or FairSyntheticConfig()).model_dump()
+        dataset = load_fair_synthetic(**options, seed=seed)
     else:
         synthetic = config.synthetic
         dataset = load_synthetic(
@@ -327,6 +370,29 @@ def _load_mnist(root: str | None, *, standardize: bool = True) -> Dataset:
         elif root is None:
             chosen = f"not set (nor FEDLOOM_DATA), so the default {folder.parent} was used: "
         raise ConfigError(f"data.root: {chosen}{exc}") from None
+
+
+def _load_adult(config: DataConfig) -> Dataset:
+    """UCI Adult; a sensitive column that does not exist is a :class:`ConfigError` naming
+    ``data.adult.sensitive``, missing files that cannot be downloaded one naming
+    ``data.root``."""
+    from fedloom.data.adult import CATEGORICAL, load_adult
+
+    options = config.adult or AdultConfig()
+    if options.sensitive not in CATEGORICAL:
+        raise ConfigError(
+            f"data.adult.sensitive: Adult has no categorical column {options.sensitive!r}; "
+            f"choose one of {', '.join(CATEGORICAL)}"
+        )
+    try:
+        dataset = load_adult(
+            config.root, sensitive=options.sensitive, drop_sensitive=options.drop_sensitive
+        )
+    except DataError as exc:
+        if "could not be downloaded" not in str(exc) and "not found in" not in str(exc):
+            raise
+        raise ConfigError(f"data.root: {exc}") from None
+    return standardized(dataset) if config.normalize == "standardize" else dataset
 
 
 def build_partitioner(config: DataConfig) -> Partitioner:

@@ -329,9 +329,10 @@ class RunConfig(Section):
         rule, so a finished run can be extended (a round depends only on the seed and its own
         number). The defaults of ``server.sampling`` (uniform), ``data.normalize`` (auto),
         ``data.scanners`` (none), ``data.hf`` (none), ``data.emnist`` (balanced),
-        ``eval.finetune_steps`` (0), ``client.compression`` (none), ``server.selection``
-        (none), ``task`` (classification), ``clock`` and ``fedbuff`` (off) are left out too,
-        so runs checkpointed before those keys existed still resume."""
+        ``data.fair_synthetic`` and ``data.adult`` (none), ``eval.finetune_steps`` (0),
+        ``client.compression`` (none), ``server.selection`` (none), ``task``
+        (classification), ``clock`` and ``fedbuff`` (off) are left out too, so runs
+        checkpointed before those keys existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         if self.task == type(self).model_fields["task"].default:
             ignored.add("task")
@@ -357,6 +358,9 @@ class RunConfig(Section):
         client: dict[str, bool] = {}
         if self.client.compression is None:  # off: the fingerprints of before it existed
             client["compression"] = True
+        for section in ("fair_synthetic", "adult"):  # null: as before they existed
+            if getattr(self.data, section) is None:
+                data[section] = True
         evaluation: dict[str, bool] = {}
         if self.eval.finetune_steps == 0:  # an extra metric only; off: as before it existed
             evaluation["finetune_steps"] = True

@@ -137,9 +137,23 @@ class Evaluator:
         the global shared part and the client's personal part), with its own parameters when
         it has them.
         """
-        scores = np.full(self.data.num_clients, np.nan)
+        summaries = self.client_summaries(params, buffers, client_buffers, client_params)
+        return summaries[self.task.score]
+
+    def client_summaries(
+        self,
+        params: torch.Tensor,
+        buffers: torch.Tensor,
+        client_buffers: Mapping[int, torch.Tensor] | None = None,
+        client_params: Mapping[int, torch.Tensor] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Every reported metric of the task on each client's held-out split, one entry per
+        client (NaN where a client has none): accuracy, and whatever else the task reports
+        (adversarial fairness: the adversary's accuracy and the fairness gaps per client).
+        ``client_buffers`` and ``client_params`` as in :meth:`client_scores`."""
+        nan = np.full(self.data.num_clients, np.nan)
         if self._holdout_index is None or len(self._holdout_index) == 0:
-            return scores
+            return {self.task.score: nan}
         holdout = self.data.dataset.train_batch(self._holdout_index)
         values = self.task.example_metrics(self._outputs(params, buffers, holdout), holdout)
         per_example = {name: v.numpy().astype(np.float64) for name, v in values.items()}
@@ -160,8 +174,12 @@ class Evaluator:
         for name, array in per_example.items():
             sums = np.bincount(self._holdout_owner, weights=array, minlength=self.data.num_clients)
             means[name] = sums[has] / self._holdout_sizes[has]
-        scores[has] = self.task.summarize(means)[self.task.score]
-        return scores
+        summaries = {}
+        for name, value in self.task.summarize(means).items():
+            full = nan.copy()
+            full[has] = value
+            summaries[name] = full
+        return summaries
 
     def client_metrics(
         self,

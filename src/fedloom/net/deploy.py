@@ -159,6 +159,11 @@ def serve(
             f"deploy.client_state: {algorithm.name} keeps personal parameters on each client, "
             "and deployed they never leave it; set deploy.client_state: client"
         )
+    if getattr(module, "mode", None) == "alternating":
+        raise ConfigError(
+            "task.mode: alternating updates run in simulation only (fedloom run: every "
+            "engine); a deployed client trains one phase, so deploy with mode: reversal"
+        )
     if len(access.clients) != data.num_clients:
         raise ConfigError(
             f"the config has {data.num_clients} clients but {len(access.clients)} client ids "

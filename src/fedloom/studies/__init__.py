@@ -27,6 +27,7 @@ STUDIES = {
     "compression": "accuracy vs upload bytes for fp16/bf16/int8/QSGD/top-k+EF, MNIST 2NN",
     "lifelong": "forgetting on split MNIST: plain vs proximal vs EWC vs EWC + proximal",
     "async": "synchronous FedAvg vs FedBuff in simulated time, long-tailed speeds (MNIST 2NN)",
+    "adversarial-fairness": "adversarial training (Zhang et al.) lambda vs accuracy, adversary, DP/EO gaps",
 }
 
 MODULES = {"async": "asynchronous"}

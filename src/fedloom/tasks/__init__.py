@@ -7,7 +7,10 @@ for the loss, evaluation asks it for metrics. Built in:
   class-weighted cross-entropy (``class_weights``);
 - :func:`focal`: focal loss (Lin et al. 2017) for a rare class, accuracy;
 - :func:`regression`: mean squared error, MSE and R^2;
-- :func:`next_token`: next-token prediction over sequences, loss per token, perplexity.
+- :func:`next_token`: next-token prediction over sequences, loss per token, perplexity;
+- :func:`adversarial_fairness`: a predictor trained against an adversary that guesses a
+  sensitive attribute (Zhang et al. 2018), with fairness metrics (demographic-parity and
+  equalized-odds gaps); see :mod:`fedloom.tasks.adversarial`.
 
 Any task with logits ``[B, C]`` for integer labels gets recall, precision, F1 and PR-AUC of
 chosen (rare) classes with :func:`with_class_metrics`.
@@ -18,6 +21,7 @@ A task of your own is a :class:`Task` built from two functions of ``(outputs, ba
 
 from collections.abc import Callable
 
+from fedloom.tasks.adversarial import AdversarialFairness, adversarial_fairness
 from fedloom.tasks.base import Batch, Task, num_rows, take
 from fedloom.tasks.builtin import balanced_weights, classification, next_token, regression
 from fedloom.tasks.focal import focal
@@ -25,8 +29,10 @@ from fedloom.tasks.imbalance import with_class_metrics
 
 __all__ = [
     "TASKS",
+    "AdversarialFairness",
     "Batch",
     "Task",
+    "adversarial_fairness",
     "balanced_weights",
     "classification",
     "focal",
@@ -42,6 +48,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "regression": regression,
     "next_token": next_token,
     "focal": focal,
+    "adversarial_fairness": adversarial_fairness,
 }
 """The built-in tasks by config name (``task.name``); their keyword options are the
 config section's keys."""
