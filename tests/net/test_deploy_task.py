@@ -1,6 +1,7 @@
 """The config's task travels to deployment: `fedloom client` processes train with focal loss
 and the server reports the rare class's metrics, as the simulation does."""
 
+import pytest
 import torch
 import yaml
 from _harness import client_process, serve_in_thread, simulated
@@ -42,3 +43,21 @@ def test_deployed_clients_train_with_the_configured_focal_loss(tmp_path):
     plain = config.model_copy(update={"task": load_config(None).task})  # cross-entropy
     assert not torch.allclose(history.final_state.params, simulated(plain).params, atol=1e-4)
     assert "test_recall_3" in history.reports[-1].metrics
+
+
+def test_a_data_hook_client_knows_the_class_count_of_every_data_set():
+    """A client with its own data builds the config's model without loading the config's data
+    set: EMNIST's count follows its split (47 balanced, 26 letters); a data set whose count
+    lives in its files (hf) is a config error naming data.dataset, not a KeyError."""
+    from fedloom.config import RunConfig
+    from fedloom.errors import ConfigError
+    from fedloom.net.deploy import _hook_classes
+
+    def config(data):
+        return RunConfig.model_validate({"data": data})
+
+    assert _hook_classes(config({"dataset": "emnist"})) == 47
+    assert _hook_classes(config({"dataset": "emnist", "emnist": {"split": "letters"}})) == 26
+    assert _hook_classes(config({"dataset": "cifar10"})) == 10
+    with pytest.raises(ConfigError, match="data.dataset: hf"):
+        _hook_classes(config({"dataset": "hf", "hf": {"path": "somewhere"}}))

@@ -375,7 +375,7 @@ def run_demo_client(
         batch = load_data_hook(data_hook)
         x, y = batch["x"], batch["y"]
         dataset = Dataset(  # only its shapes matter: it tells the model its input and output
-            "own-data", x, y, x[:0], y[:0], num_classes=NUM_CLASSES[config.data.dataset]
+            "own-data", x, y, x[:0], y[:0], num_classes=_hook_classes(config)
         )
     else:
         data = build_federated(config)
@@ -398,3 +398,21 @@ def run_demo_client(
         delay_s=delay_s,
         state_path=state_path,
     )
+
+
+def _hook_classes(config: RunConfig) -> int:
+    """How many classes the model of a client with its own data (``--data-hook``) outputs:
+    what the config's data set has, which the client need not hold."""
+    name = config.data.dataset
+    if name == "emnist":
+        from fedloom.data.vision import EMNIST_CLASSES
+
+        return EMNIST_CLASSES[config.data.emnist.split]
+    if name not in NUM_CLASSES:
+        raise ConfigError(
+            f"data.dataset: {name} takes its class count from its files, which a client with "
+            "its own data (--data-hook) does not load; give the client a config whose "
+            f"data.dataset has a fixed class count ({', '.join(NUM_CLASSES)}) and the same "
+            "model, or run it as a demo share (--index)"
+        )
+    return NUM_CLASSES[name]
