@@ -48,6 +48,7 @@ __all__ = [
     "personalized_models",
     "personalized_params",
     "with_model",
+    "with_personal",
 ]
 
 PERSONAL_VALUES = "personal/values"
@@ -208,6 +209,27 @@ def with_model(algorithm: Algorithm, module: nn.Module) -> Algorithm:
         return algorithm
     mask = personal_mask(algorithm.personal, module)
     return replace(algorithm, personal=replace(algorithm.personal, mask=mask))
+
+
+def with_personal(algorithm: Algorithm, patterns: tuple[str, ...], *, field: str) -> Algorithm:
+    """``algorithm`` with the parameters matching ``patterns`` also personal (FedPer's
+    mechanism on any algorithm; a mixture of experts' personal gate): added to its own
+    personal patterns, or its only ones. ``field`` is named in errors. Raises
+    :class:`~fedloom.errors.ConfigError` for an algorithm with a whole personal model
+    (Ditto), which has no personal coordinates to add to."""
+    if not patterns:
+        return algorithm
+    if algorithm.personal_model is not None:
+        raise ConfigError(
+            f"{field}: {algorithm.name} keeps a whole personal model per client, so no single "
+            f"parameters ({', '.join(patterns)}) can be personal on top; use a shared gate or "
+            "an algorithm such as fedavg or fedper"
+        )
+    if algorithm.personal is None:
+        return replace(algorithm, personal=Personal(patterns=tuple(patterns), field=field))
+    extra = tuple(p for p in patterns if p not in algorithm.personal.patterns)
+    merged = (*algorithm.personal.patterns, *extra)
+    return replace(algorithm, personal=replace(algorithm.personal, patterns=merged, mask=None))
 
 
 def personalized_params(

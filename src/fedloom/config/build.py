@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from torch import nn
 from fedloom import aggregate
 from fedloom.aggregate import clip
 from fedloom.algorithms import Algorithm
+from fedloom.algorithms.personal import with_personal
 from fedloom.client import LocalTraining
 from fedloom.config.algorithms import build_algorithm_from
 from fedloom.config.compression import build_compression
@@ -82,6 +83,8 @@ def build_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
     name: str = config.model.name
     if config.task.name == "adversarial_fairness":
         return _adversarial_model(config, dataset)
+    if config.task.name == "mixture_of_experts":
+        return _moe_model(config, dataset)
     if name == "auto":
         name = REFERENCE_MODELS.get(config.data.dataset, "logistic_regression")
     model = _model_factory(name, dataset)
@@ -114,6 +117,27 @@ def _adversarial_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.M
             "predictor and the adversary: hidden, adversary_hidden, reads)"
         )
     setup = AdversarialFairness(**config.task.model_dump(exclude={"name"}))
+    return partial(setup.model, int(np.prod(dataset.input_shape)), dataset.num_classes)
+
+
+def _moe_setup(config: RunConfig) -> Any:
+    """The :class:`~fedloom.tasks.moe.MixtureOfExperts` of the ``task`` section."""
+    from fedloom.tasks.moe import MixtureOfExperts
+
+    return MixtureOfExperts(**config.task.model_dump(exclude={"name"}))
+
+
+def _moe_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
+    """The experts-and-gate model the ``task`` section of a mixture of experts describes."""
+    from functools import partial
+
+    if config.model.name != "auto":
+        raise ConfigError(
+            f"model.name: {config.model.name} is not a mixture of experts; with task "
+            "mixture_of_experts leave model.name auto (the task's options build the experts "
+            "and the gate: num_experts, expert_hidden, gate_hidden)"
+        )
+    setup = _moe_setup(config)
     return partial(setup.model, int(np.prod(dataset.input_shape)), dataset.num_classes)
 
 
@@ -378,6 +402,9 @@ def build_algorithm(config: RunConfig, num_clients: int | None = None) -> Algori
     algorithm = build_algorithm_from(
         config.algorithm, server_lr=server.lr, weighting=server.weighting
     )
+    if config.task.name == "mixture_of_experts":  # a personal gate stays on each client
+        patterns = _moe_setup(config).personal_patterns
+        algorithm = with_personal(algorithm, patterns, field="task.gate")
     compression = build_compression(config.client.compression)
     if compression is not None:
         algorithm = algorithm.with_compression(compression)

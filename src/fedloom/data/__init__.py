@@ -1,6 +1,7 @@
 """Datasets, partitioners and the federated view of a dataset."""
 
 from fedloom.data import partition
+from fedloom.data.clusters import apply_clusters, cluster_ids
 from fedloom.data.dataset import Dataset
 from fedloom.data.digits import load_digits
 from fedloom.data.federated import FederatedDataset, federate
@@ -33,6 +34,8 @@ __all__ = [
     "RareClass",
     "Shards",
     "TaskSequence",
+    "apply_clusters",
+    "cluster_ids",
     "FederatedDataset",
     "cohort_size",
     "default_data_root",

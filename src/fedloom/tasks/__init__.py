@@ -10,7 +10,9 @@ for the loss, evaluation asks it for metrics. Built in:
 - :func:`next_token`: next-token prediction over sequences, loss per token, perplexity;
 - :func:`adversarial_fairness`: a predictor trained against an adversary that guesses a
   sensitive attribute (Zhang et al. 2018), with fairness metrics (demographic-parity and
-  equalized-odds gaps); see :mod:`fedloom.tasks.adversarial`.
+  equalized-odds gaps); see :mod:`fedloom.tasks.adversarial`;
+- :func:`mixture_of_experts`: a pool of experts averaged across clients and a gate per
+  example, personal or shared; see :mod:`fedloom.tasks.moe`.
 
 Any task with logits ``[B, C]`` for integer labels gets recall, precision, F1 and PR-AUC of
 chosen (rare) classes with :func:`with_class_metrics`.
@@ -26,16 +28,19 @@ from fedloom.tasks.base import Batch, Task, num_rows, take
 from fedloom.tasks.builtin import balanced_weights, classification, next_token, regression
 from fedloom.tasks.focal import focal
 from fedloom.tasks.imbalance import with_class_metrics
+from fedloom.tasks.moe import MixtureOfExperts, mixture_of_experts
 
 __all__ = [
     "TASKS",
     "AdversarialFairness",
     "Batch",
+    "MixtureOfExperts",
     "Task",
     "adversarial_fairness",
     "balanced_weights",
     "classification",
     "focal",
+    "mixture_of_experts",
     "next_token",
     "num_rows",
     "regression",
@@ -49,6 +54,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "next_token": next_token,
     "focal": focal,
     "adversarial_fairness": adversarial_fairness,
+    "mixture_of_experts": mixture_of_experts,
 }
 """The built-in tasks by config name (``task.name``); their keyword options are the
 config section's keys."""
