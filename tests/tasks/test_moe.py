@@ -128,7 +128,10 @@ def test_the_task_section_builds_the_model_and_the_personal_gate():
     ("overrides", "message"),
     [
         (["task.num_experts=0"], "task.num_experts: Input should be greater than or equal to 1"),
-        (["task.expert_hidden=[-3]"], r"task.expert_hidden.0: Input should be greater than or equal to 1"),  # fmt: skip
+        (
+            ["task.expert_hidden=[-3]"],
+            r"task.expert_hidden.0: Input should be greater than or equal to 1",
+        ),  # fmt: skip
         (["task.gate_hidden=-1"], "task.gate_hidden: Input should be greater than or equal to 0"),
         (["task.gate=global"], "task.gate: Input should be 'personal' or 'shared'"),
     ],
