@@ -140,8 +140,12 @@ def run(
     seeds: tuple[int, ...] = (0, 1, 2),
     num_clients: int = NUM_CLIENTS,
     kind: str = "permute_labels",
+    data_root: str | None = None,
 ) -> dict[str, Any]:
-    """Run every method for each seed; return (and write) the numbers and the heatmap."""
+    """Run every method for each seed; return (and write) the numbers and the heatmap.
+
+    ``data_root`` is accepted for ``fedloom study --data-root`` and unused: digits ship with
+    scikit-learn."""
     if quick:
         num_clients, rounds, seeds = 8, 15, (0,)
     threads = torch.get_num_threads()
