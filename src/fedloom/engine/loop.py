@@ -38,7 +38,7 @@ from fedloom.engine.executor import Executor
 from fedloom.engine.failures import OnClientError, check_on_client_error, judge_failures
 from fedloom.engine.validation import UpdatePolicy, validate_updates
 from fedloom.engine.work import LocalWork, assign_work
-from fedloom.errors import FedloomError, RoundAborted
+from fedloom.errors import ConfigError, FedloomError, RoundAborted
 from fedloom.rng import derive_seed
 from fedloom.types import ClientFailure, ClientPlan, ClientResult, RoundReport
 
@@ -241,6 +241,12 @@ def run_rounds(
     # v_k) compute their start points and personal passes themselves
     holds_state = bool(getattr(executor, "clients_hold_state", False))
     holds_buffers = bool(getattr(executor, "clients_hold_buffers", False))
+    if holds_state and algorithm.client_extras:
+        raise ConfigError(
+            f"algorithm: {algorithm.name}'s clients read their own store entries "
+            f"({', '.join(algorithm.client_extras)}), which deployed clients do not keep yet; "
+            "run it in simulation (engine: sequential or vectorized)"
+        )
     compression = algorithm.program.compression or Compression()
     # a deployed executor's clients compress (and decode the broadcast) on their own; in
     # simulation the loop does it on their behalf (fedloom.compress.feedback)
