@@ -2,6 +2,8 @@
 Fisher and anchor from the client-state store, on every engine, exactly as the study's
 hand-driven loop does, and none of it reaches the server."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,16 +11,25 @@ import fedloom as fl
 from fedloom.algorithms import prepare_plans, server_init, server_update
 from fedloom.algorithms.lifelong import lifelong
 from fedloom.client import LocalTraining, make_objective, train_client
-from fedloom.client.ewc import ewc_context
+from fedloom.client.ewc import diagonal_fisher, ewc_context, ewc_writes
+from fedloom.client.store import with_writes
 from fedloom.client.terms import EWC_ANCHOR, EWC_FISHER
-from fedloom.data import Dirichlet, federate
+from fedloom.data import IID, Dirichlet, federate
+from fedloom.data.task_sequence import TaskSequence, task_data
 from fedloom.engine import plans_for_round
 from fedloom.errors import ConfigError
 from fedloom.params import buffer_spec, flatten_buffers, flatten_params, param_spec
 from fedloom.simulation import initial_module
+from fedloom.tasks import take
 
 LOCAL = LocalTraining(epochs=1, batch_size=16, lr=0.1)
 LAM, MU = 50.0, 0.1
+
+
+def _given(lam, **options):
+    """The algorithm with the clients' Fisher and anchor given in the store (no task
+    sequence, so nothing estimates them)."""
+    return replace(lifelong(lam, **options), fisher=None)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +53,7 @@ def case(digits):
 def _simulate(case, engine, rounds=2):
     data, _, store = case
     return fl.simulate(
-        lifelong(LAM, mu=MU),
+        _given(LAM, mu=MU),
         data,
         fl.models.digits_mlp,
         rounds=rounds,
@@ -73,7 +84,7 @@ def test_vectorized_equals_sequential_with_each_clients_own_fisher(case):
 
 def test_one_engine_round_equals_the_studys_hand_driven_round(case):
     data, module, store = case
-    algorithm = lifelong(LAM, mu=MU)
+    algorithm = _given(LAM, mu=MU)
     spec, bspec = param_spec(module), buffer_spec(module)
     objective = make_objective(module, spec, bspec, terms=algorithm.program.terms)
     state = server_init(algorithm, flatten_params(module), flatten_buffers(module), clients=store)
@@ -98,7 +109,7 @@ def test_one_engine_round_equals_the_studys_hand_driven_round(case):
 
 def test_the_fisher_stays_in_the_plan_and_store_never_in_what_is_sent(case):
     data, module, store = case
-    algorithm = lifelong(LAM, mu=MU)
+    algorithm = _given(LAM, mu=MU)
     state = server_init(algorithm, flatten_params(module), flatten_buffers(module), clients=store)
     plans = prepare_plans(algorithm, state, plans_for_round(8, 1.0, seed=1, round=0))
     for plan in plans:
@@ -135,6 +146,92 @@ def test_with_lambda_and_mu_zero_it_is_fedavg(case):
     data, _, store = case
     kwargs = dict(rounds=1, fraction=0.5, local=LOCAL, seed=1, engine="sequential",
                   eval_clients=False)  # fmt: skip
-    ours = fl.simulate(lifelong(0.0), data, fl.models.digits_mlp, client_states=store, **kwargs)
+    ours = fl.simulate(_given(0.0), data, fl.models.digits_mlp, client_states=store, **kwargs)
     plain = fl.simulate(fl.fedavg(), data, fl.models.digits_mlp, **kwargs)
     torch.testing.assert_close(ours.final_state.params, plain.final_state.params, rtol=0, atol=0)
+
+
+# --- task sequences: the engine moves clients through the tasks and estimates the Fisher ---
+
+SEQUENCE_LOCAL = LocalTraining(epochs=1, batch_size=20, lr=0.1)
+
+
+def _by_hand(data, sequence, algorithm, rounds, seed):
+    """The study's loop (fedloom.studies.lifelong.lifelong_run) with the engine's plans:
+    every client trains on its rows of the round's task with its own EWC entries; after each
+    task's last round every client estimates its Fisher at the global model."""
+    module = initial_module(fl.models.digits_mlp, seed=seed)
+    spec, bspec = param_spec(module), buffer_spec(module)
+    objective = make_objective(module, spec, bspec, terms=algorithm.program.terms)
+    plain = make_objective(module, spec, bspec)
+    state = server_init(algorithm, flatten_params(module), flatten_buffers(module))
+    for t in range(rounds):
+        view = task_data(data, sequence, sequence.task_at(t))
+        results = [
+            train_client(plan, view.client_batch(plan.client_id), state.params, state.buffers,
+                         objective=objective, settings=SEQUENCE_LOCAL,
+                         context=ewc_context(state.clients, plan.client_id, state.params))
+            for plan in plans_for_round(data.num_clients, 1.0, seed=seed, round=t)
+        ]  # fmt: skip
+        state = server_update(algorithm, state, results, settings=SEQUENCE_LOCAL,
+                              num_clients=data.num_clients)  # fmt: skip
+        if sequence.task_at(t + 1) != sequence.task_at(t) or t + 1 == rounds:
+            writes = {
+                k: ewc_writes(
+                    state.clients.get(k, {}),
+                    diagonal_fisher(plain, state.params, state.buffers,
+                                    take(view.client_batch(k), slice(0, 30))),  # fmt: skip
+                    state.params,
+                    max_value=algorithm.fisher.cap,
+                )
+                for k in range(data.num_clients)
+            }
+            state = replace(state, clients=with_writes(state.clients, writes))
+    return state
+
+
+@pytest.fixture(scope="module")
+def sequence_case(digits):
+    data = federate(digits, IID(4), seed=0)
+    sequence = TaskSequence(((0, 1, 2), (3, 4, 5), (6, 7, 8, 9)), rounds_per_task=2)
+    algorithm = lifelong(LAM, mu=MU, fisher_examples=30, fisher_cap=0.5 / (0.1 * LAM))
+    return data, sequence, algorithm
+
+
+def _engine(sequence_case, engine):
+    data, sequence, algorithm = sequence_case
+    return fl.simulate(algorithm, data, fl.models.digits_mlp, rounds=6, fraction=1.0,
+                       local=SEQUENCE_LOCAL, seed=2, engine=engine, eval_clients=False,
+                       task_sequence=sequence).final_state  # fmt: skip
+
+
+def test_the_engine_through_a_task_sequence_equals_the_hand_driven_loop(sequence_case):
+    data, sequence, algorithm = sequence_case
+    engine = _engine(sequence_case, "sequential")
+    hand = _by_hand(data, sequence, algorithm, rounds=6, seed=2)
+    torch.testing.assert_close(engine.params, hand.params, rtol=0, atol=0)
+    for k in range(data.num_clients):  # every client holds its Fisher of all three tasks
+        torch.testing.assert_close(
+            engine.clients[k][EWC_FISHER], hand.clients[k][EWC_FISHER], rtol=0, atol=0
+        )
+        cap = torch.tensor(algorithm.fisher.cap)  # float32
+        assert torch.equal(engine.clients[k][EWC_FISHER].max(), cap)  # the cap is reached
+
+
+def test_the_vectorized_engine_follows_the_task_sequence_too(sequence_case):
+    data, sequence, algorithm = sequence_case
+    start = flatten_params(initial_module(fl.models.digits_mlp, seed=2))
+    sequential = _engine(sequence_case, "sequential").params
+    vectorized = _engine(sequence_case, "vectorized").params
+    assert float((vectorized - sequential).norm() / (sequential - start).norm()) < 1e-4
+
+
+def test_an_ewc_run_without_a_task_sequence_and_an_empty_task_are_config_errors(digits):
+    data = federate(digits, IID(4), seed=0)
+    with pytest.raises(ConfigError, match=r"data\.task_sequence"):
+        fl.simulate(lifelong(1.0), data, fl.models.digits_mlp, rounds=1, eval_clients=False)
+    # labels 10 and 11 do not exist: no client holds data of task 1
+    sequence = TaskSequence(((0, 1), (10, 11)), rounds_per_task=1)
+    with pytest.raises(ConfigError, match=r"data\.task_sequence\.tasks\[1\]"):
+        fl.simulate(lifelong(1.0), data, fl.models.digits_mlp, rounds=2, eval_clients=False,
+                    task_sequence=sequence)  # fmt: skip

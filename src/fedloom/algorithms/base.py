@@ -41,6 +41,7 @@ from fedloom.algorithms.personal import (
 )
 from fedloom.client import ClientProgram, LocalTraining
 from fedloom.client.alternation import Alternation
+from fedloom.client.ewc import FisherEstimate
 from fedloom.client.store import ClientStates, with_writes
 from fedloom.compress import Compression
 from fedloom.types import ClientPlan, ClientResult
@@ -78,6 +79,9 @@ class Algorithm:
             terms read from its context (EWC's ``ewc/fisher`` and ``ewc/anchor``,
             :mod:`fedloom.algorithms.lifelong`); :func:`prepare_plans` puts a client's own
             into its plan's ``extras``. They are the client's: nothing of them is sent back.
+        fisher: how each client estimates its EWC Fisher when a task of the data's task
+            sequence ends (:class:`~fedloom.client.ewc.FisherEstimate`; simulation writes it
+            into the client-state store); ``None`` for none.
     """
 
     name: str
@@ -88,6 +92,7 @@ class Algorithm:
     personal: Personal | None = None
     personal_model: PersonalModel | None = None
     client_extras: tuple[str, ...] = ()
+    fisher: FisherEstimate | None = None
 
     @property
     def weighting(self) -> ClientStage:

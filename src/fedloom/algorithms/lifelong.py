@@ -15,8 +15,9 @@ sequential and vectorized engines merge them into that client's context). Nothin
 in the update the server receives. A client without entries (before its first task ended)
 trains on the task loss and the proximal term alone.
 
-The entries are written at the end of each task with :func:`~fedloom.client.ewc.ewc_writes`
-(the lifelong study does so itself: :mod:`fedloom.studies.lifelong`).
+The entries are written when a task of the data's task sequence ends
+(:class:`~fedloom.client.ewc.FisherEstimate`, run by the simulation after the task's last
+round: :func:`fedloom.sim.task_sequence.fisher_at_task_ends`).
 
 >>> algorithm = lifelong(1000.0, mu=0.1)
 >>> [type(t).__name__ for t in algorithm.program.terms], algorithm.client_extras
@@ -28,6 +29,7 @@ from __future__ import annotations
 from fedloom.aggregate import Weighting, pipeline, scale
 from fedloom.algorithms.base import Algorithm
 from fedloom.client import ClientProgram
+from fedloom.client.ewc import FisherEstimate
 from fedloom.client.objectives import ObjectiveTerm
 from fedloom.client.terms import EWC_ANCHOR, EWC_FISHER, EWCTerm, ProximalTerm
 from fedloom.errors import ConfigError
@@ -39,11 +41,18 @@ def lifelong(
     lam: float,
     *,
     mu: float = 0.0,
+    fisher_examples: int = 100,
+    fisher_cap: float | None = None,
     server_lr: float = 1.0,
     weighting: Weighting = "examples",
 ) -> Algorithm:
     """FedAvg with EWC (``lam``, the client's own Fisher) and, for ``mu > 0``, FedProx's
     proximal term in every client's objective. ``lam = 0`` and ``mu = 0`` is FedAvg.
+
+    When a task of the data's task sequence ends, every client estimates the Fisher of the
+    task on its first ``fisher_examples`` rows of it at the global model, adds it to its
+    own and moves its anchor there; ``fisher_cap`` caps each coordinate of the sum (keep
+    ``lr * lam * fisher_cap <= 1`` for stable SGD; ``None``: no cap).
 
     The lifelong study uses ``lam = 1000`` with the Fisher capped at ``0.5 / (lr * lam)``
     and ``mu = 0.1`` (``docs/LIFELONG.md``).
@@ -62,4 +71,5 @@ def lifelong(
         program=ClientProgram(terms=terms),
         aggregation=pipeline(weighting=weighting, server=scale(server_lr)),
         client_extras=(EWC_FISHER, EWC_ANCHOR),
+        fisher=FisherEstimate(examples=fisher_examples, cap=fisher_cap),
     )

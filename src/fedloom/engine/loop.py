@@ -51,6 +51,8 @@ Evaluate = Callable[[ServerState, dict[int, torch.Tensor]], dict[str, float]]
 
 ClientLossQuery = Callable[[Sequence[int], torch.Tensor, torch.Tensor], Sequence[float]]
 """``losses(client_ids, params, buffers)``: each client's mean training loss on that model."""
+AfterRound = Callable[[ServerState, int], Mapping[int, Mapping[str, torch.Tensor]]]
+"""``(state after round t, t) -> writes`` into the client-state store (see ``after_round``)."""
 
 BYTES_PER_VALUE = 4  # float32 on the wire
 
@@ -155,6 +157,7 @@ def run_rounds(
     personal_executor: Executor | None = None,
     selection: Selection | None = None,
     client_losses: ClientLossQuery | None = None,
+    after_round: AfterRound | None = None,
 ) -> History:
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
@@ -200,6 +203,10 @@ def run_rounds(
             models go into the client-state store whatever the round's outcome. Not needed
             when the executor's clients keep their own state (``clients_hold_state``:
             deployed clients run their personal pass themselves).
+        after_round: the clients' own work at the end of a round, ``(state, round) ->
+            writes`` into the client-state store (lifelong learning's Fisher estimate when a
+            task ends, :func:`fedloom.sim.task_sequence.fisher_at_task_ends`); simulation
+            only.
         selection: which clients a round asks (:mod:`fedloom.data.selection`; ``None``:
             ``sampling`` alone, uniform or Poisson); rules that read the clients' losses
             (power of choice) query ``client_losses`` on the model the clients receive, and
@@ -389,6 +396,8 @@ def run_rounds(
         residuals = {k: v for k, v in residuals.items() if k in kept}
         if residuals:
             state = replace(state, clients=with_writes(state.clients, residuals))
+        if after_round is not None and (own_writes := after_round(state, t)):
+            state = replace(state, clients=with_writes(state.clients, own_writes))
         if evaluate is not None and ((t + 1) % eval_every == 0 or t + 1 == rounds):
             metrics.update(evaluate(state, client_buffers))
         metrics["wall_s"] = time.perf_counter() - started
