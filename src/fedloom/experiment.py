@@ -89,6 +89,9 @@ def simulate_config(
             config.server, checkpoint.directory / "client-state" if checkpoint else None
         ),
         selection=spec.selection,
+        task_sequence=(
+            config.data.task_sequence.build() if config.data.task_sequence is not None else None
+        ),
     )
 
 
