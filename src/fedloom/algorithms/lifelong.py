@@ -17,7 +17,7 @@ trains on the task loss and the proximal term alone.
 
 The entries are written when a task of the data's task sequence ends
 (:class:`~fedloom.client.ewc.FisherEstimate`, run by the simulation after the task's last
-round: :func:`fedloom.sim.task_sequence.fisher_at_task_ends`).
+round: ``fisher_at_task_ends`` in ``sim/task_sequence.py``).
 
 >>> algorithm = lifelong(1000.0, mu=0.1)
 >>> [type(t).__name__ for t in algorithm.program.terms], algorithm.client_extras

@@ -205,7 +205,7 @@ def run_rounds(
             deployed clients run their personal pass themselves).
         after_round: the clients' own work at the end of a round, ``(state, round) ->
             writes`` into the client-state store (lifelong learning's Fisher estimate when a
-            task ends, :func:`fedloom.sim.task_sequence.fisher_at_task_ends`); simulation
+            task ends, ``fisher_at_task_ends`` in ``sim/task_sequence.py``); simulation
             only.
         selection: which clients a round asks (:mod:`fedloom.data.selection`; ``None``:
             ``sampling`` alone, uniform or Poisson); rules that read the clients' losses
