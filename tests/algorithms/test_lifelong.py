@@ -235,3 +235,17 @@ def test_an_ewc_run_without_a_task_sequence_and_an_empty_task_are_config_errors(
     with pytest.raises(ConfigError, match=r"data\.task_sequence\.tasks\[1\]"):
         fl.simulate(lifelong(1.0), data, fl.models.digits_mlp, rounds=2, eval_clients=False,
                     task_sequence=sequence)  # fmt: skip
+
+
+def test_the_process_engine_passes_each_clients_extras_too(case):
+    """Its workers run the sequential engine on the plans they receive, extras included."""
+    data, _, store = case
+    kwargs = dict(rounds=1, fraction=0.5, local=LOCAL, seed=1, eval_clients=False,
+                  client_states=store)  # fmt: skip
+    sequential = fl.simulate(_given(LAM, mu=MU), data, fl.models.digits_mlp,
+                             engine="sequential", **kwargs)  # fmt: skip
+    process = fl.simulate(_given(LAM, mu=MU), data, fl.models.digits_mlp, engine="process",
+                          workers=2, **kwargs)  # fmt: skip
+    torch.testing.assert_close(
+        process.final_state.params, sequential.final_state.params, rtol=0, atol=1e-6
+    )
