@@ -23,8 +23,8 @@ from fedloom.client import LocalContext, LocalTraining, make_objective
 from fedloom.client.store import ClientStates
 from fedloom.data import FederatedDataset
 from fedloom.data.sampling import Sampling
-from fedloom.data.task_sequence import TaskSequence, check_task_sequence, task_data
 from fedloom.data.selection import Selection
+from fedloom.data.task_sequence import TaskSequence, check_task_sequence, task_data
 from fedloom.engine import (
     Callback,
     Checkpoints,
@@ -191,8 +191,15 @@ def simulate(
         views = [task_data(train_data, task_sequence, i) for i in range(task_sequence.num_tasks)]
         executor = TaskSequenceExecutor(
             [
-                make_executor(engine, module, view, settings, program=algorithm.client_program(),
-                              task=task, workers=workers)  # fmt: skip
+                make_executor(
+                    engine,
+                    module,
+                    view,
+                    settings,
+                    program=algorithm.client_program(),
+                    task=task,
+                    workers=workers,
+                )
                 for view in views
             ],
             task_sequence,

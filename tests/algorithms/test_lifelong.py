@@ -76,9 +76,16 @@ def test_vectorized_equals_sequential_with_each_clients_own_fisher(case):
     # and the Fisher matters: without it (plain FedProx) the model ends elsewhere
     data, _, _ = case
     prox = fl.simulate(
-        fl.fedprox(MU), data, fl.models.digits_mlp, rounds=2, fraction=0.5, local=LOCAL,
-        seed=1, engine="sequential", eval_clients=False,
-    ).final_state.params  # fmt: skip
+        fl.fedprox(MU),
+        data,
+        fl.models.digits_mlp,
+        rounds=2,
+        fraction=0.5,
+        local=LOCAL,
+        seed=1,
+        engine="sequential",
+        eval_clients=False,
+    ).final_state.params
     assert float((prox - sequential).norm() / (sequential - start).norm()) > 1e-2
 
 
@@ -126,12 +133,19 @@ def test_the_fisher_stays_in_the_plan_and_store_never_in_what_is_sent(case):
         torch.testing.assert_close(own[EWC_FISHER], store[k][EWC_FISHER], rtol=0, atol=0)
     # what a client returns is the update and its counts: no tensor the size of the Fisher
     # besides the update itself
-    objective = make_objective(module, param_spec(module), buffer_spec(module),
-                               terms=algorithm.program.terms)  # fmt: skip
+    objective = make_objective(
+        module, param_spec(module), buffer_spec(module), terms=algorithm.program.terms
+    )
     plan = plans[0]
-    result = train_client(plan, data.client_batch(plan.client_id), state.params, state.buffers,
-                          objective=objective, settings=LOCAL,
-                          context=ewc_context(store, plan.client_id, state.params))  # fmt: skip
+    result = train_client(
+        plan,
+        data.client_batch(plan.client_id),
+        state.params,
+        state.buffers,
+        objective=objective,
+        settings=LOCAL,
+        context=ewc_context(store, plan.client_id, state.params),
+    )
     assert result.state_report is None
 
 
@@ -144,8 +158,9 @@ def test_bad_coefficients_are_config_errors_naming_the_field():
 
 def test_with_lambda_and_mu_zero_it_is_fedavg(case):
     data, _, store = case
-    kwargs = dict(rounds=1, fraction=0.5, local=LOCAL, seed=1, engine="sequential",
-                  eval_clients=False)  # fmt: skip
+    kwargs = dict(
+        rounds=1, fraction=0.5, local=LOCAL, seed=1, engine="sequential", eval_clients=False
+    )
     ours = fl.simulate(_given(0.0), data, fl.models.digits_mlp, client_states=store, **kwargs)
     plain = fl.simulate(fl.fedavg(), data, fl.models.digits_mlp, **kwargs)
     torch.testing.assert_close(ours.final_state.params, plain.final_state.params, rtol=0, atol=0)
@@ -168,19 +183,27 @@ def _by_hand(data, sequence, algorithm, rounds, seed):
     for t in range(rounds):
         view = task_data(data, sequence, sequence.task_at(t))
         results = [
-            train_client(plan, view.client_batch(plan.client_id), state.params, state.buffers,
-                         objective=objective, settings=SEQUENCE_LOCAL,
-                         context=ewc_context(state.clients, plan.client_id, state.params))
+            train_client(
+                plan,
+                view.client_batch(plan.client_id),
+                state.params,
+                state.buffers,
+                objective=objective,
+                settings=SEQUENCE_LOCAL,
+                context=ewc_context(state.clients, plan.client_id, state.params),
+            )
             for plan in plans_for_round(data.num_clients, 1.0, seed=seed, round=t)
-        ]  # fmt: skip
-        state = server_update(algorithm, state, results, settings=SEQUENCE_LOCAL,
-                              num_clients=data.num_clients)  # fmt: skip
+        ]
+        state = server_update(
+            algorithm, state, results, settings=SEQUENCE_LOCAL, num_clients=data.num_clients
+        )
         if sequence.task_at(t + 1) != sequence.task_at(t) or t + 1 == rounds:
             writes = {
                 k: ewc_writes(
                     state.clients.get(k, {}),
-                    diagonal_fisher(plain, state.params, state.buffers,
-                                    take(view.client_batch(k), slice(0, 30))),  # fmt: skip
+                    diagonal_fisher(
+                        plain, state.params, state.buffers, take(view.client_batch(k), slice(0, 30))
+                    ),
                     state.params,
                     max_value=algorithm.fisher.cap,
                 )
@@ -200,9 +223,18 @@ def sequence_case(digits):
 
 def _engine(sequence_case, engine):
     data, sequence, algorithm = sequence_case
-    return fl.simulate(algorithm, data, fl.models.digits_mlp, rounds=6, fraction=1.0,
-                       local=SEQUENCE_LOCAL, seed=2, engine=engine, eval_clients=False,
-                       task_sequence=sequence).final_state  # fmt: skip
+    return fl.simulate(
+        algorithm,
+        data,
+        fl.models.digits_mlp,
+        rounds=6,
+        fraction=1.0,
+        local=SEQUENCE_LOCAL,
+        seed=2,
+        engine=engine,
+        eval_clients=False,
+        task_sequence=sequence,
+    ).final_state
 
 
 def test_the_engine_through_a_task_sequence_equals_the_hand_driven_loop(sequence_case):
@@ -233,19 +265,28 @@ def test_an_ewc_run_without_a_task_sequence_and_an_empty_task_are_config_errors(
     # labels 10 and 11 do not exist: no client holds data of task 1
     sequence = TaskSequence(((0, 1), (10, 11)), rounds_per_task=1)
     with pytest.raises(ConfigError, match=r"data\.task_sequence\.tasks\[1\]"):
-        fl.simulate(lifelong(1.0), data, fl.models.digits_mlp, rounds=2, eval_clients=False,
-                    task_sequence=sequence)  # fmt: skip
+        fl.simulate(
+            lifelong(1.0),
+            data,
+            fl.models.digits_mlp,
+            rounds=2,
+            eval_clients=False,
+            task_sequence=sequence,
+        )
 
 
 def test_the_process_engine_passes_each_clients_extras_too(case):
     """Its workers run the sequential engine on the plans they receive, extras included."""
     data, _, store = case
-    kwargs = dict(rounds=1, fraction=0.5, local=LOCAL, seed=1, eval_clients=False,
-                  client_states=store)  # fmt: skip
-    sequential = fl.simulate(_given(LAM, mu=MU), data, fl.models.digits_mlp,
-                             engine="sequential", **kwargs)  # fmt: skip
-    process = fl.simulate(_given(LAM, mu=MU), data, fl.models.digits_mlp, engine="process",
-                          workers=2, **kwargs)  # fmt: skip
+    kwargs = dict(
+        rounds=1, fraction=0.5, local=LOCAL, seed=1, eval_clients=False, client_states=store
+    )
+    sequential = fl.simulate(
+        _given(LAM, mu=MU), data, fl.models.digits_mlp, engine="sequential", **kwargs
+    )
+    process = fl.simulate(
+        _given(LAM, mu=MU), data, fl.models.digits_mlp, engine="process", workers=2, **kwargs
+    )
     torch.testing.assert_close(
         process.final_state.params, sequential.final_state.params, rtol=0, atol=1e-6
     )

@@ -83,9 +83,12 @@ def fisher_at_task_ends(
         view = views[sequence.task_at(round)]
         return {
             k: estimate.writes(
-                objective, state.clients.get(k, {}), state.params, state.buffers,
+                objective,
+                state.clients.get(k, {}),
+                state.params,
+                state.buffers,
                 view.client_batch(k),
-            )  # fmt: skip
+            )
             for k in range(view.num_clients)
         }
 

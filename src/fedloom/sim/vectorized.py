@@ -278,7 +278,9 @@ class VectorizedExecutor:
                 mask[r, : len(local)] = 1.0
             step_index, step_mask = torch.from_numpy(index), torch.from_numpy(mask)
             own = {n: state[f"x:{n}"] for n in self._extra_names}
-            grads, loss = self._grad(weights, take(self._train, step_index), step_mask, context, own)
+            grads, loss = self._grad(
+                weights, take(self._train, step_index), step_mask, context, own
+            )
             if self._track_gradients:
                 squared = torch.zeros(len(rows), dtype=torch.float64)
                 for name in self.spec.names:
