@@ -58,3 +58,12 @@ def test_a_negative_lambda_names_algorithm_lam(tmp_path):
         from fedloom.experiment import run_experiment
 
         run_experiment(RunConfig.model_validate(yaml.safe_load(config.read_text())))
+
+
+def test_the_grpc_server_refuses_lifelong_learning_with_a_config_error():
+    pytest.importorskip("grpc")
+    from fedloom.net.deploy import serve
+
+    config = RunConfig.model_validate(yaml.safe_load(TINY))
+    with pytest.raises(ConfigError, match=r"data\.task_sequence / algorithm: .*simulation only"):
+        serve(config, access=None, credentials=None)  # refused before anything listens

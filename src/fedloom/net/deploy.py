@@ -128,6 +128,12 @@ def serve(
             f"server.selection: {config.server.selection.name} runs in simulation only (its "
             "loss queries and simulated availability have no gRPC counterpart yet); use uniform"
         )
+    if config.data.task_sequence is not None or config.algorithm.name == "lifelong":
+        raise ConfigError(
+            "data.task_sequence / algorithm: lifelong learning (task sequences, each client's "
+            "EWC Fisher) runs in simulation only for now (fedloom run); deployed clients do not "
+            "yet follow a task sequence or keep a Fisher in their own state"
+        )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
     # kept by each client, never sent to the server (with local buffers, those too)
