@@ -180,7 +180,7 @@ class FisherEstimate:
         if self.cap is not None and not self.cap > 0:
             raise ConfigError(f"algorithm.fisher_cap: must be > 0 or null, got {self.cap}")
         if not 0.0 <= self.decay <= 1.0:
-            raise ConfigError(f"algorithm.fisher_decay: must be in [0, 1], got {self.decay}")
+            raise ConfigError(f"FisherEstimate.decay: must be in [0, 1], got {self.decay}")
 
     def writes(
         self,

@@ -249,8 +249,9 @@ class VectorizedExecutor:
     ) -> dict[int, ClientResult]:
         """Continuous batching over ``self.slots`` rows; returns results by plan position.
 
-        Every per-client quantity (weights, velocity, gradient correction, gradient sums,
-        loss) lives in a stacked ``[M, ...]`` tensor, keyed ``"w:<name>"``, ``"v:<name>"``,
+        Every per-client quantity (weights, velocity, gradient correction, the plan's own
+        context extras ``"x:<extra>"``, gradient sums, loss) lives in a stacked ``[M, ...]``
+        tensor, keyed ``"w:<name>"``, ``"v:<name>"``,
         ... and updated in place. Weights stay per tensor (the vmapped gradient comes back in
         that form); a client's flat update is cut out of the stack once, when it finishes. A
         flat ``[M, P]`` matrix would cost a full copy of every client's gradient every step.
