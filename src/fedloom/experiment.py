@@ -97,6 +97,9 @@ def simulate_config(
             config.server, checkpoint.directory / "client-state" if checkpoint else None
         ),
         selection=spec.selection,
+        task_sequence=(
+            config.data.task_sequence.build() if config.data.task_sequence is not None else None
+        ),
         clock=build_clock(config.clock, spec.data.num_clients, seed=config.seed),
     )
 

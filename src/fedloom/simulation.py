@@ -19,11 +19,12 @@ import torch
 from fedloom.algorithms import Algorithm, ServerState
 from fedloom.algorithms.ditto import personal_program, personal_settings
 from fedloom.algorithms.personal import check_buffers, personalized_models, with_model
-from fedloom.client import LocalContext, LocalTraining
+from fedloom.client import LocalContext, LocalTraining, make_objective
 from fedloom.client.store import ClientStates
 from fedloom.data import FederatedDataset
 from fedloom.data.sampling import Sampling
 from fedloom.data.selection import Selection
+from fedloom.data.task_sequence import TaskSequence, check_task_sequence, task_data
 from fedloom.engine import (
     Callback,
     Checkpoints,
@@ -36,12 +37,15 @@ from fedloom.engine import (
     VirtualClock,
     run_rounds,
 )
+from fedloom.engine.loop import AfterRound
+from fedloom.errors import ConfigError
 from fedloom.models import ModelSource, initial_module
-from fedloom.params import flatten_buffers, flatten_params
+from fedloom.params import buffer_spec, flatten_buffers, flatten_params, param_spec
 from fedloom.rng import derive_seed
 from fedloom.sim import make_executor
 from fedloom.sim.alternating import phased_executor
 from fedloom.sim.attacks import Attack, AttackedExecutor, choose_attackers, flip_labels
+from fedloom.sim.task_sequence import TaskSequenceExecutor, fisher_at_task_ends
 from fedloom.tasks import Task, classification
 from fedloom.types import ClientPlan, ClientResult
 
@@ -104,6 +108,7 @@ def simulate(
     client_states: ClientStates | None = None,
     selection: Selection | None = None,
     clock: VirtualClock | None = None,
+    task_sequence: TaskSequence | None = None,
 ) -> History:
     """Simulate ``rounds`` rounds of ``algorithm`` in this process.
 
@@ -152,6 +157,11 @@ def simulate(
             the broadcast model and weights them by their example counts.
         clock: simulated time and a round deadline (:class:`fedloom.engine.VirtualClock`):
             adds ``sim_time_s`` to the metrics; clients later than the deadline are dropped.
+        task_sequence: the clients' data arrives as these tasks (lifelong learning): round
+            ``t`` trains on each client's rows of task ``sequence.task_at(t)``; with an
+            algorithm that estimates a Fisher (:func:`fedloom.algorithms.lifelong.lifelong`)
+            every client estimates its own after each task's last round. ``None``: all data,
+            all rounds.
     """
     if buffers not in ("average", "local"):
         raise ValueError(f"buffers must be 'average' or 'local', got {buffers!r}")
@@ -165,13 +175,39 @@ def simulate(
     train_data = (
         flip_labels(data, attackers, data.dataset.num_classes) if attack.poisons_data else data
     )
-    executor: Executor = phased_executor(  # one executor, or one per training phase
-        module,
-        algorithm.client_program(),
-        lambda phase, program: make_executor(
-            engine, phase, train_data, settings, program=program, task=task, workers=workers
-        ),
-    )
+    after_round: AfterRound | None = None
+    if task_sequence is None:
+        if algorithm.fisher is not None:
+            raise ConfigError(
+                f"data.task_sequence: {algorithm.name} estimates each client's Fisher when a "
+                "task ends; give the data a task sequence (tasks and rounds_per_task)"
+            )
+        executor: Executor = phased_executor(  # one executor, or one per training phase
+            module,
+            algorithm.client_program(),
+            lambda phase, program: make_executor(
+                engine, phase, train_data, settings, program=program, task=task, workers=workers
+            ),
+        )
+    else:  # one executor per task, each on its view of the data
+        check_task_sequence(train_data, task_sequence)
+        views = [task_data(train_data, task_sequence, i) for i in range(task_sequence.num_tasks)]
+        executor = TaskSequenceExecutor(
+            [
+                phased_executor(
+                    module,
+                    algorithm.client_program(),
+                    lambda phase, program, view=view: make_executor(
+                        engine, phase, view, settings, program=program, task=task, workers=workers
+                    ),
+                )
+                for view in views
+            ],
+            task_sequence,
+        )
+        if algorithm.fisher is not None:
+            plain = make_objective(module, param_spec(module), buffer_spec(module), task=task)
+            after_round = fisher_at_task_ends(task_sequence, views, plain, algorithm.fisher)
     if attack.poisons_updates:
         executor = AttackedExecutor(executor, attack, attackers, seed=seed)
     personal_executor: Executor | None = None
@@ -244,6 +280,7 @@ def simulate(
             client_states=client_states,
             personal_executor=personal_executor,
             selection=selection,
+            after_round=after_round,
             client_losses=evaluator.client_train_losses if selection is not None else None,
             known_examples=(
                 dict(enumerate(int(n) for n in data.client_sizes))

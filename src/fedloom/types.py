@@ -29,6 +29,10 @@ class ClientPlan:
         start: the flat parameters local training starts from when they differ from the
             global model (FedPer and FedBN: the global model with the client's personal
             values); the update is still ``final - global``.
+        extras: the client's own tensors its objective terms read, by name, merged into the
+            round's shared context (EWC's Fisher and anchor, ``ewc/fisher``, ``ewc/anchor``:
+            copied from the client-state store in simulation, never sent to the server);
+            ``None`` for none.
     """
 
     client_id: int
@@ -38,6 +42,7 @@ class ClientPlan:
     steps: int | None = None
     correction: torch.Tensor | None = None
     start: torch.Tensor | None = None
+    extras: Mapping[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)

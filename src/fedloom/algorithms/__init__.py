@@ -17,6 +17,7 @@ from fedloom.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
 from fedloom.algorithms.fedper import fedbn, fedper
 from fedloom.algorithms.fedprox import fedprox
 from fedloom.algorithms.fedrep import fedrep
+from fedloom.algorithms.lifelong import lifelong
 from fedloom.algorithms.personal import Personal
 from fedloom.algorithms.qffl import qffl
 from fedloom.algorithms.scaffold import ControlVariates, scaffold, scaffold_client_control
@@ -39,6 +40,7 @@ __all__ = [
     "fedprox",
     "fedsgd",
     "fedyogi",
+    "lifelong",
     "pipeline_metrics",
     "pipeline_stop_reason",
     "prepare_plans",

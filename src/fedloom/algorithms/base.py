@@ -41,6 +41,7 @@ from fedloom.algorithms.personal import (
 )
 from fedloom.client import ClientProgram, LocalTraining
 from fedloom.client.alternation import Alternation
+from fedloom.client.ewc import FisherEstimate
 from fedloom.client.store import ClientStates, with_writes
 from fedloom.compress import Compression
 from fedloom.types import ClientPlan, ClientResult
@@ -74,6 +75,13 @@ class Algorithm:
             :mod:`fedloom.algorithms.personal`); ``None`` when every parameter is shared.
         personal_model: a whole personal model per client, trained besides the global one
             (Ditto, :mod:`fedloom.algorithms.ditto`); ``None`` for none.
+        client_extras: names of client-state store entries that each client's objective
+            terms read from its context (EWC's ``ewc/fisher`` and ``ewc/anchor``,
+            :mod:`fedloom.algorithms.lifelong`); :func:`prepare_plans` puts a client's own
+            into its plan's ``extras``. They are the client's: nothing of them is sent back.
+        fisher: how each client estimates its EWC Fisher when a task of the data's task
+            sequence ends (:class:`~fedloom.client.ewc.FisherEstimate`; simulation writes it
+            into the client-state store); ``None`` for none.
     """
 
     name: str
@@ -83,6 +91,8 @@ class Algorithm:
     local_overrides: Mapping[str, Any] = field(default_factory=dict)
     personal: Personal | None = None
     personal_model: PersonalModel | None = None
+    client_extras: tuple[str, ...] = ()
+    fisher: FisherEstimate | None = None
 
     @property
     def weighting(self) -> ClientStage:
@@ -231,12 +241,19 @@ def server_init(
 def prepare_plans(
     algorithm: Algorithm, state: ServerState, plans: Sequence[ClientPlan]
 ) -> list[ClientPlan]:
-    """The plans with each client's gradient correction (SCAFFOLD's ``c - c_k``) and its
-    start point (the global model with its personal values, FedPer and FedBN), computed on
+    """The plans with each client's gradient correction (SCAFFOLD's ``c - c_k``), its own
+    context extras (EWC's Fisher and anchor) and its start point (the global model with its
+    personal values, FedPer and FedBN), computed on
     the server from the client-state store (simulation; deployed clients that keep their own
     state compute it themselves)."""
     logic = algorithm.state
     prepared = list(plans)
+    if algorithm.client_extras:  # the client's own tensors its terms read (EWC's Fisher)
+        for i, plan in enumerate(prepared):
+            own = state.clients.get(plan.client_id, {})
+            mine = {name: own[name] for name in algorithm.client_extras if name in own}
+            if mine:
+                prepared[i] = replace(plan, extras=mine)
     if algorithm.personal is not None:
         mask = algorithm.personal.resolved()
         for i, plan in enumerate(prepared):

@@ -37,7 +37,7 @@ configuration:
     --set data.partition.shards_per_client=2 --set client.epochs=5 --set server.fraction=0.1
   Keys: name, seed, rounds, engine, workers,
         data.{{dataset,root,num_clients,partition,holdout_fraction,normalize,synthetic,
-        scanners.{{kinds,strength}}}},
+        scanners.{{kinds,strength}},task_sequence.{{tasks,rounds_per_task,starts}}}},
         model.{{name,buffers}}, task.{{name,<its options>}},
         client.{{epochs,steps,batch_size,lr,momentum,weight_decay,
         heterogeneity.{{low,high}},stragglers.{{fraction,policy}}}},
@@ -72,6 +72,8 @@ configuration:
   ditto (lam, personal_steps or personal_epochs: a personal model per client, trained
   besides the global one), fedrep (personal, head_epochs or head_steps: the head
   trains first with the body frozen, then the body with the head frozen),
+  lifelong (lam, mu, fisher_examples, fisher_cap: EWC on each client's own Fisher plus a
+  proximal term; needs data.task_sequence.{{tasks,rounds_per_task}}),
   e.g. --set algorithm=fedprox --set algorithm.mu=0.1
   Sampling (server.sampling): uniform (exactly max(round(fraction K), 1) clients),
   poisson (each client with probability fraction; the cohort size varies).

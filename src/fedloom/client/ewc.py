@@ -27,6 +27,7 @@ the client, at the end of each task:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call, grad, vmap
@@ -34,9 +35,16 @@ from torch.func import functional_call, grad, vmap
 from fedloom.client.objectives import LocalContext, Objective
 from fedloom.client.store import ClientStates
 from fedloom.client.terms import EWC_ANCHOR, EWC_FISHER
+from fedloom.errors import ConfigError
 from fedloom.tasks import Batch, num_rows, take
 
-__all__ = ["accumulate_fisher", "diagonal_fisher", "ewc_context", "ewc_writes"]
+__all__ = [
+    "FisherEstimate",
+    "accumulate_fisher",
+    "diagonal_fisher",
+    "ewc_context",
+    "ewc_writes",
+]
 
 
 def diagonal_fisher(
@@ -154,3 +162,35 @@ def ewc_context(
     own = states.get(client_id, {})
     mine = {name: own[name] for name in (EWC_FISHER, EWC_ANCHOR) if name in own}
     return LocalContext(global_params=global_params, extras={**(extras or {}), **mine})
+
+
+@dataclass(frozen=True)
+class FisherEstimate:
+    """How a client estimates its Fisher when a task ends: on the first ``examples`` rows of
+    its data of the task (:func:`diagonal_fisher`), accumulated with ``decay`` and capped at
+    ``cap`` per coordinate (:func:`accumulate_fisher`; ``None``: no cap)."""
+
+    examples: int = 100
+    cap: float | None = None
+    decay: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.examples < 1:
+            raise ConfigError(f"algorithm.fisher_examples: must be >= 1, got {self.examples}")
+        if self.cap is not None and not self.cap > 0:
+            raise ConfigError(f"algorithm.fisher_cap: must be > 0 or null, got {self.cap}")
+        if not 0.0 <= self.decay <= 1.0:
+            raise ConfigError(f"FisherEstimate.decay: must be in [0, 1], got {self.decay}")
+
+    def writes(
+        self,
+        objective: Objective,
+        own: Mapping[str, torch.Tensor],
+        params: torch.Tensor,
+        buffers: torch.Tensor,
+        batch: Batch,
+    ) -> dict[str, torch.Tensor]:
+        """One client's new entries at the end of a task: its Fisher on ``batch`` (its data
+        of the task) at ``params`` (the model the task ended with), added to ``own``."""
+        fisher = diagonal_fisher(objective, params, buffers, take(batch, slice(0, self.examples)))
+        return ewc_writes(own, fisher, params, decay=self.decay, max_value=self.cap)

@@ -47,14 +47,21 @@ import torch
 
 from fedloom.client.alternation import Alternation
 from fedloom.client.local import LocalTraining
-from fedloom.client.objectives import ObjectiveTerm
+from fedloom.client.objectives import LocalContext, ObjectiveTerm
 from fedloom.client.terms import proximal_coefficient
 from fedloom.types import ClientPlan
 
 if TYPE_CHECKING:
     from fedloom.compress import Compression
 
-__all__ = ["STATISTICS", "ClientProgram", "UpdateTransform", "plan_settings", "work_norm"]
+__all__ = [
+    "STATISTICS",
+    "ClientProgram",
+    "UpdateTransform",
+    "plan_settings",
+    "with_own_extras",
+    "work_norm",
+]
 
 STATISTICS = ("initial_loss", "update_variance", "work_norm")
 
@@ -106,6 +113,14 @@ def plan_settings(settings: LocalTraining, plan: ClientPlan) -> LocalTraining:
     if plan.epochs is not None:
         return replace(settings, epochs=plan.epochs, steps=None)
     return settings
+
+
+def with_own_extras(context: LocalContext, plan: ClientPlan) -> LocalContext:
+    """The round's shared ``context`` with the plan's own extras (EWC's Fisher and anchor)
+    merged in; ``context`` itself when the plan has none."""
+    if not plan.extras:
+        return context
+    return replace(context, extras={**context.extras, **plan.extras})
 
 
 def work_norm(num_steps: int, *, momentum: float = 0.0, lr: float = 0.0, mu: float = 0.0) -> float:

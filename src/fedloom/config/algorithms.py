@@ -137,6 +137,7 @@ register_algorithm("fedper", "fedloom.algorithms.fedper:fedper")
 register_algorithm("fedbn", "fedloom.algorithms.fedper:fedbn")
 register_algorithm("ditto", "fedloom.algorithms.ditto:ditto")
 register_algorithm("fedrep", "fedloom.algorithms.fedrep:fedrep")
+register_algorithm("lifelong", "fedloom.algorithms.lifelong:lifelong")
 
 
 def server_defaults(name: str) -> tuple[float, str]:

@@ -23,6 +23,7 @@ from fedloom.data.partitioners import (
     RareClass,
     Shards,
 )
+from fedloom.data.task_sequence import TaskSequence
 from fedloom.errors import ConfigError, DataError, FedloomError
 from fedloom.registry import REGISTRY, Kinded, Section
 
@@ -41,6 +42,7 @@ __all__ = [
     "ScannersConfig",
     "ShardsPartition",
     "SyntheticConfig",
+    "TaskSequenceConfig",
     "build_dataset",
     "build_federated_data",
     "build_partitioner",
@@ -214,6 +216,31 @@ class AdultConfig(Section):
     )
 
 
+class TaskSequenceConfig(Section):
+    """Lifelong learning: the clients' data arrives as a sequence of tasks, each a set of
+    labels (``[[0, 1], [2, 3], ...]``: split MNIST's digit pairs); round ``t`` trains every
+    client on its rows of the current task (:mod:`fedloom.data.task_sequence`). With
+    ``algorithm: lifelong`` each client estimates its EWC Fisher when a task ends."""
+
+    tasks: Annotated[list[list[int]], Field(min_length=1)] = Field(
+        description="the labels of each task, in order"
+    )
+    rounds_per_task: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="every task lasts this many rounds (or give starts)"
+    )
+    starts: list[int] | None = Field(
+        default=None, description="the 0-based round each task begins at: 0, then increasing"
+    )
+
+    def build(self) -> TaskSequence:
+        """The :class:`~fedloom.data.task_sequence.TaskSequence` (its errors name the field)."""
+        return TaskSequence(
+            tuple(tuple(t) for t in self.tasks),
+            rounds_per_task=self.rounds_per_task,
+            starts=tuple(self.starts) if self.starts is not None else None,
+        )
+
+
 class DataConfig(Section):
     dataset: Literal[
         "digits",
@@ -260,6 +287,9 @@ class DataConfig(Section):
     )
     adult: AdultConfig | None = Field(
         default=None, description="options of dataset adult; null: its defaults"
+    )
+    task_sequence: TaskSequenceConfig | None = Field(
+        default=None, description="the data arrives as a sequence of tasks (lifelong); null: none"
     )
 
     @field_validator("partition", mode="before")

@@ -328,11 +328,11 @@ class RunConfig(Section):
         does not change a completed round), and the number of rounds and the early-stopping
         rule, so a finished run can be extended (a round depends only on the seed and its own
         number). The defaults of ``server.sampling`` (uniform), ``data.normalize`` (auto),
-        ``data.scanners`` (none), ``data.hf`` (none), ``data.emnist`` (balanced),
-        ``data.fair_synthetic`` and ``data.adult`` (none), ``eval.finetune_steps`` (0),
-        ``client.compression`` (none), ``server.selection`` (none), ``task``
-        (classification), ``clock`` and ``fedbuff`` (off) are left out too, so runs
-        checkpointed before those keys existed still resume."""
+        ``data.scanners`` (none), ``data.task_sequence`` (none), ``data.hf`` (none),
+        ``data.emnist`` (balanced), ``data.fair_synthetic`` and ``data.adult`` (none),
+        ``eval.finetune_steps`` (0), ``client.compression`` (none), ``server.selection``
+        (none), ``task`` (classification), ``clock`` and ``fedbuff`` (off) are left out too,
+        so runs checkpointed before those keys existed still resume."""
         ignored = {"name", "output", "deploy", "rounds", "early_stopping", "engine", "workers"}
         if self.task == type(self).model_fields["task"].default:
             ignored.add("task")
@@ -350,6 +350,8 @@ class RunConfig(Section):
         data: dict[str, bool] = {"normalize": True} if self.data.normalize == "auto" else {}
         if self.data.scanners is None:  # off: the fingerprints of before it existed
             data["scanners"] = True
+        if self.data.task_sequence is None:  # off: the fingerprints of before it existed
+            data["task_sequence"] = True
         data["verify"] = True  # always: it checks the files, it never changes the numbers
         if self.data.hf is None:  # unused: the fingerprints of before it existed
             data["hf"] = True

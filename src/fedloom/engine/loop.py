@@ -39,7 +39,7 @@ from fedloom.engine.executor import Executor
 from fedloom.engine.failures import OnClientError, check_on_client_error, judge_failures
 from fedloom.engine.validation import UpdatePolicy, validate_updates
 from fedloom.engine.work import LocalWork, assign_work
-from fedloom.errors import FedloomError, RoundAborted
+from fedloom.errors import ConfigError, FedloomError, RoundAborted
 from fedloom.rng import derive_seed
 from fedloom.types import ClientFailure, ClientPlan, ClientResult, RoundReport
 
@@ -52,6 +52,8 @@ Evaluate = Callable[[ServerState, dict[int, torch.Tensor]], dict[str, float]]
 
 ClientLossQuery = Callable[[Sequence[int], torch.Tensor, torch.Tensor], Sequence[float]]
 """``losses(client_ids, params, buffers)``: each client's mean training loss on that model."""
+AfterRound = Callable[[ServerState, int], Mapping[int, Mapping[str, torch.Tensor]]]
+"""``(state after round t, t) -> writes`` into the client-state store (see ``after_round``)."""
 
 BYTES_PER_VALUE = 4  # float32 on the wire
 
@@ -157,6 +159,7 @@ def run_rounds(
     selection: Selection | None = None,
     client_losses: ClientLossQuery | None = None,
     clock: VirtualClock | None = None,
+    after_round: AfterRound | None = None,
 ) -> History:
     """Run ``rounds`` rounds of ``algorithm`` and return the history.
 
@@ -202,6 +205,10 @@ def run_rounds(
             models go into the client-state store whatever the round's outcome. Not needed
             when the executor's clients keep their own state (``clients_hold_state``:
             deployed clients run their personal pass themselves).
+        after_round: the clients' own work at the end of a round, ``(state, round) ->
+            writes`` into the client-state store (lifelong learning's Fisher estimate when a
+            task ends, ``fisher_at_task_ends`` in ``sim/task_sequence.py``); simulation
+            only.
         selection: which clients a round asks (:mod:`fedloom.data.selection`; ``None``:
             ``sampling`` alone, uniform or Poisson); rules that read the clients' losses
             (power of choice) query ``client_losses`` on the model the clients receive, and
@@ -249,6 +256,12 @@ def run_rounds(
     # v_k) compute their start points and personal passes themselves
     holds_state = bool(getattr(executor, "clients_hold_state", False))
     holds_buffers = bool(getattr(executor, "clients_hold_buffers", False))
+    if holds_state and algorithm.client_extras:
+        raise ConfigError(
+            f"algorithm: {algorithm.name}'s clients read their own store entries "
+            f"({', '.join(algorithm.client_extras)}), which deployed clients do not keep yet; "
+            "run it in simulation (engine: sequential or vectorized)"
+        )
     compression = algorithm.program.compression or Compression()
     # a deployed executor's clients compress (and decode the broadcast) on their own; in
     # simulation the loop does it on their behalf (fedloom.compress.feedback)
@@ -410,6 +423,8 @@ def run_rounds(
         residuals = {k: v for k, v in residuals.items() if k in kept}
         if residuals:
             state = replace(state, clients=with_writes(state.clients, residuals))
+        if after_round is not None and (own_writes := after_round(state, t)):
+            state = replace(state, clients=with_writes(state.clients, own_writes))
         if evaluate is not None and ((t + 1) % eval_every == 0 or t + 1 == rounds):
             metrics.update(evaluate(state, client_buffers))
         metrics["wall_s"] = time.perf_counter() - started

@@ -138,6 +138,12 @@ def serve(
             "clock: simulated time is for simulation; the deployed server ignores it (its "
             "round deadline is deploy.round_timeout_s, in real seconds)"
         )
+    if config.data.task_sequence is not None or config.algorithm.name == "lifelong":
+        raise ConfigError(
+            "data.task_sequence / algorithm: lifelong learning (task sequences, each client's "
+            "EWC Fisher) runs in simulation only for now (fedloom run); deployed clients do not "
+            "yet follow a task sequence or keep a Fisher in their own state"
+        )
     spec = build_run(config)
     data, algorithm, module, settings = spec.data, spec.algorithm, spec.module, spec.local
     # kept by each client, never sent to the server (with local buffers, those too)

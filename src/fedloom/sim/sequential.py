@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fedloom.client import ClientProgram, LocalContext, LocalTraining, make_objective, train_client
+from fedloom.client.program import with_own_extras
 from fedloom.data import FederatedDataset
 from fedloom.params import buffer_spec, param_spec
 from fedloom.sim.isolation import train_or_fail
@@ -77,6 +78,6 @@ class SequentialExecutor:
             start,
             objective=self.objective,
             settings=self.settings,
-            context=context,
+            context=with_own_extras(context, plan),
             program=self.program,
         )

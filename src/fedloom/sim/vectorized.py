@@ -162,7 +162,9 @@ class VectorizedExecutor:
             batch,
             memory_budget_bytes=memory_budget_bytes,
         )
-        self._grad = vmap(self._client_grad, in_dims=(0, 0, 0, None))
+        self._extra_names: tuple[str, ...] = ()
+        self._flat0 = torch.zeros(0)
+        self._grad = vmap(self._client_grad, in_dims=(0, 0, 0, None, 0))
 
     def _client_grad(
         self,
@@ -170,7 +172,10 @@ class VectorizedExecutor:
         batch: dict[str, torch.Tensor],
         mask: torch.Tensor,
         context: LocalContext,
+        own: dict[str, torch.Tensor],
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        if own:  # this row's client's own extras (EWC's Fisher and anchor), one row of the stack
+            context = LocalContext(context.global_params, {**context.extras, **own})
         return grad_and_value(self.objective.loss)(tensors, self._no_buffers, batch, context, mask)
 
     def fit(
@@ -222,6 +227,11 @@ class VectorizedExecutor:
             else:
                 views = self.spec.views(correction.to(torch.float32))
                 row.update({f"c:{n}": views[n] for n in initial})
+        for name in self._extra_names:  # a client without an entry gets zeros (EWC: no penalty)
+            value = (plan.extras or {}).get(name)
+            row[f"x:{name}"] = (
+                value.to(torch.float32) if value is not None else torch.zeros_like(self._flat0)
+            )
         if self._track_gradients:
             row.update(
                 {f"g:{n}": torch.zeros_like(v, dtype=torch.float64) for n, v in initial.items()}
@@ -239,8 +249,9 @@ class VectorizedExecutor:
     ) -> dict[int, ClientResult]:
         """Continuous batching over ``self.slots`` rows; returns results by plan position.
 
-        Every per-client quantity (weights, velocity, gradient correction, gradient sums,
-        loss) lives in a stacked ``[M, ...]`` tensor, keyed ``"w:<name>"``, ``"v:<name>"``,
+        Every per-client quantity (weights, velocity, gradient correction, the plan's own
+        context extras ``"x:<extra>"``, gradient sums, loss) lives in a stacked ``[M, ...]``
+        tensor, keyed ``"w:<name>"``, ``"v:<name>"``,
         ... and updated in place. Weights stay per tensor (the vmapped gradient comes back in
         that form); a client's flat update is cut out of the stack once, when it finishes. A
         flat ``[M, P]`` matrix would cost a full copy of every client's gradient every step.
@@ -248,6 +259,8 @@ class VectorizedExecutor:
         settings = self.settings
         initial = self.spec.views(params)
         self._corrected = any(p.correction is not None for p in plans)
+        self._extra_names = tuple(sorted({n for p in plans for n in (p.extras or {})}))
+        self._flat0 = torch.zeros_like(params, dtype=torch.float32)
         self._track_gradients = "update_variance" in self.program.statistics
         waiting = deque(sorted(range(len(plans)), key=lambda i: -len(schedules[i])))
         rows = [waiting.popleft() for _ in range(min(self.slots, len(waiting)))]
@@ -265,7 +278,10 @@ class VectorizedExecutor:
                 index[r, : len(local)] = self._client_index[plans[at].client_id][local]
                 mask[r, : len(local)] = 1.0
             step_index, step_mask = torch.from_numpy(index), torch.from_numpy(mask)
-            grads, loss = self._grad(weights, take(self._train, step_index), step_mask, context)
+            own = {n: state[f"x:{n}"] for n in self._extra_names}
+            grads, loss = self._grad(
+                weights, take(self._train, step_index), step_mask, context, own
+            )
             if self._track_gradients:
                 squared = torch.zeros(len(rows), dtype=torch.float64)
                 for name in self.spec.names:

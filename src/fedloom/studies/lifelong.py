@@ -31,8 +31,11 @@ four tasks (Chaudhry et al. 2018 take the best earlier accuracy instead; the sam
 except for noise).
 
 This is the loop of :func:`fedloom.algorithms.server_update` and
-:func:`fedloom.client.train_client` driven by the study itself: the engine's round loop does
-not yet move its clients from task to task or give each client its own EWC entries.
+:func:`fedloom.client.train_client` driven by the study itself (it predates the engine path,
+and its committed numbers come from its own batch seeds). The engine now runs the same
+training from a config (``data.task_sequence`` and ``algorithm: lifelong``,
+``examples/mnist_lifelong_ewc.yaml``); ``tests/algorithms/test_lifelong_ewc.py`` shows that
+the engine's run equals this loop exactly when both use the engine's plans.
 
 The full run uses half of MNIST's training rows (the first 30,000) and three seeds;
 ``quick`` a tenth of them and one seed.
