@@ -58,7 +58,8 @@ configuration:
   balanced, for class-weighted cross-entropy; class_metrics: labels whose recall,
   precision, F1 and PR-AUC to report; pr_bins), focal (gamma, alpha, positive_class,
   class_metrics, pr_bins), regression, next_token, adversarial_fairness (lam, reads,
-  mode, sensitive, num_groups, hidden, adversary_hidden, adversary_sees_label),
+  mode, sensitive, num_groups, hidden, adversary_hidden, adversary_sees_label), gan
+  (latent, hidden, disc_hidden, mode: alternating or minimax),
   e.g. --set task=focal --set task.gamma=2 --set task.class_metrics=[8]
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),

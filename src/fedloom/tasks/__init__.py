@@ -10,7 +10,9 @@ for the loss, evaluation asks it for metrics. Built in:
 - :func:`next_token`: next-token prediction over sequences, loss per token, perplexity;
 - :func:`adversarial_fairness`: a predictor trained against an adversary that guesses a
   sensitive attribute (Zhang et al. 2018), with fairness metrics (demographic-parity and
-  equalized-odds gaps); see :mod:`fedloom.tasks.adversarial`.
+  equalized-odds gaps); see :mod:`fedloom.tasks.adversarial`;
+- :func:`gan`: a generator trained against a discriminator (Goodfellow et al. 2014); see
+  :mod:`fedloom.tasks.gan`.
 
 Any task with logits ``[B, C]`` for integer labels gets recall, precision, F1 and PR-AUC of
 chosen (rare) classes with :func:`with_class_metrics`.
@@ -25,17 +27,20 @@ from fedloom.tasks.adversarial import AdversarialFairness, adversarial_fairness
 from fedloom.tasks.base import Batch, Task, num_rows, take
 from fedloom.tasks.builtin import balanced_weights, classification, next_token, regression
 from fedloom.tasks.focal import focal
+from fedloom.tasks.gan import Gan, gan
 from fedloom.tasks.imbalance import with_class_metrics
 
 __all__ = [
     "TASKS",
     "AdversarialFairness",
     "Batch",
+    "Gan",
     "Task",
     "adversarial_fairness",
     "balanced_weights",
     "classification",
     "focal",
+    "gan",
     "next_token",
     "num_rows",
     "regression",
@@ -49,6 +54,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "next_token": next_token,
     "focal": focal,
     "adversarial_fairness": adversarial_fairness,
+    "gan": gan,
 }
 """The built-in tasks by config name (``task.name``); their keyword options are the
 config section's keys."""
