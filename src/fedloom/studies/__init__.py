@@ -28,6 +28,7 @@ STUDIES = {
     "lifelong": "forgetting on split MNIST: plain vs proximal vs EWC vs EWC + proximal",
     "async": "synchronous FedAvg vs FedBuff in simulated time, long-tailed speeds (MNIST 2NN)",
     "adversarial-fairness": "adversarial training (Zhang et al.) lambda vs accuracy, adversary, DP/EO gaps",
+    "gan": "federated GAN, clients with 2 digits each: mode coverage and Frechet distance vs central",
 }
 
 MODULES = {"async": "asynchronous"}

@@ -26,8 +26,10 @@ two as adversarial fairness (:mod:`fedloom.tasks.adversarial`):
 The model's output is ``[B, 3]``: ``D``'s logit for the real example, ``D``'s logit for one
 generated image, and a flag that is 1 in the generator phase (the loss then is the
 non-saturating ``L_G``, plus a constant from the frozen real half). The latent is drawn inside
-``forward`` from torch's global generator (seeded by the run), so the model trains on the
-sequential engine (the vectorized engine's ``vmap`` refuses random draws). Parameters are
+``forward`` from torch's global generator (seed it, ``torch.manual_seed``, for a reproducible
+run), so use the sequential engine (``engine: sequential``): the vectorized engine's
+``vmap`` refuses random draws, and its isolation then retrains every client one by one with
+the sequential engine, slower than asking for it. Parameters are
 named ``generator.*`` and ``discriminator.*``: FedAvg averages both, or
 ``fedper(["discriminator.*"])`` keeps every discriminator on its client and averages only
 the generator.
