@@ -42,7 +42,6 @@ torch.Size([5, 3])
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -256,7 +255,3 @@ def gan(
     'discriminator_accuracy'
     """
     return Gan(latent, hidden, disc_hidden, mode).task()
-
-
-LOG4 = math.log(4.0)
-"""``L_D`` at ``D = 1/2`` everywhere (the equilibrium): ``2 log 2``."""
