@@ -9,17 +9,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 from fedloom.algorithms import Algorithm, ServerState
 from fedloom.algorithms.ditto import personal_program, personal_settings
 from fedloom.algorithms.personal import check_buffers, personalized_models, with_model
 from fedloom.client import LocalContext, LocalTraining, make_objective
+from fedloom.client.program import ClientProgram
 from fedloom.client.store import ClientStates
 from fedloom.data import FederatedDataset
 from fedloom.data.sampling import Sampling
@@ -192,17 +194,17 @@ def simulate(
     else:  # one executor per task, each on its view of the data
         check_task_sequence(train_data, task_sequence)
         views = [task_data(train_data, task_sequence, i) for i in range(task_sequence.num_tasks)]
-        executor = TaskSequenceExecutor(
-            [
-                phased_executor(
-                    module,
-                    algorithm.client_program(),
-                    lambda phase, program, view=view: make_executor(
-                        engine, phase, view, settings, program=program, task=task, workers=workers
-                    ),
+
+        def on_view(view: FederatedDataset) -> Callable[[nn.Module, ClientProgram], Executor]:
+            def make(phase: nn.Module, program: ClientProgram) -> Executor:
+                return make_executor(
+                    engine, phase, view, settings, program=program, task=task, workers=workers
                 )
-                for view in views
-            ],
+
+            return make
+
+        executor = TaskSequenceExecutor(
+            [phased_executor(module, algorithm.client_program(), on_view(view)) for view in views],
             task_sequence,
         )
         if algorithm.fisher is not None:

@@ -60,6 +60,7 @@ configuration:
   class_metrics, pr_bins), regression, next_token, adversarial_fairness (lam, reads,
   mode, sensitive, num_groups, hidden, adversary_hidden, adversary_sees_label),
   mixture_of_experts (num_experts, expert_hidden, gate_hidden, gate: personal|shared, mix),
+  gan (latent, hidden, disc_hidden, mode: alternating or minimax),
   e.g. --set task=focal --set task.gamma=2 --set task.class_metrics=[8]
   Algorithms (parameters): fedavg, fedsgd, fedprox (mu), scaffold, fednova,
   fedavgm (momentum), fedadagrad (beta1, tau), fedadam and fedyogi (beta1, beta2, tau),

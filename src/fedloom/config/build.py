@@ -85,6 +85,8 @@ def build_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
         return _adversarial_model(config, dataset)
     if config.task.name == "mixture_of_experts":
         return _moe_model(config, dataset)
+    if config.task.name == "gan":
+        return _gan_model(config, dataset)
     if name == "auto":
         name = REFERENCE_MODELS.get(config.data.dataset, "logistic_regression")
     model = _model_factory(name, dataset)
@@ -139,6 +141,22 @@ def _moe_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
         )
     setup = _moe_setup(config)
     return partial(setup.model, int(np.prod(dataset.input_shape)), dataset.num_classes)
+
+
+def _gan_model(config: RunConfig, dataset: Dataset) -> Callable[[], nn.Module]:
+    """The generator-and-discriminator model the ``task`` section of a GAN describes."""
+    from functools import partial
+
+    from fedloom.tasks.gan import Gan
+
+    if config.model.name != "auto":
+        raise ConfigError(
+            f"model.name: {config.model.name} is not a generator and discriminator; with "
+            "task gan leave model.name auto (the task's options build both: latent, hidden, "
+            "disc_hidden, mode)"
+        )
+    setup = Gan(**config.task.model_dump(exclude={"name"}))
+    return partial(setup.model, int(np.prod(dataset.input_shape)))
 
 
 def _model_factory(name: str, dataset: Dataset) -> Callable[[], nn.Module]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import erf, sqrt
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,7 +112,7 @@ def load_fair_synthetic(
         )
     rng = np.random.default_rng(seed)
     w = rng.normal(size=num_features)
-    options = {
+    options: dict[str, Any] = {
         "label_bias": label_bias,
         "noise": noise,
         "num_proxies": num_proxies,

@@ -175,10 +175,10 @@ class Evaluator:
             sums = np.bincount(self._holdout_owner, weights=array, minlength=self.data.num_clients)
             means[name] = sums[has] / self._holdout_sizes[has]
         summaries = {}
-        for name, value in self.task.summarize(means).items():
-            full = nan.copy()
-            full[has] = value
-            summaries[name] = full
+        for name, summary in self.task.summarize(means).items():
+            column = nan.copy()
+            column[has] = summary
+            summaries[name] = column
         return summaries
 
     def client_metrics(

@@ -29,6 +29,7 @@ STUDIES = {
     "async": "synchronous FedAvg vs FedBuff in simulated time, long-tailed speeds (MNIST 2NN)",
     "adversarial-fairness": "adversarial training (Zhang et al.) lambda vs accuracy, adversary, DP/EO gaps",
     "mixture-of-experts": "experts + personal gate vs global vs local models on clustered digits",
+    "gan": "federated GAN, clients with 2 digits each: mode coverage and Frechet distance vs central",
 }
 
 MODULES = {"async": "asynchronous"}

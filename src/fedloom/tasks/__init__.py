@@ -13,6 +13,8 @@ for the loss, evaluation asks it for metrics. Built in:
   equalized-odds gaps); see :mod:`fedloom.tasks.adversarial`;
 - :func:`mixture_of_experts`: a pool of experts averaged across clients and a gate per
   example, personal or shared; see :mod:`fedloom.tasks.moe`.
+- :func:`gan`: a generator trained against a discriminator (Goodfellow et al. 2014); see
+  :mod:`fedloom.tasks.gan`.
 
 Any task with logits ``[B, C]`` for integer labels gets recall, precision, F1 and PR-AUC of
 chosen (rare) classes with :func:`with_class_metrics`.
@@ -27,6 +29,7 @@ from fedloom.tasks.adversarial import AdversarialFairness, adversarial_fairness
 from fedloom.tasks.base import Batch, Task, num_rows, take
 from fedloom.tasks.builtin import balanced_weights, classification, next_token, regression
 from fedloom.tasks.focal import focal
+from fedloom.tasks.gan import Gan, gan
 from fedloom.tasks.imbalance import with_class_metrics
 from fedloom.tasks.moe import MixtureOfExperts, mixture_of_experts
 
@@ -35,12 +38,14 @@ __all__ = [
     "AdversarialFairness",
     "Batch",
     "MixtureOfExperts",
+    "Gan",
     "Task",
     "adversarial_fairness",
     "balanced_weights",
     "classification",
     "focal",
     "mixture_of_experts",
+    "gan",
     "next_token",
     "num_rows",
     "regression",
@@ -55,6 +60,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "focal": focal,
     "adversarial_fairness": adversarial_fairness,
     "mixture_of_experts": mixture_of_experts,
+    "gan": gan,
 }
 """The built-in tasks by config name (``task.name``); their keyword options are the
 config section's keys."""

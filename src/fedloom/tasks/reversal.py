@@ -33,7 +33,7 @@ class GradientReversal(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(x: torch.Tensor, scale: float) -> torch.Tensor:
         return x.clone()
 
     @staticmethod
@@ -41,7 +41,7 @@ class GradientReversal(torch.autograd.Function):
         ctx.scale = float(inputs[1])
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad * -ctx.scale, None
 
 
